@@ -1,0 +1,1 @@
+"""Everything Twilio-HTTP: TwiML documents, signatures, public URLs."""

@@ -1,0 +1,54 @@
+"""What to do when the caller starts speaking over the model (pure: decided, not sent, here)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .playback import ItemKey, PlaybackTracker
+
+
+@dataclass(frozen=True, slots=True)
+class Truncation:
+    item_id: str
+    content_index: int
+    audio_end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class BargeInPlan:
+    clear_playback: bool
+    cancel_response_id: str | None
+    truncation: Truncation | None
+
+    @property
+    def is_noop(self) -> bool:
+        return not self.clear_playback and self.cancel_response_id is None and self.truncation is None
+
+
+NOTHING = BargeInPlan(clear_playback=False, cancel_response_id=None, truncation=None)
+
+
+def plan_barge_in(
+    tracker: PlaybackTracker,
+    active_response_id: str | None,
+    last_item: ItemKey | None,
+    now: float,
+) -> BargeInPlan:
+    """Stop playback, cancel the response still being generated, and truncate the item being heard.
+
+    `last_item` is the newest item the model sent audio for; it is what the caller hears next
+    when Twilio's buffer is momentarily empty while the response is still arriving.
+    """
+    if not tracker.is_playing and active_response_id is None:
+        return NOTHING
+    item = tracker.playing_item or last_item
+    truncation = None
+    if item is not None:
+        received_ms = tracker.received_ms(*item)
+        # Floor, so that we never claim the caller heard a sample they did not; and the service
+        # rejects both 0 and anything past the item's end.
+        heard_ms = math.floor(min(tracker.played_ms(*item, now=now), received_ms))
+        if 0 < heard_ms < math.floor(received_ms) or (0 < heard_ms and active_response_id is not None):
+            truncation = Truncation(item_id=item[0], content_index=item[1], audio_end_ms=heard_ms)
+    return BargeInPlan(clear_playback=True, cancel_response_id=active_response_id, truncation=truncation)

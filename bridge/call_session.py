@@ -1,0 +1,294 @@
+"""One phone call: the Twilio stream and the upstream Realtime session, pumped both ways.
+
+The loops here only move data: decoding, accounting and barge-in decisions live in pure modules
+(`voice_codecs`, `bridge.playback`, `bridge.barge_in`, `bridge.dialects`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Callable
+
+import structlog
+import websockets
+
+from voice_codecs import MODEL_RATE, TWILIO_RATE, make_transcoders
+
+from . import dialects
+from . import media_streams as ms
+from .barge_in import plan_barge_in
+from .dialects import SessionConfig
+from .logs import get_logger
+from .playback import ItemKey, PlaybackTracker
+from .realtime_events import (
+    AudioDelta,
+    AudioDone,
+    ItemTruncated,
+    OutputTranscriptDone,
+    ResponseFinished,
+    ResponseStarted,
+    ServerEvent,
+    SpeechStarted,
+    SpeechStopped,
+    UpstreamError,
+)
+from .twilio_stream import CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_POLICY, StreamClosed, TwilioStream
+from .upstream import UpstreamConnection, UpstreamTarget
+
+log = get_logger("bridge.call")
+
+START_TIMEOUT_S = 10.0
+UPSTREAM_CLOSE_TIMEOUT_S = 1.0
+# Errors the service sends in normal operation, e.g. when server VAD already cancelled the
+# response we also cancel: not worth a warning.
+BENIGN_UPSTREAM_ERRORS = {"response_cancel_not_active"}
+
+
+class CallState(enum.Enum):
+    AWAITING_START = "awaiting_start"
+    CONNECTING_UPSTREAM = "connecting_upstream"
+    IN_CALL = "in_call"
+    ENDING = "ending"
+    ENDED = "ended"
+
+
+_TRANSITIONS: dict[CallState, set[CallState]] = {
+    CallState.AWAITING_START: {CallState.CONNECTING_UPSTREAM, CallState.ENDING},
+    CallState.CONNECTING_UPSTREAM: {CallState.IN_CALL, CallState.ENDING},
+    CallState.IN_CALL: {CallState.ENDING},
+    CallState.ENDING: {CallState.ENDED},
+    CallState.ENDED: set(),
+}
+
+
+class EndReason(enum.Enum):
+    CALLER_HANGUP = "caller_hangup"
+    UPSTREAM_CLOSED = "upstream_closed"
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+    PROTOCOL_ERROR = "protocol_error"
+    NO_START = "no_start"
+
+
+class CallSession:
+    """Owns everything of one call; created when the stream opens, gone when it ends."""
+
+    def __init__(
+        self,
+        twilio: TwilioStream,
+        upstream_target: UpstreamTarget,
+        session_config: SessionConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.twilio = twilio
+        self.upstream_target = upstream_target
+        self.session_config = session_config
+        self.clock = clock
+        self.state = CallState.AWAITING_START
+        self.end_reason: EndReason | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.tracker = PlaybackTracker(sample_rate=TWILIO_RATE)
+        self.to_model, self.to_caller = make_transcoders(session_config.audio_mode)
+        self._model_rate = TWILIO_RATE if session_config.audio_mode == "g711" else MODEL_RATE
+        self._active_response_id: str | None = None
+        self._dropped_responses: set[str] = set()
+        self._last_item: ItemKey | None = None
+        self._log = log
+
+    def _move_to(self, state: CallState) -> None:
+        if state not in _TRANSITIONS[self.state]:
+            raise RuntimeError(f"call cannot go from {self.state.value} to {state.value}")
+        self.state = state
+
+    def _end(self, reason: EndReason) -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+        if self.state is not CallState.ENDING:
+            self._move_to(CallState.ENDING)
+
+    async def run(self) -> EndReason:
+        try:
+            start = await self._await_start()
+            if start is None:
+                return self.end_reason or EndReason.NO_START
+            with structlog.contextvars.bound_contextvars(call_sid=start.call_sid, stream_sid=start.stream_sid):
+                self._log.info("call.started", audio=self.session_config.audio_mode)
+                await self._converse()
+                self._log.info("call.ended", reason=self.end_reason.value if self.end_reason else None)
+            return self.end_reason or EndReason.CALLER_HANGUP
+        finally:
+            await self._close_both()
+            if self.state is not CallState.ENDING:
+                self._move_to(CallState.ENDING)
+            self._move_to(CallState.ENDED)
+
+    async def _await_start(self) -> ms.Start | None:
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                while True:
+                    event = await self.twilio.receive()
+                    if isinstance(event, ms.Start):
+                        start = event
+                        break
+                    if not isinstance(event, ms.Connected):
+                        raise ms.ProtocolError("event_before_start", type(event).__name__)
+        except TimeoutError:
+            self._log.warning("call.rejected", reason="no_start_event")
+            self._end(EndReason.NO_START)
+            return None
+        except StreamClosed:
+            self._end(EndReason.CALLER_HANGUP)
+            return None
+        except ms.ProtocolError as exc:
+            self._log.warning("call.rejected", reason=exc.reason, detail=exc.detail)
+            self._end(EndReason.PROTOCOL_ERROR)
+            await self.twilio.close(CLOSE_POLICY, exc.reason)
+            return None
+        fmt = start.media_format
+        if (fmt.get("encoding"), fmt.get("sampleRate"), fmt.get("channels")) != ("audio/x-mulaw", 8000, 1):
+            self._log.warning("call.rejected", reason="unsupported_media_format", media_format=fmt)
+            self._end(EndReason.PROTOCOL_ERROR)
+            await self.twilio.close(CLOSE_POLICY, "unsupported_media_format")
+            return None
+        self.twilio.stream_sid = start.stream_sid
+        self._move_to(CallState.CONNECTING_UPSTREAM)
+        return start
+
+    async def _converse(self) -> None:
+        try:
+            self.upstream = await UpstreamConnection.open(self.upstream_target)
+        except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+            self._log.error("upstream.connect_failed", error=type(exc).__name__, detail=str(exc))
+            self._end(EndReason.UPSTREAM_UNAVAILABLE)
+            await self.twilio.close(CLOSE_INTERNAL, "upstream_unavailable")
+            return
+        self._move_to(CallState.IN_CALL)
+        await self.upstream.send(self.upstream.dialect.session_update(self.session_config))
+        await self.upstream.send(dialects.create_response())  # the greeting
+        caller = asyncio.create_task(self._pump_caller(), name="pump_caller")
+        model = asyncio.create_task(self._pump_model(), name="pump_model")
+        try:
+            done, _ = await asyncio.wait({caller, model}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (caller, model):
+                task.cancel()
+            await asyncio.gather(caller, model, return_exceptions=True)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                self._log.error("call.failed", error=repr(task.exception()))
+
+    async def _pump_caller(self) -> None:
+        """Twilio → model: caller audio, mark echoes, hangup."""
+        assert self.upstream is not None
+        try:
+            while True:
+                event = await self.twilio.receive()
+                if isinstance(event, ms.Media):
+                    if event.stream_sid != self.twilio.stream_sid:
+                        raise ms.ProtocolError("wrong_stream_sid", event.stream_sid)
+                    audio = self.to_model.process(event.payload)
+                    if audio:
+                        await self.upstream.send(dialects.append_audio(audio))
+                elif isinstance(event, ms.MarkEcho):
+                    self.tracker.mark_echoed(event.name, self.clock())
+                elif isinstance(event, ms.Dtmf):
+                    self._log.info("call.dtmf_ignored")
+                elif isinstance(event, ms.Stop):
+                    self._end(EndReason.CALLER_HANGUP)
+                    return
+                elif isinstance(event, ms.Start):
+                    raise ms.ProtocolError("second_start")
+        except StreamClosed:
+            self._end(EndReason.CALLER_HANGUP)
+        except ms.ProtocolError as exc:
+            self._log.warning("twilio.bad_frame", reason=exc.reason, detail=exc.detail)
+            self._end(EndReason.PROTOCOL_ERROR)
+            await self.twilio.close(CLOSE_POLICY, exc.reason)
+        except websockets.ConnectionClosed:
+            self._end(EndReason.UPSTREAM_CLOSED)
+
+    async def _pump_model(self) -> None:
+        """Model → Twilio: audio with marks, barge-in, errors."""
+        assert self.upstream is not None
+        try:
+            async for event in self.upstream.events():
+                await self._on_model_event(event)
+        except StreamClosed:
+            self._end(EndReason.CALLER_HANGUP)
+            return
+        except websockets.ConnectionClosed:
+            pass
+        self._end(EndReason.UPSTREAM_CLOSED)
+
+    async def _on_model_event(self, event: ServerEvent) -> None:
+        if isinstance(event, AudioDelta):
+            if event.response_id in self._dropped_responses:
+                return
+            self._last_item = (event.item_id, event.content_index)
+            self.tracker.audio_received(event.item_id, event.content_index, self._model_ms(event.audio))
+            await self._play(event.item_id, event.content_index, self.to_caller.process(event.audio))
+        elif isinstance(event, AudioDone):
+            if event.response_id not in self._dropped_responses:
+                # The transcoder holds back a few ms; without a flush the word ending is lost.
+                await self._play(event.item_id, event.content_index, self.to_caller.flush())
+        elif isinstance(event, SpeechStarted):
+            await self._barge_in()
+        elif isinstance(event, ResponseStarted):
+            self._active_response_id = event.response_id
+        elif isinstance(event, ResponseFinished):
+            if event.response_id == self._active_response_id:
+                self._active_response_id = None
+            self._log.info("model.response_done", response_id=event.response_id, status=event.status)
+        elif isinstance(event, SpeechStopped):
+            self._log.info("caller.speech_stopped", audio_end_ms=event.audio_end_ms)
+        elif isinstance(event, ItemTruncated):
+            self._log.info("model.item_truncated", item_id=event.item_id, audio_end_ms=event.audio_end_ms)
+        elif isinstance(event, OutputTranscriptDone):
+            self._log.debug("model.transcript_done", item_id=event.item_id, chars=len(event.transcript))
+        elif isinstance(event, UpstreamError):
+            level = self._log.info if event.code in BENIGN_UPSTREAM_ERRORS else self._log.warning
+            level("upstream.error", code=event.code, error_type=event.error_type, message=event.message)
+
+    async def _play(self, item_id: str, content_index: int, mulaw: bytes) -> None:
+        if not mulaw:
+            return
+        await self.twilio.send_media(mulaw)
+        await self.twilio.send_mark(self.tracker.chunk_sent(item_id, content_index, len(mulaw), self.clock()))
+
+    async def _barge_in(self) -> None:
+        assert self.upstream is not None
+        plan = plan_barge_in(self.tracker, self._active_response_id, self._last_item, self.clock())
+        if plan.is_noop:
+            self._log.info("caller.speech_started", barge_in=False)
+            return
+        if plan.clear_playback:
+            await self.twilio.send_clear()
+            self.tracker.cleared()
+            self.to_caller.reset()
+        if plan.cancel_response_id is not None:
+            self._dropped_responses.add(plan.cancel_response_id)
+            self._active_response_id = None
+            await self.upstream.send(dialects.cancel_response())
+        if plan.truncation is not None:
+            t = plan.truncation
+            await self.upstream.send(dialects.truncate_item(t.item_id, t.content_index, t.audio_end_ms))
+        self._log.info(
+            "caller.barge_in",
+            cancelled=plan.cancel_response_id,
+            truncated_item=plan.truncation.item_id if plan.truncation else None,
+            audio_end_ms=plan.truncation.audio_end_ms if plan.truncation else None,
+        )
+
+    def _model_ms(self, audio: bytes) -> float:
+        bytes_per_sample = 1 if self._model_rate == TWILIO_RATE else 2
+        return len(audio) / bytes_per_sample * 1000.0 / self._model_rate
+
+    async def _close_both(self) -> None:
+        if self.upstream is not None:
+            try:
+                async with asyncio.timeout(UPSTREAM_CLOSE_TIMEOUT_S):
+                    await self.upstream.close()
+            except (TimeoutError, OSError):
+                self._log.warning("upstream.close_timeout")
+        await self.twilio.close(CLOSE_NORMAL)

@@ -1,0 +1,259 @@
+"""The Twilio Media Streams protocol: typed messages, parsed once at the edge.
+
+Both directions live here: what Twilio sends us (`connected`, `start`, `media`, `dtmf`, `mark`,
+`stop`) and what we may send Twilio (`media`, `mark`, `clear`). The phone simulator uses the
+same module from Twilio's side, so the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+TWILIO_MEDIA_FORMAT = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
+
+
+class ProtocolError(ValueError):
+    """A frame that breaks the protocol; `reason` is a short stable name for logs and metrics."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+# --- Twilio → bridge ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    protocol: str
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    stream_sid: str
+    call_sid: str
+    account_sid: str
+    tracks: tuple[str, ...]
+    custom_parameters: dict[str, str]
+    media_format: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    stream_sid: str
+    track: str
+    chunk: int
+    timestamp_ms: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Dtmf:
+    stream_sid: str
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarkEcho:
+    stream_sid: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    stream_sid: str
+
+
+TwilioEvent = Connected | Start | Media | Dtmf | MarkEcho | Stop
+
+
+def _field(obj: dict[str, Any], name: str, kind: type, where: str) -> Any:
+    value = obj.get(name)
+    if not isinstance(value, kind):
+        raise ProtocolError("missing_field", f"{where}.{name} must be {kind.__name__}")
+    return value
+
+
+def _int_string(obj: dict[str, Any], name: str, where: str) -> int:
+    # Twilio sends every counter and timestamp as a decimal string.
+    value = obj.get(name)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    raise ProtocolError("missing_field", f"{where}.{name} must be a decimal string")
+
+
+def parse_twilio_message(text: str) -> TwilioEvent | None:
+    """One inbound text frame → a typed event; None for an event we do not know (to ignore)."""
+    try:
+        message = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError("invalid_json", str(exc)) from None
+    if not isinstance(message, dict):
+        raise ProtocolError("invalid_json", "a message must be a JSON object")
+    event = message.get("event")
+    if not isinstance(event, str):
+        raise ProtocolError("missing_field", "event must be a string")
+    if event == "connected":
+        return Connected(protocol=str(message.get("protocol", "")), version=str(message.get("version", "")))
+    if event not in ("start", "media", "dtmf", "mark", "stop"):
+        return None
+    stream_sid = _field(message, "streamSid", str, event)
+    if event == "start":
+        start = _field(message, "start", dict, event)
+        params = start.get("customParameters") or {}
+        if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
+            raise ProtocolError("missing_field", "start.customParameters must map names to strings")
+        tracks = start.get("tracks") or []
+        if not isinstance(tracks, list):
+            raise ProtocolError("missing_field", "start.tracks must be a list")
+        return Start(
+            stream_sid=stream_sid,
+            call_sid=_field(start, "callSid", str, "start"),
+            account_sid=str(start.get("accountSid", "")),
+            tracks=tuple(str(t) for t in tracks),
+            custom_parameters=dict(params),
+            media_format=dict(_field(start, "mediaFormat", dict, "start")),
+        )
+    if event == "media":
+        media = _field(message, "media", dict, event)
+        try:
+            payload = base64.b64decode(_field(media, "payload", str, "media"), validate=True)
+        except binascii.Error:
+            raise ProtocolError("invalid_base64", "media.payload is not base64") from None
+        return Media(
+            stream_sid=stream_sid,
+            track=str(media.get("track", "inbound")),
+            chunk=_int_string(media, "chunk", "media"),
+            timestamp_ms=_int_string(media, "timestamp", "media"),
+            payload=payload,
+        )
+    if event == "dtmf":
+        return Dtmf(stream_sid=stream_sid, digit=_field(_field(message, "dtmf", dict, event), "digit", str, "dtmf"))
+    if event == "mark":
+        return MarkEcho(stream_sid=stream_sid, name=_field(_field(message, "mark", dict, event), "name", str, "mark"))
+    return Stop(stream_sid=stream_sid)
+
+
+def connected_message() -> str:
+    return json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+
+
+def start_message(
+    stream_sid: str, call_sid: str, account_sid: str, custom_parameters: dict[str, str], sequence: int = 1
+) -> str:
+    return json.dumps(
+        {
+            "event": "start",
+            "sequenceNumber": str(sequence),
+            "streamSid": stream_sid,
+            "start": {
+                "streamSid": stream_sid,
+                "accountSid": account_sid,
+                "callSid": call_sid,
+                "tracks": ["inbound"],
+                "customParameters": custom_parameters,
+                "mediaFormat": TWILIO_MEDIA_FORMAT,
+            },
+        }
+    )
+
+
+def inbound_media_message(stream_sid: str, payload: bytes, chunk: int, timestamp_ms: int, sequence: int) -> str:
+    return json.dumps(
+        {
+            "event": "media",
+            "sequenceNumber": str(sequence),
+            "streamSid": stream_sid,
+            "media": {
+                "track": "inbound",
+                "chunk": str(chunk),
+                "timestamp": str(timestamp_ms),
+                "payload": base64.b64encode(payload).decode("ascii"),
+            },
+        }
+    )
+
+
+def mark_echo_message(stream_sid: str, name: str, sequence: int) -> str:
+    return json.dumps(
+        {"event": "mark", "sequenceNumber": str(sequence), "streamSid": stream_sid, "mark": {"name": name}}
+    )
+
+
+def stop_message(stream_sid: str, call_sid: str, account_sid: str, sequence: int) -> str:
+    return json.dumps(
+        {
+            "event": "stop",
+            "sequenceNumber": str(sequence),
+            "streamSid": stream_sid,
+            "stop": {"accountSid": account_sid, "callSid": call_sid},
+        }
+    )
+
+
+# --- bridge → Twilio ---------------------------------------------------------------------------
+
+
+def media_message(stream_sid: str, mulaw: bytes) -> str:
+    """Outbound audio: base64 μ-law 8 kHz, no file headers."""
+    return json.dumps(
+        {"event": "media", "streamSid": stream_sid, "media": {"payload": base64.b64encode(mulaw).decode("ascii")}}
+    )
+
+
+def mark_message(stream_sid: str, name: str) -> str:
+    return json.dumps({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}})
+
+
+def clear_message(stream_sid: str) -> str:
+    return json.dumps({"event": "clear", "streamSid": stream_sid})
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMedia:
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMark:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundClear:
+    pass
+
+
+OutboundEvent = OutboundMedia | OutboundMark | OutboundClear
+
+
+def parse_outbound_message(text: str, stream_sid: str) -> OutboundEvent:
+    """What Twilio does with a frame from the bridge: the simulator's side of the edge."""
+    try:
+        message = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError("invalid_json", str(exc)) from None
+    if not isinstance(message, dict):
+        raise ProtocolError("invalid_json", "a message must be a JSON object")
+    if message.get("streamSid") != stream_sid:
+        raise ProtocolError("wrong_stream_sid", f"expected {stream_sid}")
+    event = message.get("event")
+    if event == "media":
+        media = _field(message, "media", dict, "media")
+        try:
+            return OutboundMedia(base64.b64decode(_field(media, "payload", str, "media"), validate=True))
+        except binascii.Error:
+            raise ProtocolError("invalid_base64", "media.payload is not base64") from None
+    if event == "mark":
+        return OutboundMark(_field(_field(message, "mark", dict, "mark"), "name", str, "mark"))
+    if event == "clear":
+        return OutboundClear()
+    raise ProtocolError("unknown_event", f"Twilio does not accept event {event!r}")

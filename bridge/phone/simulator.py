@@ -1,0 +1,220 @@
+"""Places one simulated call: the webhook, then the media stream, in real (or scaled) time.
+
+Faithful to Twilio where the bridge can tell: form fields and signatures on `POST /voice`, a
+signed WebSocket upgrade, `connected`/`start`/`media`/`stop` with string counters, outbound
+audio played at 8 kHz, marks echoed only once their audio has played, and every pending mark
+echoed at once on `clear`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+import urllib.parse
+import urllib.request
+import wave
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from twiml.signatures import SIGNATURE_HEADER, TwilioSigner
+from voice_codecs import ulaw_decode
+
+from .. import media_streams as ms
+from .caller import FRAME_BYTES, FRAME_MS, Caller, CallerPlan, CallerState
+from .playout import PlayoutBuffer
+
+
+class SimulatorError(RuntimeError):
+    """The bridge did not behave like a Twilio peer expects (bad TwiML, refused stream, ...)."""
+
+
+@dataclass(slots=True)
+class CallReport:
+    call_sid: str
+    stream_sid: str
+    agent_audio_s: float = 0.0  # agent audio the caller heard
+    first_agent_audio_s: float | None = None  # from stream start to the first agent audio
+    marks_echoed: int = 0
+    clears: int = 0
+    ended_by: str = ""  # "caller" or "bridge"
+    close_code: int | None = None
+    call_s: float = 0.0
+    caller_audio: bytearray = field(default_factory=bytearray, repr=False)  # μ-law, one frame per tick
+    agent_audio: bytearray = field(default_factory=bytearray, repr=False)  # μ-law as played
+
+    def summary(self) -> str:
+        first = f"{self.first_agent_audio_s:.2f} s" if self.first_agent_audio_s is not None else "never"
+        return "\n".join(
+            [
+                f"call {self.call_sid} (stream {self.stream_sid})",
+                f"  call length              {self.call_s:.2f} s, ended by the {self.ended_by}",
+                f"  agent audio heard        {self.agent_audio_s:.2f} s",
+                f"  first agent audio after  {first}",
+                f"  marks echoed             {self.marks_echoed}",
+                f"  clears received          {self.clears}",
+            ]
+        )
+
+    def write_wav(self, path: Path) -> None:
+        """Two channels at 8 kHz: left the caller, right the agent as heard."""
+        caller = ulaw_decode(bytes(self.caller_audio))
+        agent = ulaw_decode(bytes(self.agent_audio))
+        n = max(len(caller), len(agent))
+        stereo = np.zeros((n, 2), dtype="<i2")
+        stereo[: len(caller), 0] = caller
+        stereo[: len(agent), 1] = agent
+        with wave.open(str(path), "wb") as wav:
+            wav.setnchannels(2)
+            wav.setsampwidth(2)
+            wav.setframerate(8000)
+            wav.writeframes(stereo.tobytes())
+
+
+def _sid(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+def _post_form(url: str, form: dict[str, str], headers: dict[str, str]) -> str:
+    data = urllib.parse.urlencode(form).encode()
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=10) as response:
+            return response.read().decode()
+    except urllib.error.HTTPError as exc:
+        raise SimulatorError(f"POST {url} answered HTTP {exc.code}: {exc.read().decode(errors='replace')}") from None
+
+
+def parse_stream_twiml(twiml: str) -> tuple[str, dict[str, str]]:
+    """The `<Connect><Stream url>` and its `<Parameter>`s, as Twilio reads them."""
+    try:
+        root = ET.fromstring(twiml)
+    except ET.ParseError as exc:
+        raise SimulatorError(f"the webhook answered something that is not TwiML: {exc}") from None
+    stream = root.find("./Connect/Stream")
+    if stream is None or not stream.get("url"):
+        raise SimulatorError("the TwiML has no <Connect><Stream url=...>")
+    params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+    return stream.get("url", ""), params
+
+
+class _Phone:
+    """The media-stream half of a call: one tick loop (send caller audio, play agent audio)."""
+
+    def __init__(self, ws: ClientConnection, report: CallReport, caller: Caller, account_sid: str, speed: float):
+        self.ws = ws
+        self.report = report
+        self.caller = caller
+        self.account_sid = account_sid
+        self.speed = speed
+        self.playout = PlayoutBuffer()
+        self._sequence = 0
+
+    def next_sequence(self) -> int:
+        self._sequence += 1
+        return self._sequence
+
+    async def _echo(self, names: list[str]) -> None:
+        for name in names:
+            await self.ws.send(ms.mark_echo_message(self.report.stream_sid, name, self.next_sequence()))
+            self.report.marks_echoed += 1
+
+    async def receive(self) -> None:
+        """What the bridge sends: media into the buffer, marks behind it, clear empties it."""
+        async for raw in self.ws:
+            if isinstance(raw, bytes):
+                raise SimulatorError("the bridge sent a binary frame; Twilio accepts text only")
+            event = ms.parse_outbound_message(raw, self.report.stream_sid)
+            if isinstance(event, ms.OutboundMedia):
+                self.playout.add_media(event.payload)
+            elif isinstance(event, ms.OutboundMark):
+                await self._echo(self.playout.add_mark(event.name))
+            else:
+                self.report.clears += 1
+                await self._echo(self.playout.clear())
+
+    async def talk(self) -> None:
+        """Every 20 ms (divided by `speed`): play the agent, send the caller; until hangup."""
+        interval = FRAME_MS / 1000.0 / self.speed
+        started = time.monotonic()
+        tick = 0
+        while self.caller.state is not CallerState.HUNG_UP:
+            agent, real, marks = self.playout.play(FRAME_BYTES)
+            self.report.agent_audio += agent
+            if real and self.report.first_agent_audio_s is None:
+                self.report.first_agent_audio_s = tick * FRAME_MS / 1000.0
+            self.report.agent_audio_s += real / 8000.0
+            await self._echo(marks)
+            frame = self.caller.tick(agent_audible=real > 0)
+            self.report.caller_audio += frame
+            message = ms.inbound_media_message(
+                self.report.stream_sid, frame, chunk=tick + 1, timestamp_ms=tick * FRAME_MS, sequence=self.next_sequence()
+            )
+            await self.ws.send(message)
+            tick += 1
+            self.report.call_s = tick * FRAME_MS / 1000.0
+            await asyncio.sleep(max(0.0, started + tick * interval - time.monotonic()))
+        await self.ws.send(ms.stop_message(self.report.stream_sid, self.report.call_sid, self.account_sid, self.next_sequence()))
+
+
+async def place_call(
+    url: str = "http://127.0.0.1:8000",
+    plan: CallerPlan | None = None,
+    auth_token: str | None = None,
+    to: str = "+15550100000",
+    from_: str = "+15550199999",
+    speed: float = 1.0,
+) -> CallReport:
+    """Call the bridge at `url` like Twilio would and return what the caller experienced."""
+    plan = plan or CallerPlan()
+    signer = TwilioSigner(auth_token) if auth_token else None
+    call_sid, account_sid = _sid("CA"), _sid("AC")
+    webhook = url.rstrip("/") + "/voice"
+    form = {
+        "CallSid": call_sid,
+        "AccountSid": account_sid,
+        "From": from_,
+        "To": to,
+        "Direction": "inbound",
+        "CallStatus": "ringing",
+        "ApiVersion": "2010-04-01",
+    }
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if signer:
+        headers[SIGNATURE_HEADER] = signer.sign(webhook, form)
+    twiml = await asyncio.to_thread(_post_form, webhook, form, headers)
+    stream_url, parameters = parse_stream_twiml(twiml)
+    upgrade_headers = {SIGNATURE_HEADER: signer.sign(stream_url, {})} if signer else {}
+    report = CallReport(call_sid=call_sid, stream_sid=_sid("MZ"))
+    try:
+        ws = await connect(stream_url, additional_headers=upgrade_headers, proxy=None, compression=None, open_timeout=10)
+    except websockets.InvalidStatus as exc:
+        raise SimulatorError(f"the bridge refused the media stream: HTTP {exc.response.status_code}") from None
+    async with ws:
+        phone = _Phone(ws, report, Caller(plan), account_sid, speed)
+        await ws.send(ms.connected_message())
+        await ws.send(ms.start_message(report.stream_sid, call_sid, account_sid, parameters, phone.next_sequence()))
+        receiving = asyncio.create_task(phone.receive(), name="phone_receive")
+        talking = asyncio.create_task(phone.talk(), name="phone_talk")
+        try:
+            done, _ = await asyncio.wait({receiving, talking}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (receiving, talking):
+                task.cancel()
+            results = await asyncio.gather(receiving, talking, return_exceptions=True)
+        caller_hung_up = talking in done and not talking.cancelled() and talking.exception() is None
+        report.ended_by = "caller" if caller_hung_up else "bridge"
+        for result in results:
+            if isinstance(result, SimulatorError | ms.ProtocolError):
+                raise result
+        for task in done:
+            if task.exception() is not None and not isinstance(task.exception(), websockets.ConnectionClosed):
+                raise task.exception()  # type: ignore[misc]
+    report.close_code = ws.close_code
+    return report

@@ -1,0 +1,115 @@
+"""Playback accounting: how much of each model audio item the caller has actually heard.
+
+Every chunk sent to Twilio is followed by a mark named `<epoch>.<seq>`. Twilio echoes a mark once
+the audio before it has played, so an echo confirms exactly how many samples of an item were
+heard. Between echoes the clock estimates progress inside the chunk at the head of Twilio's
+buffer, never past that chunk's end. A `clear` starts a new epoch: Twilio returns every pending
+mark at once on `clear`, and those echoes mean "discarded", not "played".
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+ItemKey = tuple[str, int]  # (item_id, content_index)
+
+
+@dataclass(frozen=True, slots=True)
+class _SentChunk:
+    mark_name: str
+    seq: int
+    item: ItemKey
+    samples: int
+    item_samples_after: int  # the item's samples sent up to and including this chunk
+    sent_at: float
+
+
+class PlaybackTracker:
+    """Sent, confirmed and estimated-played samples per item, for one call (pure: no I/O)."""
+
+    def __init__(self, sample_rate: int = 8000) -> None:
+        self.sample_rate = sample_rate
+        self.epoch = 0
+        self._seq = 0
+        self._pending: deque[_SentChunk] = deque()
+        self._sent: dict[ItemKey, int] = {}
+        self._confirmed: dict[ItemKey, int] = {}
+        self._received_ms: dict[ItemKey, float] = {}
+        self._last_echo_at: float | None = None
+
+    # --- what happened -------------------------------------------------------------------------
+
+    def audio_received(self, item_id: str, content_index: int, ms: float) -> None:
+        """The model sent `ms` more audio for this item (whether or not it reaches the caller)."""
+        key = (item_id, content_index)
+        self._received_ms[key] = self._received_ms.get(key, 0.0) + ms
+
+    def chunk_sent(self, item_id: str, content_index: int, samples: int, now: float) -> str:
+        """Record a chunk sent to Twilio; returns the name of the mark to send right after it."""
+        if samples <= 0:
+            raise ValueError("a sent chunk has at least one sample")
+        key = (item_id, content_index)
+        self._seq += 1
+        total = self._sent.get(key, 0) + samples
+        self._sent[key] = total
+        name = f"{self.epoch}.{self._seq}"
+        if not self._pending:
+            # Twilio's buffer was empty, so this chunk starts playing now, not at the last echo.
+            self._last_echo_at = None
+        self._pending.append(_SentChunk(name, self._seq, key, samples, total, now))
+        return name
+
+    def mark_echoed(self, name: str, now: float) -> bool:
+        """Twilio says the audio up to mark `name` has played. False for stale or unknown marks."""
+        epoch, _, seq_text = name.partition(".")
+        if epoch != str(self.epoch) or not seq_text.isdigit():
+            return False
+        seq = int(seq_text)
+        if not any(chunk.seq == seq for chunk in self._pending):
+            return False
+        while self._pending and self._pending[0].seq <= seq:
+            chunk = self._pending.popleft()
+            self._confirmed[chunk.item] = chunk.item_samples_after
+        self._last_echo_at = now
+        return True
+
+    def cleared(self) -> None:
+        """Twilio's buffer was emptied: pending audio was never heard, old echoes are stale."""
+        self.epoch += 1
+        for chunk in self._pending:
+            self._sent[chunk.item] = self._confirmed.get(chunk.item, 0)
+        self._pending.clear()
+        self._last_echo_at = None
+
+    # --- what follows --------------------------------------------------------------------------
+
+    @property
+    def is_playing(self) -> bool:
+        """Audio has been sent to Twilio that it has not yet confirmed as played."""
+        return bool(self._pending)
+
+    @property
+    def playing_item(self) -> ItemKey | None:
+        """The item whose audio is at the head of Twilio's buffer."""
+        return self._pending[0].item if self._pending else None
+
+    def played_samples(self, item_id: str, content_index: int, now: float) -> int:
+        """Samples of the item heard by now: confirmed by marks plus the clock's share of the head chunk."""
+        key = (item_id, content_index)
+        played = self._confirmed.get(key, 0)
+        if self._pending and self._pending[0].item == key:
+            head = self._pending[0]
+            started = head.sent_at if self._last_echo_at is None else max(head.sent_at, self._last_echo_at)
+            elapsed = max(0.0, now - started)
+            played = head.item_samples_after - head.samples + min(head.samples, int(elapsed * self.sample_rate))
+        return played
+
+    def played_ms(self, item_id: str, content_index: int, now: float) -> float:
+        return self.played_samples(item_id, content_index, now) * 1000.0 / self.sample_rate
+
+    def received_ms(self, item_id: str, content_index: int) -> float:
+        return self._received_ms.get((item_id, content_index), 0.0)
+
+    def sent_samples(self, item_id: str, content_index: int) -> int:
+        return self._sent.get((item_id, content_index), 0)

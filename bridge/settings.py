@@ -1,0 +1,87 @@
+"""Service configuration from the environment (the contract in DESIGN §4)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+UPSTREAMS = ("local", "voicelive", "azure-openai", "openai")
+NOT_BUILT_YET = ("voicelive", "azure-openai", "openai")
+AUDIO_MODES = ("pcm24k", "g711")
+LOG_FORMATS = ("console", "json")
+
+DEFAULT_INSTRUCTIONS = (
+    "You are a friendly phone assistant. Keep answers short and speak naturally; the caller hears you "
+    "over a telephone line."
+)
+
+
+class ConfigError(ValueError):
+    """The configuration cannot work; the message says which variable and why."""
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    upstream: str = "local"
+    upstream_url: str | None = None
+    audio: str = "pcm24k"
+    twilio_auth_token: str | None = None
+    twilio_account_sid: str | None = None
+    public_url: str | None = None
+    insecure_dev: bool = False
+    instructions: str = DEFAULT_INSTRUCTIONS
+    voice: str = "alloy"
+    agent_clips_dir: str | None = None
+    log_format: str = "console"
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        settings = cls(
+            upstream=env.get("VOICE_BRIDGE_UPSTREAM", "local").strip() or "local",
+            upstream_url=env.get("VOICE_BRIDGE_UPSTREAM_URL") or None,
+            audio=env.get("VOICE_BRIDGE_AUDIO", "pcm24k").strip() or "pcm24k",
+            twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
+            twilio_account_sid=env.get("TWILIO_ACCOUNT_SID") or None,
+            public_url=(env.get("VOICE_BRIDGE_PUBLIC_URL") or "").rstrip("/") or None,
+            insecure_dev=_flag(env, "VOICE_BRIDGE_INSECURE_DEV"),
+            instructions=env.get("VOICE_BRIDGE_INSTRUCTIONS") or DEFAULT_INSTRUCTIONS,
+            voice=env.get("VOICE_BRIDGE_VOICE") or "alloy",
+            agent_clips_dir=env.get("VOICE_BRIDGE_AGENT_CLIPS") or None,
+            log_format=(env.get("VOICE_BRIDGE_LOG_FORMAT") or "console").strip(),
+            log_level=(env.get("VOICE_BRIDGE_LOG_LEVEL") or "info").strip().lower(),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.upstream not in UPSTREAMS:
+            raise ConfigError(f"VOICE_BRIDGE_UPSTREAM={self.upstream!r}: expected one of {', '.join(UPSTREAMS)}")
+        if self.upstream in NOT_BUILT_YET:
+            raise ConfigError(
+                f"VOICE_BRIDGE_UPSTREAM={self.upstream!r} is not built yet: only 'local' (the embedded agent, "
+                "or any GA Realtime server via VOICE_BRIDGE_UPSTREAM_URL) works in this version"
+            )
+        if self.audio not in AUDIO_MODES:
+            raise ConfigError(f"VOICE_BRIDGE_AUDIO={self.audio!r}: expected one of {', '.join(AUDIO_MODES)}")
+        if self.upstream_url and not self.upstream_url.startswith(("ws://", "wss://")):
+            raise ConfigError("VOICE_BRIDGE_UPSTREAM_URL must be a ws:// or wss:// URL")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise ConfigError("VOICE_BRIDGE_PUBLIC_URL must look like https://host")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"VOICE_BRIDGE_LOG_FORMAT={self.log_format!r}: expected console or json")
+        if not self.twilio_auth_token and not self.insecure_dev:
+            raise ConfigError(
+                "TWILIO_AUTH_TOKEN is not set, so Twilio signatures cannot be checked. Set it, or set "
+                "VOICE_BRIDGE_INSECURE_DEV=1 to run without signature checks on a development machine."
+            )
+
+    @property
+    def uses_embedded_agent(self) -> bool:
+        return self.upstream == "local" and not self.upstream_url

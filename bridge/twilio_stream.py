@@ -1,0 +1,72 @@
+"""The Twilio side of one call: a Starlette WebSocket carrying the Media Streams protocol."""
+
+from __future__ import annotations
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from . import media_streams as ms
+from .logs import get_logger
+
+log = get_logger("bridge.twilio")
+
+# Close codes (RFC 6455) we use towards Twilio.
+CLOSE_NORMAL = 1000
+CLOSE_POLICY = 1008
+CLOSE_INTERNAL = 1011
+
+
+class StreamClosed(Exception):
+    """The Twilio socket is gone."""
+
+
+class TwilioStream:
+    """Receives typed events and sends media, marks and clears for one stream."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._ws = websocket
+        self.stream_sid: str | None = None
+
+    async def receive(self) -> ms.TwilioEvent:
+        """The next known event; unknown events are logged and skipped; bad frames raise ProtocolError."""
+        while True:
+            message = await self._ws.receive()
+            if message["type"] == "websocket.disconnect":
+                raise StreamClosed()
+            text = message.get("text")
+            if text is None:
+                raise ms.ProtocolError("binary_frame", "Twilio sends text frames only")
+            event = ms.parse_twilio_message(text)
+            if event is None:
+                log.info("twilio.unknown_event_ignored")
+                continue
+            return event
+
+    async def send_media(self, mulaw: bytes) -> None:
+        await self._send(ms.media_message(self._sid(), mulaw))
+
+    async def send_mark(self, name: str) -> None:
+        await self._send(ms.mark_message(self._sid(), name))
+
+    async def send_clear(self) -> None:
+        await self._send(ms.clear_message(self._sid()))
+
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        if self._ws.application_state == WebSocketState.DISCONNECTED:
+            return
+        if self._ws.client_state == WebSocketState.DISCONNECTED:
+            return
+        try:
+            await self._ws.close(code=code, reason=reason)
+        except (RuntimeError, WebSocketDisconnect, OSError):
+            pass  # the peer went away first: nothing left to close
+
+    def _sid(self) -> str:
+        if self.stream_sid is None:
+            raise RuntimeError("no stream yet: wait for the start event")
+        return self.stream_sid
+
+    async def _send(self, text: str) -> None:
+        try:
+            await self._ws.send_text(text)
+        except (RuntimeError, WebSocketDisconnect, OSError) as exc:
+            raise StreamClosed() from exc
