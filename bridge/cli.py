@@ -23,26 +23,11 @@ def _settings_or_exit() -> Settings:
         raise SystemExit(2) from None
 
 
-def _uvicorn_config(app: object, host: str, port: int) -> object:
-    import uvicorn
-
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        ws="websockets-sansio",
-        ws_max_size=64 * 1024,  # Twilio frames are small; anything bigger is not Twilio
-        proxy_headers=True,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-    )
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
+    from .serving import uvicorn_config
 
     settings = _settings_or_exit()
     configure_logging(settings.log_format, settings.log_level)
@@ -55,8 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "voice-bridge.insecure",
             note="VOICE_BRIDGE_INSECURE_DEV=1: Twilio signatures are NOT checked; never expose this server",
         )
-    server = uvicorn.Server(_uvicorn_config(create_app(settings), args.host, args.port))  # type: ignore[arg-type]
-    server.run()
+    uvicorn.Server(uvicorn_config(create_app(settings), args.host, args.port)).run()
     return 0
 
 
@@ -122,10 +106,9 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The bridge (with its embedded agent) and a simulated caller in one process, on loopback."""
-    import uvicorn
-
     from .app import create_app
     from .phone import place_call
+    from .serving import serving
 
     # A throwaway auth token: the demo signs and checks every request, as production does.
     token = secrets.token_hex(16)
@@ -134,19 +117,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     configure_logging("console", args.log_level)
 
     async def run() -> object:
-        server = uvicorn.Server(_uvicorn_config(create_app(settings), "127.0.0.1", 0))  # type: ignore[arg-type]
-        serving = asyncio.create_task(server.serve())
-        while not server.started:
-            if serving.done():
-                serving.result()
-                raise RuntimeError("the server stopped during start-up")
-            await asyncio.sleep(0.02)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        try:
-            return await place_call(f"http://127.0.0.1:{port}", _plan(args), auth_token=token, speed=args.speed)  # type: ignore[arg-type]
-        finally:
-            server.should_exit = True
-            await serving
+        async with serving(create_app(settings)) as url:
+            return await place_call(url, _plan(args), auth_token=token, speed=args.speed)  # type: ignore[arg-type]
 
     report = asyncio.run(run())
     _finish_call(report, args.record)

@@ -261,6 +261,7 @@ class LocalAgent:
         self.pace = pace
         self.clips = ClipLibrary.load(clips_dir(str(clips) if clips else None))
         self._server: Server | None = None
+        self.open_sessions = 0
 
     @property
     def url(self) -> str:
@@ -278,4 +279,8 @@ class LocalAgent:
             self._server = None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        await AgentConnection(ws, self.clips, self.pace).run()
+        self.open_sessions += 1
+        try:
+            await AgentConnection(ws, self.clips, self.pace).run()
+        finally:
+            self.open_sessions -= 1

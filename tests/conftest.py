@@ -1,0 +1,66 @@
+"""Shared helpers: a real bridge served by uvicorn on loopback, and fixture audio."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import wave
+from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from starlette.applications import Starlette
+
+from bridge.app import create_app
+from bridge.phone.caller import load_caller_audio
+from bridge.serving import serving
+from bridge.settings import Settings
+
+AUDIO = Path(__file__).resolve().parents[1] / "fixtures" / "audio"
+AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+
+
+def run(coro: Coroutine[Any, Any, Any], timeout: float = 60.0) -> Any:
+    """Run a coroutine in a fresh event loop, failing (not hanging) after `timeout` seconds."""
+
+    async def bounded() -> Any:
+        async with asyncio.timeout(timeout):
+            return await coro
+
+    return asyncio.run(bounded())
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    with wave.open(str(path), "rb") as wav:
+        return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2"), wav.getframerate()
+
+
+def caller_clip(name: str) -> bytes:
+    return load_caller_audio(AUDIO / name)
+
+
+@contextlib.asynccontextmanager
+async def running_bridge(**overrides: Any) -> AsyncIterator[tuple[str, Starlette]]:
+    """The real app under uvicorn on a free loopback port, signatures on, embedded agent by default."""
+    settings = Settings(**{"twilio_auth_token": AUTH_TOKEN, **overrides})
+    settings.validate()
+    app = create_app(settings)
+    async with serving(app) as url:
+        yield url, app
+
+
+async def settle(condition: Any, timeout: float = 1.0) -> bool:
+    """Wait until `condition()` is true, at most `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+@pytest.fixture
+def audio_dir() -> Path:
+    return AUDIO

@@ -1,0 +1,74 @@
+"""A scripted GA Realtime server for tests: records what the bridge sends, answers as told."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+Script = Callable[["ScriptedSession"], Awaitable[None]]
+
+
+class ScriptedSession:
+    """One upstream connection as the script sees it."""
+
+    def __init__(self, ws: ServerConnection) -> None:
+        self.ws = ws
+        self.received: list[dict[str, Any]] = []
+
+    async def send(self, kind: str, **fields: Any) -> None:
+        await self.ws.send(json.dumps({"type": kind, "event_id": f"evt_{len(self.received)}", **fields}))
+
+    async def expect(self, kind: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The next client event of type `kind` (others are recorded and skipped)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                event = json.loads(await self.ws.recv())
+                self.received.append(event)
+                if event.get("type") == kind:
+                    return event
+
+    async def speak(self, response_id: str, item_id: str, pcm: bytes, delta_bytes: int = 4800) -> None:
+        """A whole audio response in GA event names."""
+        where = {"response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0}
+        await self.send("response.created", response={"id": response_id, "status": "in_progress"})
+        await self.send(
+            "response.output_item.added",
+            response_id=response_id,
+            output_index=0,
+            item={"id": item_id, "type": "message", "role": "assistant"},
+        )
+        for offset in range(0, len(pcm), delta_bytes):
+            await self.send("response.output_audio.delta", **where, delta=base64.b64encode(pcm[offset : offset + delta_bytes]).decode())
+        await self.send("response.output_audio.done", **where)
+        await self.send("response.done", response={"id": response_id, "status": "completed"})
+
+
+class ScriptedUpstream:
+    """Serves `script` for every connection on a loopback port."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.sessions: list[ScriptedSession] = []
+        self._server: Server | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> ScriptedUpstream:
+        self._server = await serve(self._handle, "127.0.0.1", 0, compression=None)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"ws://127.0.0.1:{port}/v1/realtime"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        session = ScriptedSession(ws)
+        self.sessions.append(session)
+        await self.script(session)

@@ -1,0 +1,142 @@
+"""Whole calls over real loopback sockets: phone simulator → bridge (uvicorn) → upstream."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import soxr
+from conftest import AUDIO, AUTH_TOKEN, caller_clip, read_wav, run, running_bridge, settle
+from scripted_upstream import ScriptedSession, ScriptedUpstream
+import structlog
+
+from bridge.phone import place_call
+from bridge.phone.caller import CallerPlan
+from voice_codecs import ulaw_decode, ulaw_encode
+
+
+def capture_logs():  # noqa: ANN201
+    """Log events as dicts, with the per-call fields bound through contextvars."""
+    return structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars])
+
+
+def _clip_seconds(name: str) -> float:
+    samples, rate = read_wav(AUDIO / name)
+    return len(samples) / rate
+
+
+def _snr_db(reference: np.ndarray, heard: np.ndarray, max_lag: int = 40) -> float:
+    """Best SNR of `heard` against `reference` over small alignment lags."""
+    best = -np.inf
+    n = len(reference)
+    for lag in range(0, max_lag):
+        segment = heard[lag : lag + n].astype(np.float64)
+        if len(segment) < n:
+            break
+        ref = reference.astype(np.float64)
+        noise = np.sum((segment - ref) ** 2)
+        best = max(best, 10 * np.log10(np.sum(ref**2) / max(noise, 1e-9)))
+    return float(best)
+
+
+def test_whole_call_greeting_question_answer_caller_hangs_up() -> None:
+    async def scenario() -> None:
+        async with running_bridge() as (url, app):
+            state = app.state.bridge
+            before = asyncio.all_tasks()
+            plan = CallerPlan(utterances=(caller_clip("caller_question.wav"),), pause_s=0.6, hangup_after_s=1.0)
+            with capture_logs() as logs:
+                report = await place_call(url, plan, auth_token=AUTH_TOKEN, speed=2.0)
+                # Both sockets close and every task of the call ends, within a second.
+                assert await settle(lambda: not state.active_calls)
+                assert await settle(lambda: state.agent.open_sessions == 0)
+                assert await settle(lambda: not (asyncio.all_tasks() - before - {asyncio.current_task()}))
+
+            assert report.ended_by == "caller"
+            expected = _clip_seconds("agent_greeting.wav") + _clip_seconds("agent_answer_order.wav")
+            assert abs(report.agent_audio_s - expected) < 0.1, report.summary()
+            assert report.first_agent_audio_s is not None and report.first_agent_audio_s < 1.0
+            assert report.marks_echoed > 10 and report.clears == 0
+
+            # What the caller heard first is the greeting itself, at telephone quality.
+            greeting, rate = read_wav(AUDIO / "agent_greeting.wav")
+            reference = ulaw_decode(ulaw_encode(soxr.resample(greeting, rate, 8000)))
+            heard = ulaw_decode(bytes(report.agent_audio))
+            start = int(report.first_agent_audio_s * 8000)
+            assert _snr_db(reference[400:-400], heard[start + 400 - 20 :]) > 20
+
+            events = [entry["event"] for entry in logs]
+            assert "call.started" in events
+            ended = [entry for entry in logs if entry["event"] == "call.ended"]
+            assert ended and ended[0]["reason"] == "caller_hangup"
+            assert ended[0]["call_sid"] == report.call_sid
+            assert not [e for e in logs if e["log_level"] in ("warning", "error")]
+
+    run(scenario())
+
+
+def test_call_ended_by_the_agent_side_closes_the_twilio_stream() -> None:
+    greeting, _ = read_wav(AUDIO / "agent_greeting.wav")
+
+    async def greet_then_hang_up(session: ScriptedSession) -> None:
+        await session.send("session.created", session={"type": "realtime"})
+        await session.expect("session.update")
+        await session.send("session.updated", session={"type": "realtime"})
+        await session.expect("response.create")
+        await session.speak("resp_1", "item_1", greeting[: 24000 * 2].tobytes())
+        await session.ws.close(1000, "done")
+
+    async def scenario() -> None:
+        async with ScriptedUpstream(greet_then_hang_up) as upstream:
+            async with running_bridge(upstream_url=upstream.url) as (url, app):
+                before = asyncio.all_tasks()
+                with capture_logs() as logs:
+                    report = await place_call(url, CallerPlan(max_call_s=20), auth_token=AUTH_TOKEN, speed=2.0)
+                    assert await settle(lambda: not app.state.bridge.active_calls)
+                    assert await settle(lambda: not (asyncio.all_tasks() - before - {asyncio.current_task()}))
+        assert report.ended_by == "bridge"
+        assert report.close_code == 1000
+        assert report.call_s < 5.0
+        ended = [entry for entry in logs if entry["event"] == "call.ended"]
+        assert ended and ended[0]["reason"] == "upstream_closed"
+        # The session was configured before anything else was asked of the model.
+        kinds = [event["type"] for event in upstream.sessions[0].received]
+        assert kinds[:2] == ["session.update", "response.create"]
+
+    run(scenario())
+
+
+def test_caller_barges_in_and_the_model_is_told_what_was_heard() -> None:
+    async def scenario() -> None:
+        async with running_bridge() as (url, app):
+            plan = CallerPlan(
+                utterances=(caller_clip("caller_question.wav"), caller_clip("caller_interrupt.wav")),
+                barge_in_after_s=1.0,
+                hangup_after_s=0.5,
+            )
+            with capture_logs() as logs:
+                report = await place_call(url, plan, auth_token=AUTH_TOKEN, speed=1.0)
+        # Greeting and first answer were both cut short; Twilio's buffer was cleared each time.
+        assert report.clears == 2, report.summary()
+        barge_ins = [e for e in logs if e["event"] == "caller.barge_in"]
+        assert len(barge_ins) == 2
+        for entry in barge_ins:
+            # The caller heard about 1 s plus the agent's detection delay, never the whole clip.
+            assert 900 <= entry["audio_end_ms"] <= 1600, entry
+        truncated = [e for e in logs if e["event"] == "model.item_truncated"]
+        assert [e["audio_end_ms"] for e in truncated] == [e["audio_end_ms"] for e in barge_ins]
+        assert not [e for e in logs if e["event"] == "upstream.error" and e["code"] != "response_cancel_not_active"]
+
+    run(scenario(), timeout=90)
+
+
+def test_g711_passthrough_call() -> None:
+    async def scenario() -> None:
+        async with running_bridge(audio="g711") as (url, app):
+            plan = CallerPlan(utterances=(caller_clip("caller_question.wav"),), pause_s=0.6, hangup_after_s=1.0)
+            report = await place_call(url, plan, auth_token=AUTH_TOKEN, speed=2.0)
+        expected = _clip_seconds("agent_greeting.wav") + _clip_seconds("agent_answer_order.wav")
+        assert report.ended_by == "caller"
+        assert abs(report.agent_audio_s - expected) < 0.1, report.summary()
+
+    run(scenario())
