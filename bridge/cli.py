@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import signal
 import sys
 from pathlib import Path
 
@@ -40,6 +41,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "voice-bridge.insecure",
             note="VOICE_BRIDGE_INSECURE_DEV=1: Twilio signatures are NOT checked; never expose this server",
         )
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it against the handler it found.
+    # SIGTERM is an orchestrator's normal request to stop, so that handler lets us exit 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.Server(uvicorn_config(create_app(settings), args.host, args.port)).run()
     return 0
 

@@ -102,7 +102,7 @@ class PlaybackTracker:
             head = self._pending[0]
             started = head.sent_at if self._last_echo_at is None else max(head.sent_at, self._last_echo_at)
             elapsed = max(0.0, now - started)
-            played = head.item_samples_after - head.samples + min(head.samples, int(elapsed * self.sample_rate))
+            played = head.item_samples_after - head.samples + min(head.samples, int(elapsed * self.sample_rate + 1e-6))
         return played
 
     def played_ms(self, item_id: str, content_index: int, now: float) -> float:

@@ -1,0 +1,65 @@
+"""The phone simulator's pure parts: Twilio's playout buffer and the scripted caller."""
+
+from __future__ import annotations
+
+from bridge.phone.caller import FRAME_BYTES, MULAW_SILENCE, Caller, CallerPlan, CallerState
+from bridge.phone.playout import PlayoutBuffer
+
+
+def test_marks_are_released_only_after_their_audio_played() -> None:
+    buffer = PlayoutBuffer()
+    buffer.add_media(b"\x01" * 200)
+    assert buffer.add_mark("m1") == []
+    buffer.add_media(b"\x02" * 100)
+    assert buffer.add_mark("m2") == []
+    audio, real, marks = buffer.play(160)
+    assert (real, marks) == (160, []) and audio == b"\x01" * 160
+    audio, real, marks = buffer.play(160)
+    assert real == 140 and marks == ["m1", "m2"]
+    assert audio == b"\x01" * 40 + b"\x02" * 100 + b"\xff" * 20
+    assert buffer.played_samples == 300
+
+
+def test_a_mark_on_an_empty_buffer_is_released_at_once() -> None:
+    assert PlayoutBuffer().add_mark("m") == ["m"]
+
+
+def test_clear_drops_audio_and_releases_every_pending_mark() -> None:
+    buffer = PlayoutBuffer()
+    buffer.add_media(b"\x01" * 400)
+    buffer.add_mark("a")
+    buffer.add_media(b"\x01" * 400)
+    buffer.add_mark("b")
+    buffer.play(100)
+    assert buffer.clear() == ["a", "b"]
+    assert buffer.cleared_samples == 700 and buffer.queued_samples == 0
+    assert buffer.play(160)[1] == 0
+
+
+def test_caller_waits_for_the_agent_to_finish_then_speaks_then_hangs_up() -> None:
+    utterance = b"\x10" * (FRAME_BYTES * 3)
+    caller = Caller(CallerPlan(utterances=(utterance,), pause_s=0.04, hangup_after_s=0.06))
+    assert caller.tick(agent_audible=False) == MULAW_SILENCE  # nobody has spoken yet: keep listening
+    assert caller.tick(agent_audible=True) == MULAW_SILENCE
+    caller.tick(agent_audible=False)
+    frames = [caller.tick(agent_audible=False) for _ in range(3)]
+    assert frames == [b"\x10" * FRAME_BYTES] * 3
+    assert caller.state is CallerState.LISTENING
+    caller.tick(agent_audible=True)
+    for _ in range(3):
+        caller.tick(agent_audible=False)
+    assert caller.state is CallerState.HUNG_UP
+
+
+def test_caller_barges_in_while_the_agent_talks() -> None:
+    caller = Caller(CallerPlan(utterances=(b"\x10" * FRAME_BYTES,), barge_in_after_s=0.06))
+    for _ in range(2):
+        assert caller.tick(agent_audible=True) == MULAW_SILENCE
+    assert caller.tick(agent_audible=True) == b"\x10" * FRAME_BYTES
+
+
+def test_caller_hangs_up_at_the_time_limit() -> None:
+    caller = Caller(CallerPlan(max_call_s=0.1))
+    for _ in range(5):
+        caller.tick(agent_audible=True)
+    assert caller.state is CallerState.HUNG_UP

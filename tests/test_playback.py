@@ -1,0 +1,110 @@
+"""Playback accounting and barge-in planning, without sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.barge_in import plan_barge_in
+from bridge.playback import PlaybackTracker
+
+
+def test_marks_confirm_played_samples_per_item() -> None:
+    tracker = PlaybackTracker()
+    first = tracker.chunk_sent("a", 0, 800, now=0.0)
+    second = tracker.chunk_sent("a", 0, 800, now=0.0)
+    assert tracker.is_playing and tracker.playing_item == ("a", 0)
+    assert tracker.mark_echoed(first, now=0.1)
+    assert tracker.played_samples("a", 0, now=0.1) == 800
+    assert tracker.mark_echoed(second, now=0.2)
+    assert tracker.played_samples("a", 0, now=5.0) == 1600  # nothing pending: no clock estimate
+    assert not tracker.is_playing
+
+
+def test_clock_estimate_stays_inside_the_head_chunk() -> None:
+    tracker = PlaybackTracker()
+    first = tracker.chunk_sent("a", 0, 800, now=0.0)
+    tracker.chunk_sent("a", 0, 800, now=0.0)
+    assert tracker.played_samples("a", 0, now=0.05) == 400  # 50 ms into the first chunk
+    assert tracker.played_samples("a", 0, now=1.0) == 800  # never past the next mark
+    tracker.mark_echoed(first, now=0.1)
+    assert tracker.played_samples("a", 0, now=0.125) == 1000  # from the echo, not from the send
+
+
+def test_a_chunk_sent_into_an_empty_buffer_starts_playing_when_sent() -> None:
+    tracker = PlaybackTracker()
+    first = tracker.chunk_sent("a", 0, 800, now=0.0)
+    tracker.mark_echoed(first, now=0.1)
+    tracker.chunk_sent("a", 0, 800, now=2.0)  # Twilio sat idle from 0.1 to 2.0
+    assert tracker.played_samples("a", 0, now=2.05) == 1200
+
+
+def test_echoes_released_by_clear_are_not_played() -> None:
+    tracker = PlaybackTracker()
+    first = tracker.chunk_sent("a", 0, 800, now=0.0)
+    second = tracker.chunk_sent("a", 0, 800, now=0.0)
+    tracker.mark_echoed(first, now=0.1)
+    tracker.cleared()
+    assert not tracker.mark_echoed(second, now=0.11)  # old epoch
+    assert tracker.played_samples("a", 0, now=1.0) == 800
+    assert tracker.sent_samples("a", 0) == 800
+    assert not tracker.is_playing
+    new = tracker.chunk_sent("b", 0, 160, now=1.0)
+    assert new.startswith("1.")
+
+
+def test_unknown_and_malformed_marks_are_refused() -> None:
+    tracker = PlaybackTracker()
+    tracker.chunk_sent("a", 0, 160, now=0.0)
+    for name in ("0.99", "junk", "", "0.", "1.1"):
+        assert not tracker.mark_echoed(name, now=0.1)
+    with pytest.raises(ValueError):
+        tracker.chunk_sent("a", 0, 0, now=0.0)
+
+
+def test_items_are_accounted_separately() -> None:
+    tracker = PlaybackTracker()
+    tracker.chunk_sent("a", 0, 800, now=0.0)
+    b = tracker.chunk_sent("b", 0, 800, now=0.0)
+    assert tracker.played_samples("b", 0, now=0.05) == 0  # b waits behind a
+    tracker.mark_echoed(b, now=0.2)
+    assert tracker.played_samples("a", 0, now=0.2) == 800
+    assert tracker.played_samples("b", 0, now=0.2) == 800
+
+
+def test_no_barge_in_when_nothing_plays_and_no_response_is_active() -> None:
+    tracker = PlaybackTracker()
+    assert plan_barge_in(tracker, None, None, now=0.0).is_noop
+
+
+def test_barge_in_mid_item_truncates_at_what_was_heard() -> None:
+    tracker = PlaybackTracker()
+    tracker.audio_received("item", 0, 1000.0)
+    first = tracker.chunk_sent("item", 0, 4000, now=0.0)
+    tracker.chunk_sent("item", 0, 4000, now=0.0)
+    tracker.mark_echoed(first, now=0.5)
+    plan = plan_barge_in(tracker, "resp", ("item", 0), now=0.6)
+    assert plan.clear_playback and plan.cancel_response_id == "resp"
+    assert plan.truncation is not None and plan.truncation.audio_end_ms == 600
+
+
+def test_barge_in_before_any_audio_played_does_not_truncate() -> None:
+    tracker = PlaybackTracker()
+    tracker.audio_received("item", 0, 200.0)
+    plan = plan_barge_in(tracker, "resp", ("item", 0), now=0.0)
+    assert plan.clear_playback and plan.cancel_response_id == "resp" and plan.truncation is None
+
+
+def test_truncation_never_exceeds_the_audio_received() -> None:
+    tracker = PlaybackTracker()
+    tracker.audio_received("item", 0, 50.0)
+    tracker.chunk_sent("item", 0, 800, now=0.0)  # the transcoder may emit a few samples more
+    plan = plan_barge_in(tracker, "resp", ("item", 0), now=10.0)
+    assert plan.truncation is not None and plan.truncation.audio_end_ms == 50
+
+
+def test_item_heard_in_full_with_response_done_is_not_truncated() -> None:
+    tracker = PlaybackTracker()
+    tracker.audio_received("item", 0, 100.0)
+    tracker.chunk_sent("item", 0, 800, now=0.0)
+    plan = plan_barge_in(tracker, None, ("item", 0), now=0.5)
+    assert plan.clear_playback and plan.truncation is None
