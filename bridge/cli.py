@@ -116,7 +116,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     # A throwaway auth token: the demo signs and checks every request, as production does.
     token = secrets.token_hex(16)
-    settings = Settings(twilio_auth_token=token, audio=args.audio)
+    settings = Settings(twilio_auth_token=token, audio=args.audio, agent_clips_dir=os.environ.get("VOICE_BRIDGE_AGENT_CLIPS"))
     settings.validate()
     configure_logging("console", args.log_level)
 
