@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from urllib.parse import parse_qsl
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -13,33 +14,46 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from twiml.documents import connect_stream
+from twiml import documents
 from twiml.signatures import SIGNATURE_HEADER, TwilioSigner
+from twiml.stream_tokens import StreamTokenError, StreamTokens
 from twiml.urls import public_base_url, websocket_url
 
+from . import media_streams as ms
+from .admission import Admission
 from .agent import LocalAgent
-from .call_session import CallSession
+from .call_outcomes import CallOutcomes
+from .call_session import CallSession, StartRefused
 from .dialects import SessionConfig, dialect_for
 from .logs import get_logger
 from .settings import Settings
-from .twilio_stream import CLOSE_POLICY, TwilioStream
+from .twilio_stream import CLOSE_INTERNAL, CLOSE_POLICY, TwilioStream
 from .upstream import UpstreamTarget
 
 log = get_logger("bridge.app")
 
+VOICE_PATH = "/voice"
+AFTER_STREAM_PATH = "/voice/after-stream"
+STATUS_PATH = "/voice/status"
 MEDIA_STREAM_PATH = "/media-stream"
 MAX_WEBHOOK_BYTES = 64 * 1024
+STREAM_TOKEN_PARAMETER = "StreamToken"
 
 
 @dataclass(slots=True)
 class BridgeState:
-    """What the routes share for the life of the process (calls keep their own state)."""
+    """What the routes share for the life of the process (each call keeps its own state)."""
 
     settings: Settings
     signer: TwilioSigner | None
+    tokens: StreamTokens
+    admission: Admission
+    outcomes: CallOutcomes = field(default_factory=CallOutcomes)
     upstream: UpstreamTarget | None = None
     agent: LocalAgent | None = None
     active_calls: set[CallSession] = field(default_factory=set)
+    clock: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], float] = time.time
 
 
 def _public_base(state: BridgeState, request: Request | WebSocket) -> str:
@@ -52,8 +66,12 @@ def _public_base(state: BridgeState, request: Request | WebSocket) -> str:
     )
 
 
-async def voice_webhook(request: Request) -> Response:
-    """`POST /voice`: Twilio asks what to do with a new call; we connect it to our media stream."""
+def _xml(twiml: str) -> Response:
+    return Response(twiml, media_type="application/xml")
+
+
+async def _signed_form(request: Request) -> dict[str, str] | Response:
+    """The webhook's form fields, or the error response when the request is not Twilio's."""
     state: BridgeState = request.app.state.bridge
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
         return PlainTextResponse("expected application/x-www-form-urlencoded", status_code=415)
@@ -62,21 +80,77 @@ async def voice_webhook(request: Request) -> Response:
         return PlainTextResponse("request body too large", status_code=413)
     # Twilio posts urlencoded forms only; the stdlib parses them (no multipart parser needed).
     form = dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
-    base = _public_base(state, request)
-    if state.signer is not None:
-        url = f"{base}{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
-        if not state.signer.is_valid(url, form, request.headers.get(SIGNATURE_HEADER)):
-            log.warning("webhook.rejected", reason="bad_signature", url=url)
-            return PlainTextResponse("invalid Twilio signature", status_code=403)
-    else:
-        log.warning("webhook.unsigned", reason="VOICE_BRIDGE_INSECURE_DEV is on: signatures are not checked")
+    if state.signer is None:
+        log.warning("webhook.unsigned", path=request.url.path, note="VOICE_BRIDGE_INSECURE_DEV: signature NOT checked")
+        return form
+    url = f"{_public_base(state, request)}{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
+    if not state.signer.is_valid(url, form, request.headers.get(SIGNATURE_HEADER)):
+        log.warning("webhook.rejected", reason="bad_signature", url=url)
+        return PlainTextResponse("invalid Twilio signature", status_code=403)
+    return form
+
+
+async def voice_webhook(request: Request) -> Response:
+    """`POST /voice`: a new call; connect it to our media stream, or say we are busy."""
+    state: BridgeState = request.app.state.bridge
+    form = await _signed_form(request)
+    if isinstance(form, Response):
+        return form
     call_sid = form.get("CallSid", "")
     if not call_sid:
         return PlainTextResponse("CallSid is required", status_code=400)
-    parameters = {"CallSid": call_sid, "From": form.get("From", ""), "To": form.get("To", "")}
-    twiml = connect_stream(websocket_url(base, MEDIA_STREAM_PATH), parameters)
+    if not state.admission.try_reserve(call_sid, state.clock()):
+        log.warning("webhook.busy", call_sid=call_sid, max_calls=state.admission.max_calls)
+        return _xml(documents.busy())
+    base = _public_base(state, request)
+    parameters = {
+        "CallSid": call_sid,
+        "From": form.get("From", ""),
+        "To": form.get("To", ""),
+        STREAM_TOKEN_PARAMETER: state.tokens.issue(call_sid, state.wall_clock()),
+    }
+    twiml = documents.connect_stream(
+        websocket_url(base, MEDIA_STREAM_PATH), parameters, after_stream_url=f"{base}{AFTER_STREAM_PATH}"
+    )
     log.info("webhook.answered", call_sid=call_sid)
-    return Response(twiml, media_type="application/xml")
+    return _xml(twiml)
+
+
+async def after_stream(request: Request) -> Response:
+    """`POST /voice/after-stream`: the stream ended with the caller still on the line."""
+    state: BridgeState = request.app.state.bridge
+    form = await _signed_form(request)
+    if isinstance(form, Response):
+        return form
+    call_sid = form.get("CallSid", "")
+    if state.outcomes.upstream_failed(call_sid, state.clock()):
+        log.warning("call.fallback", call_sid=call_sid, dial=bool(state.settings.fallback_number))
+        return _xml(documents.apology(state.settings.fallback_number))
+    return _xml(documents.hang_up())
+
+
+async def call_status(request: Request) -> Response:
+    """`POST /voice/status`: Twilio's status callback; logged, and frees a slot of a call that never streamed."""
+    state: BridgeState = request.app.state.bridge
+    form = await _signed_form(request)
+    if isinstance(form, Response):
+        return form
+    status = form.get("CallStatus", "")
+    log.info("call.status", call_sid=form.get("CallSid", ""), status=status, duration_s=form.get("CallDuration"))
+    if status in ("completed", "busy", "failed", "no-answer", "canceled"):
+        state.admission.stream_ended(form.get("CallSid", ""))
+    return Response(status_code=204)
+
+
+def _authorize_start(state: BridgeState) -> Callable[[ms.Start], None]:
+    def authorize(start: ms.Start) -> None:
+        try:
+            state.tokens.redeem(start.custom_parameters.get(STREAM_TOKEN_PARAMETER), start.call_sid, state.wall_clock())
+        except StreamTokenError as exc:
+            raise StartRefused(exc.reason) from None
+        state.admission.stream_started(start.call_sid)
+
+    return authorize
 
 
 async def media_stream(websocket: WebSocket) -> None:
@@ -88,19 +162,32 @@ async def media_stream(websocket: WebSocket) -> None:
             log.warning("stream.rejected", reason="bad_signature", url=url)
             await websocket.close(code=CLOSE_POLICY)  # before accept: the upgrade is refused with 403
             return
+    else:
+        log.warning("stream.unsigned", note="VOICE_BRIDGE_INSECURE_DEV: signature NOT checked")
     await websocket.accept()
     assert state.upstream is not None
     settings = state.settings
+    twilio = TwilioStream(websocket)
     call = CallSession(
-        TwilioStream(websocket),
+        twilio,
         state.upstream,
         SessionConfig(instructions=settings.instructions, voice=settings.voice, audio_mode=settings.audio),
+        authorize_start=_authorize_start(state),
+        clock=state.clock,
     )
     state.active_calls.add(call)
     try:
-        await call.run()
+        reason = await call.run()
+        if call.call_sid is not None:
+            state.outcomes.record(call.call_sid, reason, state.clock())
+    except Exception:
+        # A bug in one call must not take the process, or any other call, with it.
+        log.exception("call.crashed")
+        await twilio.close(CLOSE_INTERNAL, "internal_error")
     finally:
         state.active_calls.discard(call)
+        if call.call_sid is not None:
+            state.admission.stream_ended(call.call_sid)
 
 
 async def healthz(request: Request) -> Response:
@@ -111,12 +198,25 @@ async def readyz(request: Request) -> Response:
     state: BridgeState = request.app.state.bridge
     if state.upstream is None:
         return JSONResponse({"status": "starting"}, status_code=503)
+    if not state.admission.has_room(state.clock()):
+        return JSONResponse({"status": "full", "active_calls": len(state.active_calls)}, status_code=503)
     return JSONResponse({"status": "ready", "active_calls": len(state.active_calls)})
 
 
-def create_app(settings: Settings, agent_clips: str | None = None) -> Starlette:
+def create_app(
+    settings: Settings, agent_clips: str | None = None, clock: Callable[[], float] = time.monotonic
+) -> Starlette:
+    """The app. `clock` drives playback estimates, flood limits and timeouts; the phone
+    simulator's scaled-time runs pass the same scaled clock (see `scaled_clock`)."""
     signer = TwilioSigner(settings.twilio_auth_token) if settings.twilio_auth_token else None
-    state = BridgeState(settings=settings, signer=signer)
+    key = settings.stream_token_key.encode() if settings.stream_token_key else None
+    state = BridgeState(
+        settings=settings,
+        signer=signer,
+        tokens=StreamTokens(key=key),
+        admission=Admission(settings.max_calls),
+        clock=clock,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -137,7 +237,9 @@ def create_app(settings: Settings, agent_clips: str | None = None) -> Starlette:
 
     app = Starlette(
         routes=[
-            Route("/voice", voice_webhook, methods=["POST"]),
+            Route(VOICE_PATH, voice_webhook, methods=["POST"]),
+            Route(AFTER_STREAM_PATH, after_stream, methods=["POST"]),
+            Route(STATUS_PATH, call_status, methods=["POST"]),
             WebSocketRoute(MEDIA_STREAM_PATH, media_stream),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

@@ -34,7 +34,8 @@ from .realtime_events import (
     SpeechStopped,
     UpstreamError,
 )
-from .twilio_stream import CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_POLICY, StreamClosed, TwilioStream
+from .flood_guard import FloodGuard
+from .twilio_stream import CLOSE_INTERNAL, CLOSE_NORMAL, StreamClosed, TwilioStream, close_code_for
 from .upstream import UpstreamConnection, UpstreamTarget
 
 log = get_logger("bridge.call")
@@ -65,10 +66,20 @@ _TRANSITIONS: dict[CallState, set[CallState]] = {
 
 class EndReason(enum.Enum):
     CALLER_HANGUP = "caller_hangup"
-    UPSTREAM_CLOSED = "upstream_closed"
-    UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+    UPSTREAM_CLOSED = "upstream_closed"  # the model's side ended the session cleanly
+    UPSTREAM_FAILED = "upstream_failed"  # dropped mid-call
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"  # never connected
     PROTOCOL_ERROR = "protocol_error"
+    UNAUTHORIZED = "unauthorized"
     NO_START = "no_start"
+
+
+class StartRefused(Exception):
+    """The `start` event is well-formed but not acceptable (bad stream token, ...)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class CallSession:
@@ -79,12 +90,16 @@ class CallSession:
         twilio: TwilioStream,
         upstream_target: UpstreamTarget,
         session_config: SessionConfig,
+        authorize_start: Callable[[ms.Start], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.twilio = twilio
         self.upstream_target = upstream_target
         self.session_config = session_config
+        self.authorize_start = authorize_start
         self.clock = clock
+        self.call_sid: str | None = None
+        self.flood_guard = FloodGuard()
         self.state = CallState.AWAITING_START
         self.end_reason: EndReason | None = None
         self.upstream: UpstreamConnection | None = None
@@ -141,19 +156,28 @@ class CallSession:
             self._end(EndReason.CALLER_HANGUP)
             return None
         except ms.ProtocolError as exc:
-            self._log.warning("call.rejected", reason=exc.reason, detail=exc.detail)
-            self._end(EndReason.PROTOCOL_ERROR)
-            await self.twilio.close(CLOSE_POLICY, exc.reason)
+            await self._reject(exc.reason, EndReason.PROTOCOL_ERROR, detail=exc.detail)
             return None
         fmt = start.media_format
         if (fmt.get("encoding"), fmt.get("sampleRate"), fmt.get("channels")) != ("audio/x-mulaw", 8000, 1):
-            self._log.warning("call.rejected", reason="unsupported_media_format", media_format=fmt)
-            self._end(EndReason.PROTOCOL_ERROR)
-            await self.twilio.close(CLOSE_POLICY, "unsupported_media_format")
+            await self._reject("unsupported_media_format", EndReason.PROTOCOL_ERROR, detail=str(fmt))
             return None
+        if self.authorize_start is not None:
+            try:
+                self.authorize_start(start)
+            except StartRefused as exc:
+                await self._reject(exc.reason, EndReason.UNAUTHORIZED, call_sid=start.call_sid)
+                return None
+        self.call_sid = start.call_sid
         self.twilio.stream_sid = start.stream_sid
         self._move_to(CallState.CONNECTING_UPSTREAM)
         return start
+
+    async def _reject(self, reason: str, end: EndReason, **fields: str) -> None:
+        """Refuse the stream before anything reaches the upstream."""
+        self._log.warning("call.rejected", reason=reason, **fields)
+        self._end(end)
+        await self.twilio.close(close_code_for(reason), reason)
 
     async def _converse(self) -> None:
         try:
@@ -184,9 +208,14 @@ class CallSession:
         try:
             while True:
                 event = await self.twilio.receive()
+                if isinstance(event, ms.Connected | ms.Start):
+                    raise ms.ProtocolError("second_start" if isinstance(event, ms.Start) else "late_connected")
+                if event.stream_sid != self.twilio.stream_sid:
+                    raise ms.ProtocolError("wrong_stream_sid", event.stream_sid)
+                audio_ms = len(event.payload) / 8.0 if isinstance(event, ms.Media) else 0.0
+                if not self.flood_guard.admit(audio_ms, self.clock()):
+                    raise ms.ProtocolError("flood", "frames arrive faster than real time")
                 if isinstance(event, ms.Media):
-                    if event.stream_sid != self.twilio.stream_sid:
-                        raise ms.ProtocolError("wrong_stream_sid", event.stream_sid)
                     audio = self.to_model.process(event.payload)
                     if audio:
                         await self.upstream.send(dialects.append_audio(audio))
@@ -197,14 +226,12 @@ class CallSession:
                 elif isinstance(event, ms.Stop):
                     self._end(EndReason.CALLER_HANGUP)
                     return
-                elif isinstance(event, ms.Start):
-                    raise ms.ProtocolError("second_start")
         except StreamClosed:
             self._end(EndReason.CALLER_HANGUP)
         except ms.ProtocolError as exc:
             self._log.warning("twilio.bad_frame", reason=exc.reason, detail=exc.detail)
             self._end(EndReason.PROTOCOL_ERROR)
-            await self.twilio.close(CLOSE_POLICY, exc.reason)
+            await self.twilio.close(close_code_for(exc.reason), exc.reason)
         except websockets.ConnectionClosed:
             self._end(EndReason.UPSTREAM_CLOSED)
 
@@ -219,7 +246,8 @@ class CallSession:
             return
         except websockets.ConnectionClosed:
             pass
-        self._end(EndReason.UPSTREAM_CLOSED)
+        clean = self.upstream.close_code in (1000, 1001)
+        self._end(EndReason.UPSTREAM_CLOSED if clean else EndReason.UPSTREAM_FAILED)
 
     async def _on_model_event(self, event: ServerEvent) -> None:
         if isinstance(event, AudioDelta):

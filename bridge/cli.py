@@ -112,6 +112,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The bridge (with its embedded agent) and a simulated caller in one process, on loopback."""
     from .app import create_app
     from .phone import place_call
+    from .phone.simulator import scaled_clock
     from .serving import serving
 
     # A throwaway auth token: the demo signs and checks every request, as production does.
@@ -121,12 +122,54 @@ def cmd_demo(args: argparse.Namespace) -> int:
     configure_logging("console", args.log_level)
 
     async def run() -> object:
-        async with serving(create_app(settings)) as url:
+        # The bridge keeps time with the phone, so --speed is real time for both of them.
+        async with serving(create_app(settings, clock=scaled_clock(args.speed))) as url:
             return await place_call(url, _plan(args), auth_token=token, speed=args.speed)  # type: ignore[arg-type]
 
     report = asyncio.run(run())
     _finish_call(report, args.record)
     return 0
+
+
+def run_twilio_command(args: argparse.Namespace, client: object) -> int:
+    """`twilio configure` / `twilio check` against a `twilio.rest.Client` (injected for tests)."""
+    from twiml.rest import NumberNotFound, configure_number, expected_webhooks, number_webhooks, points_here
+
+    try:
+        if args.twilio_command == "configure":
+            before, after = configure_number(client, args.number, args.url)  # type: ignore[arg-type]
+            print(f"{after.phone_number} ({after.sid})")
+            for name in expected_webhooks(args.url):
+                old, new = getattr(before, name), getattr(after, name)
+                print(f"  {name:<24} {old or '-'} -> {new or '-'}" if old != new else f"  {name:<24} {new} (unchanged)")
+            return 0
+        webhooks = number_webhooks(client, args.number)  # type: ignore[arg-type]
+    except NumberNotFound as exc:
+        print(f"voice-bridge twilio: {exc}", file=sys.stderr)
+        return 1
+    differences = points_here(webhooks, args.url)
+    if differences:
+        print(f"{webhooks.phone_number} does NOT point at {args.url}:")
+        for line in differences:
+            print(f"  {line}")
+        return 1
+    print(f"{webhooks.phone_number} points at {args.url}/voice (POST), status callback {args.url}/voice/status")
+    return 0
+
+
+def cmd_twilio(args: argparse.Namespace) -> int:
+    from twilio.base.exceptions import TwilioException
+    from twilio.rest import Client
+
+    sid, token = os.environ.get("TWILIO_ACCOUNT_SID"), os.environ.get("TWILIO_AUTH_TOKEN")
+    if not sid or not token:
+        print("voice-bridge twilio: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN", file=sys.stderr)
+        return 2
+    try:
+        return run_twilio_command(args, Client(sid, token))
+    except TwilioException as exc:
+        print(f"voice-bridge twilio: {exc}", file=sys.stderr)
+        return 1
 
 
 def _add_call_options(parser: argparse.ArgumentParser, default_say: list[str]) -> None:
@@ -138,7 +181,8 @@ def _add_call_options(parser: argparse.ArgumentParser, default_say: list[str]) -
                         help="interrupt the agent S seconds into what it says instead of waiting")
     parser.add_argument("--hangup-after", type=float, default=1.5, help="seconds of silence after the last answer before hanging up")
     parser.add_argument("--max-seconds", type=float, default=60.0, help="hang up after this long whatever happens")
-    parser.add_argument("--speed", type=float, default=1.0, help="run the phone's clock this many times faster than real time")
+    parser.add_argument("--speed", type=float, default=1.0, help="run the phone's clock this many times faster than real time (a bridge started by `serve` keeps "
+                        "real time and will see a faster phone as a flood; `demo` scales both)")
     parser.set_defaults(default_say=default_say)
 
 
@@ -166,6 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--auth-token", help="sign requests with this Twilio auth token (default: $TWILIO_AUTH_TOKEN)")
     _add_call_options(call, [fixture])
     call.set_defaults(func=cmd_call)
+
+    twilio = sub.add_parser("twilio", help="point a Twilio number at this service, or check that it does")
+    twilio_sub = twilio.add_subparsers(dest="twilio_command", required=True)
+    for name, text in (("configure", "set the number's voice webhook and status callback"), ("check", "say whether the number points here")):
+        command = twilio_sub.add_parser(name, help=text)
+        command.add_argument("--number", required=True, help="the Twilio number, E.164 (+15551234567)")
+        command.add_argument("--url", required=True, help="this service's public base URL, https://host")
+    twilio.set_defaults(func=cmd_twilio)
 
     demo = sub.add_parser("demo", help="a whole simulated call against an in-process bridge and local agent")
     demo.add_argument("--audio", choices=("pcm24k", "g711"), default="pcm24k")

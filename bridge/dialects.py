@@ -1,21 +1,33 @@
 """Where the upstream dialects differ: session shape and server event names.
 
-Only the GA Realtime dialect exists so far (the embedded local agent speaks it). Voice Live's
-beta-shaped events and flat `session.update` belong here too when they come, as another
-`Dialect`, so the call session never sees a wire name.
+Two dialects, so the call session never sees a wire name:
+
+- `GADialect`: the GA Realtime protocol (OpenAI, Azure OpenAI `/openai/v1/realtime`, the local
+  agent): nested `session.audio.{input,output}`, `response.output_audio.*` events.
+- `VoiceLiveDialect`: Azure AI Voice Live (beta-shaped): flat `session.update`
+  (`input_audio_format`, `voice` object, `turn_detection` with Azure semantic VAD, server-side
+  noise suppression and echo cancellation), `response.audio.*` events.
+
+`SessionConfig` says what the bridge wants in the bridge's own words (e.g. turn detection kind
+"semantic", `noise_suppression=True`); each dialect turns that into its wire shape, and reports
+with `unsupported()` what it cannot express so that start-up can refuse it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .realtime_events import (
     AudioDelta,
     AudioDone,
+    FunctionCallRequested,
     Ignored,
+    InputTranscriptDone,
+    ItemAdded,
     ItemTruncated,
     OutputItemAdded,
     OutputTranscriptDone,
@@ -26,11 +38,57 @@ from .realtime_events import (
     SpeechStarted,
     SpeechStopped,
     UpstreamError,
+    UpstreamWarning,
 )
 
 
 class UpstreamProtocolError(ValueError):
     """A server event that does not have the shape its type promises."""
+
+
+AUDIO_MODES = ("pcm24k", "g711")
+VOICE_TYPES = ("openai", "azure-standard")
+# The bridge's names for turn detection; each dialect maps them to its own `type`.
+TURN_DETECTION_KINDS = ("server_vad", "semantic", "semantic_multilingual")
+SEMANTIC_EAGERNESS = ("low", "medium", "high", "auto")
+
+
+@dataclass(frozen=True, slots=True)
+class TurnDetection:
+    """How the service decides the caller has started and stopped talking.
+
+    `kind`: "server_vad" (energy VAD, both dialects), "semantic" (GA `semantic_vad`, Voice Live
+    `azure_semantic_vad`), "semantic_multilingual" (GA `semantic_vad`, Voice Live
+    `azure_semantic_vad_multilingual`). A field a dialect has no place for is left out of its
+    `session.update`: `threshold`/`prefix_padding_ms`/`silence_duration_ms` go to server VAD
+    (both) and Azure semantic VAD; `eagerness` to GA semantic VAD only; `remove_filler_words`
+    and `languages` to Azure semantic VAD only.
+    """
+
+    kind: str = "server_vad"
+    threshold: float | None = None
+    prefix_padding_ms: int | None = None
+    silence_duration_ms: int | None = None
+    eagerness: str | None = None
+    remove_filler_words: bool | None = None
+    languages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class InputTranscription:
+    """Transcribe what the caller says (a separate ASR model; the model itself hears audio)."""
+
+    model: str
+    language: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A function the model may call: name, description and a JSON-schema for its arguments."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +98,13 @@ class SessionConfig:
     instructions: str
     voice: str
     audio_mode: str  # "pcm24k" or "g711"
+    voice_type: str = "openai"  # or "azure-standard" (Voice Live only)
+    turn_detection: TurnDetection | None = None  # None: the dialect's default
+    noise_suppression: bool = False  # where the upstream offers it
+    echo_cancellation: bool = False  # where the upstream offers it (Voice Live)
+    transcription: InputTranscription | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    greeting: str | None = None  # instruction for the first response; None: just respond
 
 
 class Dialect(Protocol):
@@ -49,6 +114,8 @@ class Dialect(Protocol):
 
     def parse(self, message: dict[str, Any]) -> ServerEvent: ...
 
+    def unsupported(self, config: SessionConfig) -> tuple[str, ...]: ...
+
 
 # Client events that have the same shape in every dialect.
 
@@ -57,8 +124,23 @@ def append_audio(audio: bytes) -> dict[str, Any]:
     return {"type": "input_audio_buffer.append", "audio": base64.b64encode(audio).decode("ascii")}
 
 
-def create_response() -> dict[str, Any]:
-    return {"type": "response.create"}
+def create_response(instructions: str | None = None) -> dict[str, Any]:
+    """`response.create`; `instructions` replace the session's for this one response."""
+    if instructions is None:
+        return {"type": "response.create"}
+    return {"type": "response.create", "response": {"instructions": instructions}}
+
+
+def greeting_response(config: SessionConfig) -> dict[str, Any]:
+    """The first response of a call: the profile's greeting instruction on top of the session's."""
+    if not config.greeting:
+        return create_response()
+    return create_response(f"{config.instructions}\n\n{config.greeting}")
+
+
+def function_call_output(call_id: str, output: str) -> dict[str, Any]:
+    """A tool's result, sent back as a conversation item (follow it with `create_response()`)."""
+    return {"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": call_id, "output": output}}
 
 
 def cancel_response() -> dict[str, Any]:
@@ -95,6 +177,157 @@ def _audio(message: dict[str, Any]) -> bytes:
         raise UpstreamProtocolError(f"{message.get('type')}: delta is not base64") from None
 
 
+def _dict(message: dict[str, Any], name: str) -> dict[str, Any]:
+    value = message.get(name)
+    if not isinstance(value, dict):
+        raise UpstreamProtocolError(f"{message.get('type')}: {name} must be an object")
+    return value
+
+
+def _optional_str(message: dict[str, Any], name: str) -> str | None:
+    value = message.get(name)
+    if value is not None and not isinstance(value, str):
+        raise UpstreamProtocolError(f"{message.get('type')}: {name} must be a string")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class _WireNames:
+    """The server event names that differ between the dialects (the rest are shared)."""
+
+    audio_delta: str
+    audio_done: str
+    transcript_done: str
+    item_added: str
+
+
+class _EventParser:
+    """Server events → bridge vocabulary; one table per dialect, built once."""
+
+    def __init__(self, names: _WireNames) -> None:
+        self._handlers: dict[str, Callable[[dict[str, Any]], ServerEvent]] = {
+            "session.created": lambda m: SessionReady(updated=False),
+            "session.updated": lambda m: SessionReady(updated=True),
+            "input_audio_buffer.speech_started": lambda m: SpeechStarted(
+                item_id=_str(m, "item_id"), audio_start_ms=_int(m, "audio_start_ms", 0)
+            ),
+            "input_audio_buffer.speech_stopped": lambda m: SpeechStopped(
+                item_id=_str(m, "item_id"), audio_end_ms=_int(m, "audio_end_ms", 0)
+            ),
+            "response.created": lambda m: ResponseStarted(response_id=_str(_dict(m, "response"), "id")),
+            "response.output_item.added": _output_item_added,
+            names.audio_delta: lambda m: AudioDelta(
+                response_id=_str(m, "response_id"),
+                item_id=_str(m, "item_id"),
+                content_index=_int(m, "content_index", 0),
+                audio=_audio(m),
+            ),
+            names.audio_done: lambda m: AudioDone(
+                response_id=_str(m, "response_id"), item_id=_str(m, "item_id"), content_index=_int(m, "content_index", 0)
+            ),
+            names.transcript_done: lambda m: OutputTranscriptDone(
+                item_id=_str(m, "item_id"), transcript=str(m.get("transcript", ""))
+            ),
+            names.item_added: _item_added,
+            "conversation.item.input_audio_transcription.completed": lambda m: InputTranscriptDone(
+                item_id=_str(m, "item_id"), content_index=_int(m, "content_index", 0), transcript=_str(m, "transcript")
+            ),
+            "response.function_call_arguments.done": lambda m: FunctionCallRequested(
+                response_id=_str(m, "response_id"),
+                item_id=_str(m, "item_id"),
+                call_id=_str(m, "call_id"),
+                name=_str(m, "name"),
+                arguments=_str(m, "arguments"),
+            ),
+            "response.done": _response_done,
+            "conversation.item.truncated": lambda m: ItemTruncated(
+                item_id=_str(m, "item_id"), content_index=_int(m, "content_index", 0), audio_end_ms=_int(m, "audio_end_ms")
+            ),
+            "error": _error,
+            "warning": _warning,
+        }
+
+    def parse(self, message: dict[str, Any]) -> ServerEvent:
+        kind = message.get("type")
+        if not isinstance(kind, str):
+            raise UpstreamProtocolError("event without a type")
+        handler = self._handlers.get(kind)
+        return handler(message) if handler is not None else Ignored(wire_type=kind)
+
+
+def _output_item_added(message: dict[str, Any]) -> OutputItemAdded:
+    item = _dict(message, "item")
+    return OutputItemAdded(response_id=_str(message, "response_id"), item_id=_str(item, "id"), item_type=str(item.get("type")))
+
+
+def _item_added(message: dict[str, Any]) -> ItemAdded:
+    item = _dict(message, "item")
+    return ItemAdded(
+        item_id=_str(item, "id"),
+        item_type=_str(item, "type"),
+        role=str(item.get("role") or ""),
+        previous_item_id=_optional_str(message, "previous_item_id"),
+    )
+
+
+def _response_done(message: dict[str, Any]) -> ResponseFinished:
+    response = _dict(message, "response")
+    return ResponseFinished(response_id=_str(response, "id"), status=str(response.get("status", "")))
+
+
+def _error(message: dict[str, Any]) -> UpstreamError:
+    error = _dict(message, "error")
+    return UpstreamError(
+        code=str(error.get("code") or ""), message=str(error.get("message") or ""), error_type=str(error.get("type") or "")
+    )
+
+
+def _warning(message: dict[str, Any]) -> UpstreamWarning:
+    warning = _dict(message, "warning")
+    return UpstreamWarning(code=str(warning.get("code") or ""), message=str(warning.get("message") or ""))
+
+
+def _function_tools(config: SessionConfig) -> dict[str, Any]:
+    """`tools` + `tool_choice`: the same flat function-tool shape in both dialects."""
+    if not config.tools:
+        return {}
+    tools = [
+        {"type": "function", "name": t.name, "description": t.description, "parameters": dict(t.parameters)}
+        for t in config.tools
+    ]
+    return {"tools": tools, "tool_choice": "auto"}
+
+
+def _without_none(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _common_unsupported(config: SessionConfig) -> list[str]:
+    problems = []
+    if config.audio_mode not in AUDIO_MODES:
+        problems.append(f"audio mode {config.audio_mode!r}: expected one of {', '.join(AUDIO_MODES)}")
+    td = config.turn_detection
+    if td is not None:
+        if td.kind not in TURN_DETECTION_KINDS:
+            problems.append(f"turn detection {td.kind!r}: expected one of {', '.join(TURN_DETECTION_KINDS)}")
+        if td.eagerness is not None and td.eagerness not in SEMANTIC_EAGERNESS:
+            problems.append(f"turn detection eagerness {td.eagerness!r}: expected one of {', '.join(SEMANTIC_EAGERNESS)}")
+    names = [t.name for t in config.tools]
+    if len(set(names)) != len(names):
+        problems.append("a tool is listed twice")
+    return problems
+
+
+_GA_EVENTS = _EventParser(
+    _WireNames(
+        audio_delta="response.output_audio.delta",
+        audio_done="response.output_audio.done",
+        transcript_done="response.output_audio_transcript.done",
+        item_added="conversation.item.added",
+    )
+)
+
+
 class GADialect:
     """The GA Realtime protocol (OpenAI, Azure OpenAI `/openai/v1/realtime`, the local agent)."""
 
@@ -104,78 +337,121 @@ class GADialect:
         audio_format: dict[str, Any] = (
             {"type": "audio/pcmu"} if config.audio_mode == "g711" else {"type": "audio/pcm", "rate": 24000}
         )
+        audio_input: dict[str, Any] = {"format": audio_format, "turn_detection": self._turn_detection(config.turn_detection)}
+        if config.noise_suppression:
+            audio_input["noise_reduction"] = {"type": "near_field"}  # a telephone handset is a near-field microphone
+        if config.transcription is not None:
+            audio_input["transcription"] = _without_none(
+                {"model": config.transcription.model, "language": config.transcription.language}
+            )
         return {
             "type": "session.update",
             "session": {
                 "type": "realtime",
                 "instructions": config.instructions,
                 "output_modalities": ["audio"],
-                "audio": {
-                    "input": {"format": audio_format, "turn_detection": {"type": "server_vad"}},
-                    "output": {"format": audio_format, "voice": config.voice},
-                },
+                "audio": {"input": audio_input, "output": {"format": audio_format, "voice": config.voice}},
+                **_function_tools(config),
             },
         }
 
+    @staticmethod
+    def _turn_detection(td: TurnDetection | None) -> dict[str, Any]:
+        td = td or TurnDetection(kind="server_vad")
+        # The bridge runs its own barge-in, but the service must still answer and stop by itself.
+        behaviour = {"create_response": True, "interrupt_response": True}
+        if td.kind == "server_vad":
+            tuning = {
+                "threshold": td.threshold,
+                "prefix_padding_ms": td.prefix_padding_ms,
+                "silence_duration_ms": td.silence_duration_ms,
+            }
+            return {"type": "server_vad", **_without_none(tuning), **behaviour}
+        return {"type": "semantic_vad", **_without_none({"eagerness": td.eagerness}), **behaviour}
+
     def parse(self, message: dict[str, Any]) -> ServerEvent:
-        kind = message.get("type")
-        if not isinstance(kind, str):
-            raise UpstreamProtocolError("event without a type")
-        if kind in ("session.created", "session.updated"):
-            return SessionReady(updated=kind == "session.updated")
-        if kind == "input_audio_buffer.speech_started":
-            return SpeechStarted(item_id=_str(message, "item_id"), audio_start_ms=_int(message, "audio_start_ms", 0))
-        if kind == "input_audio_buffer.speech_stopped":
-            return SpeechStopped(item_id=_str(message, "item_id"), audio_end_ms=_int(message, "audio_end_ms", 0))
-        if kind == "response.created":
-            return ResponseStarted(response_id=_str(_dict(message, "response"), "id"))
-        if kind == "response.output_item.added":
-            item = _dict(message, "item")
-            return OutputItemAdded(
-                response_id=_str(message, "response_id"), item_id=_str(item, "id"), item_type=str(item.get("type"))
-            )
-        if kind == "response.output_audio.delta":
-            return AudioDelta(
-                response_id=_str(message, "response_id"),
-                item_id=_str(message, "item_id"),
-                content_index=_int(message, "content_index", 0),
-                audio=_audio(message),
-            )
-        if kind == "response.output_audio.done":
-            return AudioDone(
-                response_id=_str(message, "response_id"),
-                item_id=_str(message, "item_id"),
-                content_index=_int(message, "content_index", 0),
-            )
-        if kind == "response.output_audio_transcript.done":
-            return OutputTranscriptDone(item_id=_str(message, "item_id"), transcript=str(message.get("transcript", "")))
-        if kind == "response.done":
-            response = _dict(message, "response")
-            return ResponseFinished(response_id=_str(response, "id"), status=str(response.get("status", "")))
-        if kind == "conversation.item.truncated":
-            return ItemTruncated(
-                item_id=_str(message, "item_id"),
-                content_index=_int(message, "content_index", 0),
-                audio_end_ms=_int(message, "audio_end_ms"),
-            )
-        if kind == "error":
-            error = _dict(message, "error")
-            return UpstreamError(
-                code=str(error.get("code") or ""),
-                message=str(error.get("message") or ""),
-                error_type=str(error.get("type") or ""),
-            )
-        return Ignored(wire_type=kind)
+        return _GA_EVENTS.parse(message)
+
+    def unsupported(self, config: SessionConfig) -> tuple[str, ...]:
+        problems = _common_unsupported(config)
+        if config.voice_type != "openai":
+            problems.append(f"voice type {config.voice_type!r} needs Voice Live; GA Realtime voices are type 'openai'")
+        return tuple(problems)
 
 
-def _dict(message: dict[str, Any], name: str) -> dict[str, Any]:
-    value = message.get(name)
-    if not isinstance(value, dict):
-        raise UpstreamProtocolError(f"{message.get('type')}: {name} must be an object")
-    return value
+_VOICELIVE_EVENTS = _EventParser(
+    _WireNames(
+        audio_delta="response.audio.delta",
+        audio_done="response.audio.done",
+        transcript_done="response.audio_transcript.done",
+        item_added="conversation.item.created",
+    )
+)
+
+_VOICELIVE_TURN_TYPES = {
+    "server_vad": "server_vad",
+    "semantic": "azure_semantic_vad",
+    "semantic_multilingual": "azure_semantic_vad_multilingual",
+}
+
+
+class VoiceLiveDialect:
+    """Azure AI Voice Live: beta-shaped events and a flat `session.update` with Azure extras."""
+
+    name = "voicelive"
+
+    def session_update(self, config: SessionConfig) -> dict[str, Any]:
+        audio_format = "g711_ulaw" if config.audio_mode == "g711" else "pcm16"
+        session: dict[str, Any] = {
+            "modalities": ["text", "audio"],
+            "instructions": config.instructions,
+            "input_audio_format": audio_format,
+            "input_audio_sampling_rate": 8000 if config.audio_mode == "g711" else 24000,
+            "output_audio_format": audio_format,
+            "voice": {"type": config.voice_type, "name": config.voice},
+            "turn_detection": self._turn_detection(config.turn_detection),
+        }
+        if config.noise_suppression:
+            session["input_audio_noise_reduction"] = {"type": "azure_deep_noise_suppression"}
+        if config.echo_cancellation:
+            session["input_audio_echo_cancellation"] = {"type": "server_echo_cancellation"}
+        if config.transcription is not None:
+            session["input_audio_transcription"] = _without_none(
+                {"model": config.transcription.model, "language": config.transcription.language}
+            )
+        session.update(_function_tools(config))
+        return {"type": "session.update", "session": session}
+
+    @staticmethod
+    def _turn_detection(td: TurnDetection | None) -> dict[str, Any]:
+        td = td or TurnDetection(kind="semantic")
+        wire_type = _VOICELIVE_TURN_TYPES.get(td.kind, "azure_semantic_vad")
+        fields: dict[str, Any] = {
+            "threshold": td.threshold,
+            "prefix_padding_ms": td.prefix_padding_ms,
+            "silence_duration_ms": td.silence_duration_ms,
+        }
+        if wire_type != "server_vad":
+            fields["remove_filler_words"] = td.remove_filler_words
+            fields["languages"] = list(td.languages) or None
+        # Voice Live's defaults for these are all false: the service must answer and stop by
+        # itself, and must not truncate on its own guess (the bridge truncates to what was heard).
+        behaviour = {"create_response": True, "interrupt_response": True, "auto_truncate": False}
+        return {"type": wire_type, **_without_none(fields), **behaviour}
+
+    def parse(self, message: dict[str, Any]) -> ServerEvent:
+        return _VOICELIVE_EVENTS.parse(message)
+
+    def unsupported(self, config: SessionConfig) -> tuple[str, ...]:
+        problems = _common_unsupported(config)
+        if config.voice_type not in VOICE_TYPES:
+            problems.append(f"voice type {config.voice_type!r}: expected one of {', '.join(VOICE_TYPES)}")
+        return tuple(problems)
 
 
 def dialect_for(upstream: str) -> Dialect:
     if upstream in ("local", "openai", "azure-openai"):
         return GADialect()
+    if upstream == "voicelive":
+        return VoiceLiveDialect()
     raise ValueError(f"no dialect for upstream {upstream!r}")

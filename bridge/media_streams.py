@@ -76,7 +76,7 @@ TwilioEvent = Connected | Start | Media | Dtmf | MarkEcho | Stop
 def _field(obj: dict[str, Any], name: str, kind: type, where: str) -> Any:
     value = obj.get(name)
     if not isinstance(value, kind):
-        raise ProtocolError("missing_field", f"{where}.{name} must be {kind.__name__}")
+        raise ProtocolError("invalid_field", f"{where}.{name} must be {kind.__name__}")
     return value
 
 
@@ -87,7 +87,7 @@ def _int_string(obj: dict[str, Any], name: str, where: str) -> int:
         return value
     if isinstance(value, str) and value.isdigit():
         return int(value)
-    raise ProtocolError("missing_field", f"{where}.{name} must be a decimal string")
+    raise ProtocolError("invalid_field", f"{where}.{name} must be a decimal string")
 
 
 def parse_twilio_message(text: str) -> TwilioEvent | None:
@@ -100,7 +100,7 @@ def parse_twilio_message(text: str) -> TwilioEvent | None:
         raise ProtocolError("invalid_json", "a message must be a JSON object")
     event = message.get("event")
     if not isinstance(event, str):
-        raise ProtocolError("missing_field", "event must be a string")
+        raise ProtocolError("invalid_field", "event must be a string")
     if event == "connected":
         return Connected(protocol=str(message.get("protocol", "")), version=str(message.get("version", "")))
     if event not in ("start", "media", "dtmf", "mark", "stop"):
@@ -110,10 +110,10 @@ def parse_twilio_message(text: str) -> TwilioEvent | None:
         start = _field(message, "start", dict, event)
         params = start.get("customParameters") or {}
         if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
-            raise ProtocolError("missing_field", "start.customParameters must map names to strings")
+            raise ProtocolError("invalid_field", "start.customParameters must map names to strings")
         tracks = start.get("tracks") or []
         if not isinstance(tracks, list):
-            raise ProtocolError("missing_field", "start.tracks must be a list")
+            raise ProtocolError("invalid_field", "start.tracks must be a list")
         return Start(
             stream_sid=stream_sid,
             call_sid=_field(start, "callSid", str, "start"),

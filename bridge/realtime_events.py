@@ -81,6 +81,44 @@ class UpstreamError:
 
 
 @dataclass(frozen=True, slots=True)
+class ItemAdded:
+    """A conversation item was added (GA `conversation.item.added`, Voice Live `conversation.item.created`)."""
+
+    item_id: str
+    item_type: str  # "message", "function_call", "function_call_output", ...
+    role: str  # "user", "assistant", "system", or "" for items without a role
+    previous_item_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class InputTranscriptDone:
+    """The transcript of what the caller said in one user item (when input transcription is on)."""
+
+    item_id: str
+    content_index: int
+    transcript: str
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionCallRequested:
+    """The model finished a function call's arguments (`response.function_call_arguments.done`)."""
+
+    response_id: str
+    item_id: str
+    call_id: str
+    name: str
+    arguments: str  # JSON text, exactly as the model wrote it: the tool runner parses and checks it
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamWarning:
+    """Voice Live's `warning`: informational, the session continues."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Ignored:
     """An event the bridge has no use for (kept so it can be counted and logged by type)."""
 
@@ -99,5 +137,9 @@ ServerEvent = (
     | ResponseFinished
     | ItemTruncated
     | UpstreamError
+    | ItemAdded
+    | InputTranscriptDone
+    | FunctionCallRequested
+    | UpstreamWarning
     | Ignored
 )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 UPSTREAMS = ("local", "voicelive", "azure-openai", "openai")
 NOT_BUILT_YET = ("voicelive", "azure-openai", "openai")
@@ -21,6 +22,19 @@ class ConfigError(ValueError):
     """The configuration cannot work; the message says which variable and why."""
 
 
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a whole number") from None
+
+
 def _flag(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -30,15 +44,27 @@ class Settings:
     upstream: str = "local"
     upstream_url: str | None = None
     audio: str = "pcm24k"
-    twilio_auth_token: str | None = None
+    twilio_auth_token: str | None = field(default=None, repr=False)
     twilio_account_sid: str | None = None
     public_url: str | None = None
     insecure_dev: bool = False
     instructions: str = DEFAULT_INSTRUCTIONS
     voice: str = "alloy"
     agent_clips_dir: str | None = None
+    profiles_path: str | None = None
+    azure_voicelive_endpoint: str | None = None
+    azure_voicelive_model: str | None = None
+    azure_voicelive_api_key: str | None = field(default=None, repr=False)
+    azure_openai_endpoint: str | None = None
+    azure_openai_deployment: str | None = None
+    azure_openai_api_key: str | None = field(default=None, repr=False)
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_realtime_model: str = "gpt-realtime"
     log_format: str = "console"
     log_level: str = "info"
+    max_calls: int = 50
+    stream_token_key: str | None = field(default=None, repr=False)
+    fallback_number: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -54,8 +80,20 @@ class Settings:
             instructions=env.get("VOICE_BRIDGE_INSTRUCTIONS") or DEFAULT_INSTRUCTIONS,
             voice=env.get("VOICE_BRIDGE_VOICE") or "alloy",
             agent_clips_dir=env.get("VOICE_BRIDGE_AGENT_CLIPS") or None,
+            profiles_path=env.get("VOICE_BRIDGE_PROFILES") or None,
+            azure_voicelive_endpoint=(env.get("AZURE_VOICELIVE_ENDPOINT") or "").strip() or None,
+            azure_voicelive_model=(env.get("AZURE_VOICELIVE_MODEL") or "").strip() or None,
+            azure_voicelive_api_key=(env.get("AZURE_VOICELIVE_API_KEY") or "").strip() or None,
+            azure_openai_endpoint=(env.get("AZURE_OPENAI_ENDPOINT") or "").strip() or None,
+            azure_openai_deployment=(env.get("AZURE_OPENAI_DEPLOYMENT") or "").strip() or None,
+            azure_openai_api_key=(env.get("AZURE_OPENAI_API_KEY") or "").strip() or None,
+            openai_api_key=(env.get("OPENAI_API_KEY") or "").strip() or None,
+            openai_realtime_model=(env.get("OPENAI_REALTIME_MODEL") or "").strip() or "gpt-realtime",
             log_format=(env.get("VOICE_BRIDGE_LOG_FORMAT") or "console").strip(),
             log_level=(env.get("VOICE_BRIDGE_LOG_LEVEL") or "info").strip().lower(),
+            max_calls=_int(env, "VOICE_BRIDGE_MAX_CALLS", 50),
+            stream_token_key=env.get("VOICE_BRIDGE_STREAM_TOKEN_KEY") or None,
+            fallback_number=env.get("VOICE_BRIDGE_FALLBACK_NUMBER") or None,
         )
         settings.validate()
         return settings
@@ -76,6 +114,12 @@ class Settings:
             raise ConfigError("VOICE_BRIDGE_PUBLIC_URL must look like https://host")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"VOICE_BRIDGE_LOG_FORMAT={self.log_format!r}: expected console or json")
+        if self.max_calls < 1:
+            raise ConfigError("VOICE_BRIDGE_MAX_CALLS must be at least 1")
+        if self.stream_token_key is not None and len(self.stream_token_key) < 32:
+            raise ConfigError("VOICE_BRIDGE_STREAM_TOKEN_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        if self.fallback_number is not None and not _E164.fullmatch(self.fallback_number):
+            raise ConfigError("VOICE_BRIDGE_FALLBACK_NUMBER must be an E.164 number like +15551234567")
         if not self.twilio_auth_token and not self.insecure_dev:
             raise ConfigError(
                 "TWILIO_AUTH_TOKEN is not set, so Twilio signatures cannot be checked. Set it, or set "

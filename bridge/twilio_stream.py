@@ -11,12 +11,32 @@ log = get_logger("bridge.twilio")
 
 # Close codes (RFC 6455) we use towards Twilio.
 CLOSE_NORMAL = 1000
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_INVALID_PAYLOAD = 1007
 CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
+
+# Malformed content is 1007; a binary frame 1003; everything else (order, identity, flooding) 1008.
+_CLOSE_CODES = {
+    "invalid_json": CLOSE_INVALID_PAYLOAD,
+    "invalid_base64": CLOSE_INVALID_PAYLOAD,
+    "invalid_field": CLOSE_INVALID_PAYLOAD,
+    "binary_frame": CLOSE_UNSUPPORTED_DATA,
+}
+
+
+def close_code_for(reason: str) -> int:
+    """The close code for a protocol violation named `reason`."""
+    return _CLOSE_CODES.get(reason, CLOSE_POLICY)
 
 
 class StreamClosed(Exception):
-    """The Twilio socket is gone."""
+    """The Twilio socket is gone; `code` is the peer's (or the server's) close code."""
+
+    def __init__(self, code: int | None = None) -> None:
+        super().__init__(f"stream closed ({code})")
+        self.code = code
 
 
 class TwilioStream:
@@ -31,7 +51,11 @@ class TwilioStream:
         while True:
             message = await self._ws.receive()
             if message["type"] == "websocket.disconnect":
-                raise StreamClosed()
+                code = message.get("code")
+                if code == CLOSE_TOO_BIG:
+                    # uvicorn refused a frame over the size limit and closed the socket itself.
+                    log.warning("twilio.bad_frame", reason="frame_too_large", close_code=code)
+                raise StreamClosed(code)
             text = message.get("text")
             if text is None:
                 raise ms.ProtocolError("binary_frame", "Twilio sends text frames only")

@@ -1,30 +1,150 @@
-"""The WebSocket client to the upstream Realtime service; events come out in the bridge's vocabulary."""
+"""The WebSocket client to the upstream Realtime service; events come out in the bridge's vocabulary.
+
+Connecting: the target's authentication headers are taken at connect time (so Entra ID tokens come
+from the process's token cache), each attempt has an open timeout, and failures that may pass
+(refused, reset, timeout, HTTP 429/5xx) are retried with capped exponential backoff while a short
+budget lasts. Whatever the cause, a failed connect raises one exception: `UpstreamUnavailable`.
+Logs name the upstream by its URL with secret-looking query values masked, never by its headers.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+import logging
+import random
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from .auth import HeaderSource, TokenUnavailable
 from .dialects import Dialect, UpstreamProtocolError
 from .logs import get_logger
 from .realtime_events import ServerEvent
 
 log = get_logger("bridge.upstream")
 
-OPEN_TIMEOUT_S = 10.0
+OPEN_TIMEOUT_S = 10.0  # one attempt: TCP + TLS + HTTP upgrade
+CONNECT_BUDGET_S = 3.0  # retries start only while this much time since the first attempt has not passed
+FIRST_BACKOFF_S = 0.1
+MAX_BACKOFF_S = 1.0
+PING_INTERVAL_S = 20.0
+PING_TIMEOUT_S = 20.0
+CLOSE_TIMEOUT_S = 2.0
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # a long response's audio can arrive in large deltas
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+_SECRET_PARAM = re.compile(r"key|token|secret|sig|password|auth", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """`url` for logs: no user info, and the values of secret-looking query parameters masked."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<unparsable url>"
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    query = urlencode(
+        [(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
+        safe="*",
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+class UpstreamUnavailable(ConnectionError):
+    """The upstream could not be reached (or refused us) within the connect budget."""
+
+    def __init__(self, url: str, attempts: int, cause: BaseException, status: int | None = None) -> None:
+        self.url = redact_url(url)
+        self.attempts = attempts
+        self.status = status
+        super().__init__(f"upstream {self.url} unavailable after {attempts} attempt(s): {_describe(cause, status)}")
+
+
+def _status(exc: BaseException) -> int | None:
+    if isinstance(exc, websockets.InvalidStatus):
+        return exc.response.status_code
+    return None
+
+
+def _describe(exc: BaseException, status: int | None) -> str:
+    if isinstance(exc, TokenUnavailable):
+        return str(exc)
+    if status in (401, 403):
+        return f"HTTP {status}: the upstream refused the credentials (check the API key, or the Entra ID role assignment)"
+    if status == 404:
+        return "HTTP 404: no such endpoint (check the endpoint, the model or deployment name, and the api-version)"
+    if status is not None:
+        return f"HTTP {status}"
+    if isinstance(exc, TimeoutError):
+        return "TimeoutError: the opening handshake did not complete in time"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, websockets.InvalidStatus):
+        return exc.response.status_code in RETRYABLE_STATUS
+    if isinstance(exc, websockets.InvalidURI):
+        return False
+    # refused / reset / DNS (OSError), open timeout, connection dropped mid-handshake (InvalidMessage)
+    return isinstance(exc, (OSError, TimeoutError, websockets.InvalidMessage))
+
+
+class _NoDebugLogs(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """websockets logs the handshake's headers (and so the api-key) at DEBUG: never let it."""
+
+    def isEnabledFor(self, level: int) -> bool:
+        return level > logging.DEBUG and self.logger.isEnabledFor(level)
+
+
+_WEBSOCKETS_LOG = _NoDebugLogs(logging.getLogger("websockets.client"), {})
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectPolicy:
+    """Timeouts, retries and limits of the upstream connection."""
+
+    open_timeout_s: float = OPEN_TIMEOUT_S
+    budget_s: float = CONNECT_BUDGET_S
+    first_backoff_s: float = FIRST_BACKOFF_S
+    max_backoff_s: float = MAX_BACKOFF_S
+    ping_interval_s: float | None = PING_INTERVAL_S
+    ping_timeout_s: float | None = PING_TIMEOUT_S
+    close_timeout_s: float = CLOSE_TIMEOUT_S
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+
+    def backoff_s(self, failures: int) -> float:
+        """Delay after the `failures`-th failed attempt: doubling, capped, half of it random."""
+        ceiling = min(self.max_backoff_s, self.first_backoff_s * 2 ** (failures - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+DEFAULT_POLICY = ConnectPolicy()
 
 
 @dataclass(frozen=True, slots=True)
 class UpstreamTarget:
+    """Where the upstream is, which dialect it speaks, and how to authenticate to it."""
+
     url: str
     dialect: Dialect
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # static extra headers
+    auth: HeaderSource | None = None  # asked for headers at every connect
+
+    async def handshake_headers(self) -> dict[str, str]:
+        headers = dict(self.headers)
+        if self.auth is not None:
+            headers.update(await self.auth.headers())
+        return headers
 
 
 class UpstreamConnection:
@@ -35,16 +155,51 @@ class UpstreamConnection:
         self.dialect = dialect
 
     @classmethod
-    async def open(cls, target: UpstreamTarget) -> UpstreamConnection:
-        ws = await connect(
-            target.url,
-            additional_headers=dict(target.headers),
-            open_timeout=OPEN_TIMEOUT_S,
-            max_size=MAX_MESSAGE_BYTES,
-            compression=None,  # audio is incompressible and deflate costs CPU on the hot path
-            proxy=None,
-        )
-        return cls(ws, target.dialect)
+    async def open(
+        cls,
+        target: UpstreamTarget,
+        policy: ConnectPolicy = DEFAULT_POLICY,
+        *,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> UpstreamConnection:
+        """Connect, retrying what may pass while `policy.budget_s` lasts; else `UpstreamUnavailable`."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        url = redact_url(target.url)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                headers = await target.handshake_headers()
+            except TokenUnavailable as exc:  # the token cache already shares and bounds the fetch
+                log.error("upstream.connect_failed", url=url, attempts=attempt, error=str(exc))
+                raise UpstreamUnavailable(target.url, attempt, exc) from exc
+            try:
+                ws = await connect(
+                    target.url,
+                    additional_headers=headers,
+                    open_timeout=policy.open_timeout_s,
+                    ping_interval=policy.ping_interval_s,
+                    ping_timeout=policy.ping_timeout_s,
+                    close_timeout=policy.close_timeout_s,
+                    max_size=policy.max_message_bytes,
+                    compression=None,  # audio is incompressible and deflate costs CPU on the hot path
+                    proxy=None,
+                    logger=_WEBSOCKETS_LOG,
+                )
+            except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+                status = _status(exc)
+                delay = policy.backoff_s(attempt)
+                if not _retryable(exc) or loop.time() + delay - started >= policy.budget_s:
+                    log.error("upstream.connect_failed", url=url, attempts=attempt, error=_describe(exc, status))
+                    raise UpstreamUnavailable(target.url, attempt, exc, status) from exc
+                log.warning(
+                    "upstream.connect_retry", url=url, attempt=attempt, error=_describe(exc, status), delay_s=round(delay, 3)
+                )
+                await sleep(delay)
+                continue
+            log.info("upstream.connected", url=url, dialect=target.dialect.name, attempts=attempt)
+            return cls(ws, target.dialect)
 
     async def send(self, event: dict[str, Any]) -> None:
         await self._ws.send(json.dumps(event))

@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 
 from bridge.app import create_app
 from bridge.phone.caller import load_caller_audio
+from bridge.phone.simulator import scaled_clock
 from bridge.serving import serving
 from bridge.settings import Settings
 
@@ -42,11 +43,14 @@ def caller_clip(name: str) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def running_bridge(**overrides: Any) -> AsyncIterator[tuple[str, Starlette]]:
-    """The real app under uvicorn on a free loopback port, signatures on, embedded agent by default."""
+async def running_bridge(speed: float = 1.0, **overrides: Any) -> AsyncIterator[tuple[str, Starlette]]:
+    """The real app under uvicorn on a free loopback port, signatures on, embedded agent by default.
+
+    `speed` must match the phone simulator's: the bridge then keeps the same (scaled) time.
+    """
     settings = Settings(**{"twilio_auth_token": AUTH_TOKEN, **overrides})
     settings.validate()
-    app = create_app(settings)
+    app = create_app(settings, clock=scaled_clock(speed))
     async with serving(app) as url:
         yield url, app
 
@@ -64,3 +68,34 @@ async def settle(condition: Any, timeout: float = 1.0) -> bool:
 @pytest.fixture
 def audio_dir() -> Path:
     return AUDIO
+
+
+async def open_signed_stream(url: str, to: str = "+15550100000") -> tuple[Any, str, dict[str, str]]:
+    """Do what Twilio does up to the open socket: signed webhook, signed upgrade.
+
+    Returns (websocket, call_sid, the Stream's parameters) so a test can send raw frames.
+    """
+    import secrets
+    import urllib.parse
+
+    import httpx
+    from websockets.asyncio.client import connect
+
+    from bridge.phone.simulator import parse_stream_twiml
+    from twiml.signatures import TwilioSigner
+
+    signer = TwilioSigner(AUTH_TOKEN)
+    call_sid = "CA" + secrets.token_hex(16)
+    form = {"CallSid": call_sid, "AccountSid": "AC" + "0" * 32, "From": "+15550199999", "To": to}
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Twilio-Signature": signer.sign(f"{url}/voice", form),
+    }
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(f"{url}/voice", content=urllib.parse.urlencode(form), headers=headers)
+    answer.raise_for_status()
+    stream_url, params = parse_stream_twiml(answer.text)
+    ws = await connect(
+        stream_url, proxy=None, additional_headers={"X-Twilio-Signature": signer.sign(stream_url, {})}, max_size=None
+    )
+    return ws, call_sid, params

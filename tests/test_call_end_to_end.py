@@ -41,7 +41,7 @@ def _snr_db(reference: np.ndarray, heard: np.ndarray, max_lag: int = 40) -> floa
 
 def test_whole_call_greeting_question_answer_caller_hangs_up() -> None:
     async def scenario() -> None:
-        async with running_bridge() as (url, app):
+        async with running_bridge(speed=2.0) as (url, app):
             state = app.state.bridge
             before = asyncio.all_tasks()
             plan = CallerPlan(utterances=(caller_clip("caller_question.wav"),), pause_s=0.6, hangup_after_s=1.0)
@@ -88,7 +88,7 @@ def test_call_ended_by_the_agent_side_closes_the_twilio_stream() -> None:
 
     async def scenario() -> None:
         async with ScriptedUpstream(greet_then_hang_up) as upstream:
-            async with running_bridge(upstream_url=upstream.url) as (url, app):
+            async with running_bridge(speed=2.0, upstream_url=upstream.url) as (url, app):
                 before = asyncio.all_tasks()
                 with capture_logs() as logs:
                     report = await place_call(url, CallerPlan(max_call_s=20), auth_token=AUTH_TOKEN, speed=2.0)
@@ -132,7 +132,7 @@ def test_caller_barges_in_and_the_model_is_told_what_was_heard() -> None:
 
 def test_g711_passthrough_call() -> None:
     async def scenario() -> None:
-        async with running_bridge(audio="g711") as (url, app):
+        async with running_bridge(speed=2.0, audio="g711") as (url, app):
             plan = CallerPlan(utterances=(caller_clip("caller_question.wav"),), pause_s=0.6, hangup_after_s=1.0)
             report = await place_call(url, plan, auth_token=AUTH_TOKEN, speed=2.0)
         expected = _clip_seconds("agent_greeting.wav") + _clip_seconds("agent_answer_order.wav")

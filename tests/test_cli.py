@@ -56,7 +56,7 @@ def test_serve_and_call_from_the_command_line(served_bridge, tmp_path: Path) -> 
     url, server = served_bridge
     record = tmp_path / "call.wav"
     result = subprocess.run(
-        [str(BIN), "call", "--url", url, "--record", str(record), "--speed", "3"],
+        [str(BIN), "call", "--url", url, "--record", str(record)],
         env=_env(TWILIO_AUTH_TOKEN="cli-test-token"),
         capture_output=True,
         text=True,

@@ -12,18 +12,30 @@ from conftest import AUTH_TOKEN, run, running_bridge
 from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import connect
 
-from bridge.phone.simulator import parse_stream_twiml
+from bridge.phone.simulator import parse_stream_twiml, redirect_after_stream, twiml_verbs
+from twiml import documents
 from twiml.documents import connect_stream
 from twiml.signatures import TwilioSigner
 from twiml.urls import public_base_url, websocket_url
 
 
-def test_connect_stream_twiml() -> None:
-    xml = connect_stream("wss://bridge.example.com/media-stream", {"CallSid": "CA1", "To": "+1555"})
+def test_connect_stream_twiml_then_redirect() -> None:
+    xml = connect_stream("wss://bridge.example.com/media-stream", {"CallSid": "CA1", "To": "+1555"}, "https://bridge.example.com/voice/after-stream")
     root = ET.fromstring(xml)
-    stream = root.find("./Connect/Stream")
-    assert stream is not None and stream.get("url") == "wss://bridge.example.com/media-stream"
+    assert [child.tag for child in root] == ["Connect", "Redirect"]
+    assert root.find("./Redirect").get("method") == "POST"
+    assert redirect_after_stream(xml) == "https://bridge.example.com/voice/after-stream"
     assert parse_stream_twiml(xml) == ("wss://bridge.example.com/media-stream", {"CallSid": "CA1", "To": "+1555"})
+
+
+def test_busy_apology_and_transfer_documents() -> None:
+    assert twiml_verbs(documents.busy()) == ["Say", "Hangup"]
+    assert twiml_verbs(documents.hang_up()) == ["Hangup"]
+    assert twiml_verbs(documents.apology(None)) == ["Say", "Hangup"]
+    with_fallback = documents.apology("+15550100")
+    assert twiml_verbs(with_fallback) == ["Say", "Dial"]
+    assert ET.fromstring(with_fallback).find("./Dial").text == "+15550100"
+    assert twiml_verbs(documents.transfer("+15550100")) == ["Say", "Dial"]
 
 
 def test_signatures_match_twilios_validator() -> None:
@@ -73,7 +85,9 @@ def test_routes_check_signatures_and_answer_twiml() -> None:
                 assert answer.status_code == 200 and answer.headers["content-type"].startswith("application/xml")
                 stream_url, params = parse_stream_twiml(answer.text)
                 assert stream_url == "wss://pub.example.com/media-stream"
+                token = params.pop("StreamToken")
                 assert params == {"CallSid": form["CallSid"], "From": "+15550001", "To": "+15550002"}
+                assert token.count(".") == 1
                 wrong_url = {**headers, "X-Twilio-Signature": signer.sign(f"{url}/voice", form)}
                 assert (await http.post("/voice", content=body, headers=wrong_url)).status_code == 403
                 assert (await http.post("/voice", content=body, headers=headers)).status_code == 403
@@ -95,6 +109,6 @@ def test_routes_check_signatures_and_answer_twiml() -> None:
             async with connect(ws_url, proxy=None, additional_headers=good_ws) as ws:
                 await ws.send("not json")
                 await ws.wait_closed()
-                assert ws.close_code == 1008
+                assert ws.close_code == 1007  # invalid_json
 
     run(scenario())

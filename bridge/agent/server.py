@@ -262,6 +262,7 @@ class LocalAgent:
         self.clips = ClipLibrary.load(clips_dir(str(clips) if clips else None))
         self._server: Server | None = None
         self.open_sessions = 0
+        self.sessions_opened = 0
 
     @property
     def url(self) -> str:
@@ -280,6 +281,7 @@ class LocalAgent:
 
     async def _handle(self, ws: ServerConnection) -> None:
         self.open_sessions += 1
+        self.sessions_opened += 1
         try:
             await AgentConnection(ws, self.clips, self.pace).run()
         finally:

@@ -15,6 +15,7 @@ import urllib.parse
 import urllib.request
 import wave
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +43,10 @@ class CallReport:
     first_agent_audio_s: float | None = None  # from stream start to the first agent audio
     marks_echoed: int = 0
     clears: int = 0
-    ended_by: str = ""  # "caller" or "bridge"
+    ended_by: str = ""  # "caller", "bridge", or "webhook" (no stream was offered)
+    webhook_verbs: list[str] = field(default_factory=list)  # the TwiML verbs of /voice
+    after_stream_verbs: list[str] = field(default_factory=list)  # what Twilio ran after the stream
+    dialed: str | None = None
     close_code: int | None = None
     call_s: float = 0.0
     caller_audio: bytearray = field(default_factory=bytearray, repr=False)  # μ-law, one frame per tick
@@ -58,6 +62,7 @@ class CallReport:
                 f"  first agent audio after  {first}",
                 f"  marks echoed             {self.marks_echoed}",
                 f"  clears received          {self.clears}",
+                f"  TwiML after the stream   {' '.join(self.after_stream_verbs) or '-'}",
             ]
         )
 
@@ -76,6 +81,12 @@ class CallReport:
             wav.writeframes(stereo.tobytes())
 
 
+def scaled_clock(speed: float) -> Callable[[], float]:
+    """A monotonic clock running `speed` times faster: give it to the bridge when the phone runs at `speed`."""
+    origin = time.monotonic()
+    return lambda: origin + (time.monotonic() - origin) * speed
+
+
 def _sid(prefix: str) -> str:
     return prefix + secrets.token_hex(16)
 
@@ -91,17 +102,33 @@ def _post_form(url: str, form: dict[str, str], headers: dict[str, str]) -> str:
         raise SimulatorError(f"POST {url} answered HTTP {exc.code}: {exc.read().decode(errors='replace')}") from None
 
 
-def parse_stream_twiml(twiml: str) -> tuple[str, dict[str, str]]:
-    """The `<Connect><Stream url>` and its `<Parameter>`s, as Twilio reads them."""
+def _twiml_root(twiml: str) -> ET.Element:
     try:
         root = ET.fromstring(twiml)
     except ET.ParseError as exc:
         raise SimulatorError(f"the webhook answered something that is not TwiML: {exc}") from None
-    stream = root.find("./Connect/Stream")
+    if root.tag != "Response":
+        raise SimulatorError(f"TwiML must be a <Response>, not <{root.tag}>")
+    return root
+
+
+def twiml_verbs(twiml: str) -> list[str]:
+    return [child.tag for child in _twiml_root(twiml)]
+
+
+def parse_stream_twiml(twiml: str) -> tuple[str, dict[str, str]]:
+    """The `<Connect><Stream url>` and its `<Parameter>`s, as Twilio reads them."""
+    stream = _twiml_root(twiml).find("./Connect/Stream")
     if stream is None or not stream.get("url"):
         raise SimulatorError("the TwiML has no <Connect><Stream url=...>")
     params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
     return stream.get("url", ""), params
+
+
+def redirect_after_stream(twiml: str) -> str | None:
+    """The `<Redirect>` Twilio follows when the stream's socket closes, if any."""
+    redirect = _twiml_root(twiml).find("./Redirect")
+    return (redirect.text or "").strip() if redirect is not None else None
 
 
 class _Phone:
@@ -189,9 +216,12 @@ async def place_call(
     if signer:
         headers[SIGNATURE_HEADER] = signer.sign(webhook, form)
     twiml = await asyncio.to_thread(_post_form, webhook, form, headers)
+    report = CallReport(call_sid=call_sid, stream_sid=_sid("MZ"), webhook_verbs=twiml_verbs(twiml))
+    if "Connect" not in report.webhook_verbs:
+        report.ended_by = "webhook"
+        return report
     stream_url, parameters = parse_stream_twiml(twiml)
     upgrade_headers = {SIGNATURE_HEADER: signer.sign(stream_url, {})} if signer else {}
-    report = CallReport(call_sid=call_sid, stream_sid=_sid("MZ"))
     try:
         ws = await connect(stream_url, additional_headers=upgrade_headers, proxy=None, compression=None, open_timeout=10)
     except websockets.InvalidStatus as exc:
@@ -217,4 +247,14 @@ async def place_call(
             if task.exception() is not None and not isinstance(task.exception(), websockets.ConnectionClosed):
                 raise task.exception()  # type: ignore[misc]
     report.close_code = ws.close_code
+    after = redirect_after_stream(twiml)
+    if report.ended_by == "bridge" and after:
+        # The caller is still on the line: Twilio goes on with the verbs after </Connect>.
+        form = {**form, "CallStatus": "in-progress"}
+        if signer:
+            headers[SIGNATURE_HEADER] = signer.sign(after, form)
+        next_twiml = await asyncio.to_thread(_post_form, after, form, headers)
+        report.after_stream_verbs = twiml_verbs(next_twiml)
+        dial = _twiml_root(next_twiml).find("./Dial")
+        report.dialed = (dial.text or "").strip() if dial is not None else None
     return report

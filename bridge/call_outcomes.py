@@ -1,0 +1,33 @@
+"""How each call's stream ended, kept until Twilio asks what to play next (`/voice/after-stream`)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from .call_session import EndReason
+
+FAILED = {EndReason.UPSTREAM_UNAVAILABLE, EndReason.UPSTREAM_FAILED}
+
+
+class CallOutcomes:
+    """A small, bounded memory of stream endings by CallSid."""
+
+    def __init__(self, keep_s: float = 300.0, max_entries: int = 10_000) -> None:
+        self.keep_s = keep_s
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[EndReason, float]] = OrderedDict()
+
+    def record(self, call_sid: str, reason: EndReason, now: float) -> None:
+        self._entries[call_sid] = (reason, now + self.keep_s)
+        self._entries.move_to_end(call_sid)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def take(self, call_sid: str, now: float) -> EndReason | None:
+        entry = self._entries.pop(call_sid, None)
+        if entry is None or entry[1] < now:
+            return None
+        return entry[0]
+
+    def upstream_failed(self, call_sid: str, now: float) -> bool:
+        return self.take(call_sid, now) in FAILED
