@@ -149,8 +149,7 @@ class CallSession:
                     if not isinstance(event, ms.Connected):
                         raise ms.ProtocolError("event_before_start", type(event).__name__)
         except TimeoutError:
-            self._log.warning("call.rejected", reason="no_start_event")
-            self._end(EndReason.NO_START)
+            await self._reject("no_start_event", EndReason.NO_START)
             return None
         except StreamClosed:
             self._end(EndReason.CALLER_HANGUP)
