@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -23,10 +24,11 @@ from . import media_streams as ms
 from .admission import Admission
 from .agent import LocalAgent
 from .call_outcomes import CallOutcomes
-from .call_session import CallSession, StartRefused
+from .call_session import CallSession, EndReason, StartRefused
 from .dialects import SessionConfig, dialect_for
 from .logs import get_logger
 from .settings import Settings
+from .telemetry import Metrics
 from .twilio_stream import CLOSE_INTERNAL, CLOSE_POLICY, TwilioStream
 from .upstream import UpstreamTarget
 
@@ -38,6 +40,7 @@ STATUS_PATH = "/voice/status"
 MEDIA_STREAM_PATH = "/media-stream"
 MAX_WEBHOOK_BYTES = 64 * 1024
 STREAM_TOKEN_PARAMETER = "StreamToken"
+GOODBYE_GRACE_S = 15.0  # after the drain deadline: time for goodbyes to be said and heard
 
 
 @dataclass(slots=True)
@@ -49,11 +52,30 @@ class BridgeState:
     tokens: StreamTokens
     admission: Admission
     outcomes: CallOutcomes = field(default_factory=CallOutcomes)
+    metrics: Metrics = field(default_factory=Metrics)
     upstream: UpstreamTarget | None = None
     agent: LocalAgent | None = None
     active_calls: set[CallSession] = field(default_factory=set)
+    draining: bool = False
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
+
+    async def drain(self, drain_s: float, goodbye_s: float = GOODBYE_GRACE_S) -> None:
+        """Take no new calls; let active ones finish for `drain_s`, then end them with a goodbye."""
+        self.draining = True
+        self.metrics.draining.set(1)
+        log.info("bridge.draining", active_calls=len(self.active_calls), drain_s=drain_s)
+        deadline = self.clock() + drain_s
+        while self.active_calls and self.clock() < deadline:
+            await asyncio.sleep(0.05)
+        if self.active_calls:
+            log.info("bridge.drain_deadline", active_calls=len(self.active_calls))
+            for call in list(self.active_calls):
+                call.request_goodbye(EndReason.DRAINED)
+            deadline = self.clock() + goodbye_s
+            while self.active_calls and self.clock() < deadline:
+                await asyncio.sleep(0.05)
+        log.info("bridge.drained", calls_left=len(self.active_calls))
 
 
 def _public_base(state: BridgeState, request: Request | WebSocket) -> str:
@@ -86,6 +108,8 @@ async def _signed_form(request: Request) -> dict[str, str] | Response:
     url = f"{_public_base(state, request)}{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
     if not state.signer.is_valid(url, form, request.headers.get(SIGNATURE_HEADER)):
         log.warning("webhook.rejected", reason="bad_signature", url=url)
+        state.metrics.rejections.labels(reason="bad_signature").inc()
+        state.metrics.webhooks.labels(route=request.url.path, result="forbidden").inc()
         return PlainTextResponse("invalid Twilio signature", status_code=403)
     return form
 
@@ -99,8 +123,9 @@ async def voice_webhook(request: Request) -> Response:
     call_sid = form.get("CallSid", "")
     if not call_sid:
         return PlainTextResponse("CallSid is required", status_code=400)
-    if not state.admission.try_reserve(call_sid, state.clock()):
-        log.warning("webhook.busy", call_sid=call_sid, max_calls=state.admission.max_calls)
+    if state.draining or not state.admission.try_reserve(call_sid, state.clock()):
+        log.warning("webhook.busy", call_sid=call_sid, max_calls=state.admission.max_calls, draining=state.draining)
+        state.metrics.webhooks.labels(route=VOICE_PATH, result="busy").inc()
         return _xml(documents.busy())
     base = _public_base(state, request)
     parameters = {
@@ -113,6 +138,7 @@ async def voice_webhook(request: Request) -> Response:
         websocket_url(base, MEDIA_STREAM_PATH), parameters, after_stream_url=f"{base}{AFTER_STREAM_PATH}"
     )
     log.info("webhook.answered", call_sid=call_sid)
+    state.metrics.webhooks.labels(route=VOICE_PATH, result="stream").inc()
     return _xml(twiml)
 
 
@@ -160,6 +186,7 @@ async def media_stream(websocket: WebSocket) -> None:
         url = websocket_url(_public_base(state, websocket), MEDIA_STREAM_PATH)
         if not state.signer.is_valid(url, {}, websocket.headers.get(SIGNATURE_HEADER)):
             log.warning("stream.rejected", reason="bad_signature", url=url)
+            state.metrics.rejections.labels(reason="bad_signature").inc()
             await websocket.close(code=CLOSE_POLICY)  # before accept: the upgrade is refused with 403
             return
     else:
@@ -172,6 +199,7 @@ async def media_stream(websocket: WebSocket) -> None:
         twilio,
         state.upstream,
         SessionConfig(instructions=settings.instructions, voice=settings.voice, audio_mode=settings.audio),
+        metrics=state.metrics,
         authorize_start=_authorize_start(state),
         clock=state.clock,
     )
@@ -198,9 +226,16 @@ async def readyz(request: Request) -> Response:
     state: BridgeState = request.app.state.bridge
     if state.upstream is None:
         return JSONResponse({"status": "starting"}, status_code=503)
+    if state.draining:
+        return JSONResponse({"status": "draining", "active_calls": len(state.active_calls)}, status_code=503)
     if not state.admission.has_room(state.clock()):
         return JSONResponse({"status": "full", "active_calls": len(state.active_calls)}, status_code=503)
     return JSONResponse({"status": "ready", "active_calls": len(state.active_calls)})
+
+
+async def metrics(request: Request) -> Response:
+    body, content_type = request.app.state.bridge.metrics.exposition()
+    return Response(body, media_type=content_type)
 
 
 def create_app(
@@ -243,6 +278,7 @@ def create_app(
             WebSocketRoute(MEDIA_STREAM_PATH, media_stream),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics),
         ],
         lifespan=lifespan,
     )

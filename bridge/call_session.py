@@ -1,7 +1,7 @@
 """One phone call: the Twilio stream and the upstream Realtime session, pumped both ways.
 
 The loops here only move data: decoding, accounting and barge-in decisions live in pure modules
-(`voice_codecs`, `bridge.playback`, `bridge.barge_in`, `bridge.dialects`).
+(`voice_codecs`, `bridge.playback`, `bridge.barge_in`, `bridge.dialects`, `bridge.turn_timeline`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from . import dialects
 from . import media_streams as ms
 from .barge_in import plan_barge_in
 from .dialects import SessionConfig
+from .flood_guard import FloodGuard
 from .logs import get_logger
 from .playback import ItemKey, PlaybackTracker
 from .realtime_events import (
@@ -34,7 +35,8 @@ from .realtime_events import (
     SpeechStopped,
     UpstreamError,
 )
-from .flood_guard import FloodGuard
+from .telemetry import Metrics
+from .turn_timeline import TurnTimeline
 from .twilio_stream import CLOSE_INTERNAL, CLOSE_NORMAL, StreamClosed, TwilioStream, close_code_for
 from .upstream import UpstreamConnection, UpstreamTarget
 
@@ -42,6 +44,11 @@ log = get_logger("bridge.call")
 
 START_TIMEOUT_S = 10.0
 UPSTREAM_CLOSE_TIMEOUT_S = 1.0
+GOODBYE_TIMEOUT_S = 10.0
+GOODBYE_INSTRUCTIONS = (
+    "The call must end now. Say a short, friendly goodbye to the caller in one sentence, in the language "
+    "of the conversation, and say nothing else."
+)
 # Errors the service sends in normal operation, e.g. when server VAD already cancelled the
 # response we also cancel: not worth a warning.
 BENIGN_UPSTREAM_ERRORS = {"response_cancel_not_active"}
@@ -51,6 +58,7 @@ class CallState(enum.Enum):
     AWAITING_START = "awaiting_start"
     CONNECTING_UPSTREAM = "connecting_upstream"
     IN_CALL = "in_call"
+    SAYING_GOODBYE = "saying_goodbye"
     ENDING = "ending"
     ENDED = "ended"
 
@@ -58,7 +66,8 @@ class CallState(enum.Enum):
 _TRANSITIONS: dict[CallState, set[CallState]] = {
     CallState.AWAITING_START: {CallState.CONNECTING_UPSTREAM, CallState.ENDING},
     CallState.CONNECTING_UPSTREAM: {CallState.IN_CALL, CallState.ENDING},
-    CallState.IN_CALL: {CallState.ENDING},
+    CallState.IN_CALL: {CallState.SAYING_GOODBYE, CallState.ENDING},
+    CallState.SAYING_GOODBYE: {CallState.ENDING},
     CallState.ENDING: {CallState.ENDED},
     CallState.ENDED: set(),
 }
@@ -72,6 +81,8 @@ class EndReason(enum.Enum):
     PROTOCOL_ERROR = "protocol_error"
     UNAUTHORIZED = "unauthorized"
     NO_START = "no_start"
+    DRAINED = "drained"  # the process is shutting down
+    INTERNAL_ERROR = "internal_error"
 
 
 class StartRefused(Exception):
@@ -90,26 +101,37 @@ class CallSession:
         twilio: TwilioStream,
         upstream_target: UpstreamTarget,
         session_config: SessionConfig,
+        metrics: Metrics,
         authorize_start: Callable[[ms.Start], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.twilio = twilio
         self.upstream_target = upstream_target
         self.session_config = session_config
+        self.metrics = metrics
         self.authorize_start = authorize_start
         self.clock = clock
-        self.call_sid: str | None = None
-        self.flood_guard = FloodGuard()
         self.state = CallState.AWAITING_START
         self.end_reason: EndReason | None = None
+        self.call_sid: str | None = None
         self.upstream: UpstreamConnection | None = None
         self.tracker = PlaybackTracker(sample_rate=TWILIO_RATE)
+        self.timeline = TurnTimeline()
+        self.flood_guard = FloodGuard()
         self.to_model, self.to_caller = make_transcoders(session_config.audio_mode)
         self._model_rate = TWILIO_RATE if session_config.audio_mode == "g711" else MODEL_RATE
         self._active_response_id: str | None = None
         self._dropped_responses: set[str] = set()
         self._last_item: ItemKey | None = None
+        self._started_at: float | None = None
+        self._greeting_pending = True
+        self._goodbye_requested = asyncio.Event()
+        self._goodbye_reason = EndReason.DRAINED
+        self._goodbye_response_id: str | None = None
+        self._goodbye_audio_done = False
         self._log = log
+
+    # --- state ---------------------------------------------------------------------------------
 
     def _move_to(self, state: CallState) -> None:
         if state not in _TRANSITIONS[self.state]:
@@ -119,8 +141,15 @@ class CallSession:
     def _end(self, reason: EndReason) -> None:
         if self.end_reason is None:
             self.end_reason = reason
-        if self.state is not CallState.ENDING:
+        if self.state not in (CallState.ENDING, CallState.ENDED):
             self._move_to(CallState.ENDING)
+
+    def request_goodbye(self, reason: EndReason = EndReason.DRAINED) -> None:
+        """Ask the call to end politely: the model says goodbye, the caller hears it, then we close."""
+        self._goodbye_reason = reason
+        self._goodbye_requested.set()
+
+    # --- the call ------------------------------------------------------------------------------
 
     async def run(self) -> EndReason:
         try:
@@ -129,14 +158,24 @@ class CallSession:
                 return self.end_reason or EndReason.NO_START
             with structlog.contextvars.bound_contextvars(call_sid=start.call_sid, stream_sid=start.stream_sid):
                 self._log.info("call.started", audio=self.session_config.audio_mode)
-                await self._converse()
+                self.metrics.active_calls.inc()
+                try:
+                    await self._converse()
+                finally:
+                    self.metrics.active_calls.dec()
+                    assert self._started_at is not None
+                    self.metrics.call_duration.observe(self.clock() - self._started_at)
                 self._log.info("call.ended", reason=self.end_reason.value if self.end_reason else None)
             return self.end_reason or EndReason.CALLER_HANGUP
+        except Exception:
+            self._end(EndReason.INTERNAL_ERROR)
+            raise
         finally:
             await self._close_both()
             if self.state is not CallState.ENDING:
                 self._move_to(CallState.ENDING)
             self._move_to(CallState.ENDED)
+            self.metrics.calls.labels(outcome=(self.end_reason or EndReason.INTERNAL_ERROR).value).inc()
 
     async def _await_start(self) -> ms.Start | None:
         try:
@@ -169,16 +208,19 @@ class CallSession:
                 return None
         self.call_sid = start.call_sid
         self.twilio.stream_sid = start.stream_sid
+        self._started_at = self.clock()
         self._move_to(CallState.CONNECTING_UPSTREAM)
         return start
 
     async def _reject(self, reason: str, end: EndReason, **fields: str) -> None:
         """Refuse the stream before anything reaches the upstream."""
         self._log.warning("call.rejected", reason=reason, **fields)
+        self.metrics.rejections.labels(reason=reason).inc()
         self._end(end)
         await self.twilio.close(close_code_for(reason), reason)
 
     async def _converse(self) -> None:
+        connect_started = self.clock()
         try:
             self.upstream = await UpstreamConnection.open(self.upstream_target)
         except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
@@ -186,20 +228,27 @@ class CallSession:
             self._end(EndReason.UPSTREAM_UNAVAILABLE)
             await self.twilio.close(CLOSE_INTERNAL, "upstream_unavailable")
             return
+        self.metrics.upstream_connect.observe(self.clock() - connect_started)
         self._move_to(CallState.IN_CALL)
         await self.upstream.send(self.upstream.dialect.session_update(self.session_config))
-        await self.upstream.send(dialects.create_response())  # the greeting
-        caller = asyncio.create_task(self._pump_caller(), name="pump_caller")
-        model = asyncio.create_task(self._pump_model(), name="pump_model")
+        await self.upstream.send(dialects.greeting_response(self.session_config))
+        tasks = {
+            asyncio.create_task(self._pump_caller(), name="pump_caller"),
+            asyncio.create_task(self._pump_model(), name="pump_model"),
+            asyncio.create_task(self._goodbye_when_asked(), name="goodbye"),
+        }
         try:
-            done, _ = await asyncio.wait({caller, model}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (caller, model):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(caller, model, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
         for task in done:
             if not task.cancelled() and task.exception() is not None:
                 self._log.error("call.failed", error=repr(task.exception()))
+                self._end(EndReason.INTERNAL_ERROR)
+
+    # --- caller → model ------------------------------------------------------------------------
 
     async def _pump_caller(self) -> None:
         """Twilio → model: caller audio, mark echoes, hangup."""
@@ -211,15 +260,22 @@ class CallSession:
                     raise ms.ProtocolError("second_start" if isinstance(event, ms.Start) else "late_connected")
                 if event.stream_sid != self.twilio.stream_sid:
                     raise ms.ProtocolError("wrong_stream_sid", event.stream_sid)
+                now = self.clock()
                 audio_ms = len(event.payload) / 8.0 if isinstance(event, ms.Media) else 0.0
-                if not self.flood_guard.admit(audio_ms, self.clock()):
+                if not self.flood_guard.admit(audio_ms, now):
                     raise ms.ProtocolError("flood", "frames arrive faster than real time")
                 if isinstance(event, ms.Media):
+                    self.metrics.frames.labels(direction="in").inc()
+                    if self.state is CallState.SAYING_GOODBYE:
+                        continue  # the caller cannot interrupt the goodbye
                     audio = self.to_model.process(event.payload)
                     if audio:
                         await self.upstream.send(dialects.append_audio(audio))
                 elif isinstance(event, ms.MarkEcho):
-                    self.tracker.mark_echoed(event.name, self.clock())
+                    if self.tracker.mark_echoed(event.name, now):
+                        stages = self.timeline.mark_echoed(event.name, now)
+                        if stages is not None:
+                            self._turn_completed(stages)
                 elif isinstance(event, ms.Dtmf):
                     self._log.info("call.dtmf_ignored")
                 elif isinstance(event, ms.Stop):
@@ -229,10 +285,18 @@ class CallSession:
             self._end(EndReason.CALLER_HANGUP)
         except ms.ProtocolError as exc:
             self._log.warning("twilio.bad_frame", reason=exc.reason, detail=exc.detail)
+            self.metrics.rejections.labels(reason=exc.reason).inc()
             self._end(EndReason.PROTOCOL_ERROR)
             await self.twilio.close(close_code_for(exc.reason), exc.reason)
         except websockets.ConnectionClosed:
-            self._end(EndReason.UPSTREAM_CLOSED)
+            self._end(EndReason.UPSTREAM_FAILED)
+
+    def _turn_completed(self, stages: dict[str, float]) -> None:
+        for stage, seconds in stages.items():
+            self.metrics.turn_latency.labels(stage=stage).observe(seconds)
+        self._log.info("turn.timeline", **{f"{stage}_ms": round(seconds * 1000, 1) for stage, seconds in stages.items()})
+
+    # --- model → caller ------------------------------------------------------------------------
 
     async def _pump_model(self) -> None:
         """Model → Twilio: audio with marks, barge-in, errors."""
@@ -251,37 +315,58 @@ class CallSession:
     async def _on_model_event(self, event: ServerEvent) -> None:
         if isinstance(event, AudioDelta):
             if event.response_id in self._dropped_responses:
+                self.metrics.dropped_frames.labels(reason="cancelled_response").inc()
                 return
             self._last_item = (event.item_id, event.content_index)
+            self.timeline.model_audio(self.clock())
             self.tracker.audio_received(event.item_id, event.content_index, self._model_ms(event.audio))
             await self._play(event.item_id, event.content_index, self.to_caller.process(event.audio))
         elif isinstance(event, AudioDone):
             if event.response_id not in self._dropped_responses:
                 # The transcoder holds back a few ms; without a flush the word ending is lost.
                 await self._play(event.item_id, event.content_index, self.to_caller.flush())
+                if event.response_id == self._goodbye_response_id:
+                    self._goodbye_audio_done = True
         elif isinstance(event, SpeechStarted):
-            await self._barge_in()
+            if self.state is CallState.IN_CALL:
+                await self._barge_in()
         elif isinstance(event, ResponseStarted):
             self._active_response_id = event.response_id
+            if self.state is CallState.SAYING_GOODBYE and self._goodbye_response_id is None:
+                self._goodbye_response_id = event.response_id
         elif isinstance(event, ResponseFinished):
             if event.response_id == self._active_response_id:
                 self._active_response_id = None
+            if event.response_id == self._goodbye_response_id:
+                self._goodbye_audio_done = True
             self._log.info("model.response_done", response_id=event.response_id, status=event.status)
         elif isinstance(event, SpeechStopped):
+            self.timeline.speech_stopped(self.clock())
             self._log.info("caller.speech_stopped", audio_end_ms=event.audio_end_ms)
         elif isinstance(event, ItemTruncated):
             self._log.info("model.item_truncated", item_id=event.item_id, audio_end_ms=event.audio_end_ms)
         elif isinstance(event, OutputTranscriptDone):
             self._log.debug("model.transcript_done", item_id=event.item_id, chars=len(event.transcript))
         elif isinstance(event, UpstreamError):
+            self.metrics.upstream_errors.labels(code=event.code or "none").inc()
+            if event.message.startswith("Audio content of") or "truncat" in event.message.lower():
+                self.metrics.truncate_errors.inc()
             level = self._log.info if event.code in BENIGN_UPSTREAM_ERRORS else self._log.warning
             level("upstream.error", code=event.code, error_type=event.error_type, message=event.message)
 
     async def _play(self, item_id: str, content_index: int, mulaw: bytes) -> None:
         if not mulaw:
             return
+        now = self.clock()
         await self.twilio.send_media(mulaw)
-        await self.twilio.send_mark(self.tracker.chunk_sent(item_id, content_index, len(mulaw), self.clock()))
+        mark = self.tracker.chunk_sent(item_id, content_index, len(mulaw), now)
+        await self.twilio.send_mark(mark)
+        self.metrics.frames.labels(direction="out").inc()
+        self.timeline.media_sent(mark, now)
+        if self._greeting_pending:
+            self._greeting_pending = False
+            assert self._started_at is not None
+            self.metrics.first_greeting_audio.observe(now - self._started_at)
 
     async def _barge_in(self) -> None:
         assert self.upstream is not None
@@ -289,6 +374,8 @@ class CallSession:
         if plan.is_noop:
             self._log.info("caller.speech_started", barge_in=False)
             return
+        self.metrics.barge_ins.inc()
+        self.timeline.abandoned()
         if plan.clear_playback:
             await self.twilio.send_clear()
             self.tracker.cleared()
@@ -300,12 +387,42 @@ class CallSession:
         if plan.truncation is not None:
             t = plan.truncation
             await self.upstream.send(dialects.truncate_item(t.item_id, t.content_index, t.audio_end_ms))
+            self.metrics.truncations.inc()
         self._log.info(
             "caller.barge_in",
             cancelled=plan.cancel_response_id,
             truncated_item=plan.truncation.item_id if plan.truncation else None,
             audio_end_ms=plan.truncation.audio_end_ms if plan.truncation else None,
         )
+
+    # --- ending politely -----------------------------------------------------------------------
+
+    async def _goodbye_when_asked(self) -> None:
+        """When asked to end: stop what is playing, let the model say goodbye, wait until it is heard."""
+        assert self.upstream is not None
+        await self._goodbye_requested.wait()
+        if self.state is not CallState.IN_CALL:
+            return
+        self._move_to(CallState.SAYING_GOODBYE)
+        self._log.info("call.saying_goodbye", reason=self._goodbye_reason.value)
+        if self._active_response_id is not None:
+            self._dropped_responses.add(self._active_response_id)
+            await self.upstream.send(dialects.cancel_response())
+            self._active_response_id = None
+        if self.tracker.is_playing:
+            await self.twilio.send_clear()
+            self.tracker.cleared()
+            self.to_caller.reset()
+        await self.upstream.send(dialects.create_response(GOODBYE_INSTRUCTIONS))
+        try:
+            async with asyncio.timeout(GOODBYE_TIMEOUT_S):
+                while not (self._goodbye_audio_done and not self.tracker.is_playing):
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            self._log.warning("call.goodbye_timeout")
+        self._end(self._goodbye_reason)
+
+    # --- helpers -------------------------------------------------------------------------------
 
     def _model_ms(self, audio: bytes) -> float:
         bytes_per_sample = 1 if self._model_rate == TWILIO_RATE else 2

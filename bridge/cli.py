@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import os
 import secrets
-import signal
 import sys
 from pathlib import Path
 
@@ -25,10 +24,8 @@ def _settings_or_exit() -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from .app import create_app
-    from .serving import uvicorn_config
+    from .serving import DrainingServer, uvicorn_config
 
     settings = _settings_or_exit()
     configure_logging(settings.log_format, settings.log_level)
@@ -41,10 +38,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "voice-bridge.insecure",
             note="VOICE_BRIDGE_INSECURE_DEV=1: Twilio signatures are NOT checked; never expose this server",
         )
-    # uvicorn shuts down gracefully on SIGTERM, then re-raises it against the handler it found.
-    # SIGTERM is an orchestrator's normal request to stop, so that handler lets us exit 0.
-    signal.signal(signal.SIGTERM, lambda *_: None)
-    uvicorn.Server(uvicorn_config(create_app(settings), args.host, args.port)).run()
+    app = create_app(settings)
+    # On SIGTERM the server drains the calls first (see DrainingServer), then exits 0.
+    server = DrainingServer(
+        uvicorn_config(app, args.host, args.port), drain=lambda: app.state.bridge.drain(settings.drain_seconds)
+    )
+    server.run()
     return 0
 
 

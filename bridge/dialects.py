@@ -140,7 +140,8 @@ def greeting_response(config: SessionConfig) -> dict[str, Any]:
 
 def function_call_output(call_id: str, output: str) -> dict[str, Any]:
     """A tool's result, sent back as a conversation item (follow it with `create_response()`)."""
-    return {"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": call_id, "output": output}}
+    item = {"type": "function_call_output", "call_id": call_id, "output": output}
+    return {"type": "conversation.item.create", "item": item}
 
 
 def cancel_response() -> dict[str, Any]:
@@ -257,7 +258,9 @@ class _EventParser:
 
 def _output_item_added(message: dict[str, Any]) -> OutputItemAdded:
     item = _dict(message, "item")
-    return OutputItemAdded(response_id=_str(message, "response_id"), item_id=_str(item, "id"), item_type=str(item.get("type")))
+    return OutputItemAdded(
+        response_id=_str(message, "response_id"), item_id=_str(item, "id"), item_type=str(item.get("type"))
+    )
 
 
 def _item_added(message: dict[str, Any]) -> ItemAdded:

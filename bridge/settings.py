@@ -65,6 +65,7 @@ class Settings:
     max_calls: int = 50
     stream_token_key: str | None = field(default=None, repr=False)
     fallback_number: str | None = None
+    drain_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -94,6 +95,7 @@ class Settings:
             max_calls=_int(env, "VOICE_BRIDGE_MAX_CALLS", 50),
             stream_token_key=env.get("VOICE_BRIDGE_STREAM_TOKEN_KEY") or None,
             fallback_number=env.get("VOICE_BRIDGE_FALLBACK_NUMBER") or None,
+            drain_seconds=float(_int(env, "VOICE_BRIDGE_DRAIN_SECONDS", 30)),
         )
         settings.validate()
         return settings
@@ -114,6 +116,8 @@ class Settings:
             raise ConfigError("VOICE_BRIDGE_PUBLIC_URL must look like https://host")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"VOICE_BRIDGE_LOG_FORMAT={self.log_format!r}: expected console or json")
+        if self.drain_seconds < 0:
+            raise ConfigError("VOICE_BRIDGE_DRAIN_SECONDS must not be negative")
         if self.max_calls < 1:
             raise ConfigError("VOICE_BRIDGE_MAX_CALLS must be at least 1")
         if self.stream_token_key is not None and len(self.stream_token_key) < 32:

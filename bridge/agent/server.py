@@ -47,6 +47,7 @@ class AgentConnection:
     def __init__(self, ws: ServerConnection, clips: ClipLibrary, pace: float) -> None:
         self._ws = ws
         self._pace = pace
+        self._clips = clips
         self._conversation = AgentConversation(clips)
         self._session: dict[str, Any] = {
             "type": "realtime",
@@ -101,7 +102,7 @@ class AgentConnection:
             elif kind == "input_audio_buffer.append":
                 await self._on_append(message)
             elif kind == "response.create":
-                await self._on_response_create()
+                await self._on_response_create(message)
             elif kind == "response.cancel":
                 await self._on_response_cancel()
             elif kind == "conversation.item.truncate":
@@ -181,13 +182,15 @@ class AgentConnection:
         if self._active is None:
             self._start_response()
 
-    async def _on_response_create(self) -> None:
+    async def _on_response_create(self, message: dict[str, Any]) -> None:
         if self._active is not None:
             raise RealtimeRequestError(
                 "conversation_already_has_active_response",
                 f"Conversation already has an active response in progress: {self._active.id}.",
             )
-        self._start_response()
+        # A stand-in for a model following instructions: asked for a goodbye, it says its goodbye clip.
+        instructions = str((message.get("response") or {}).get("instructions") or "")
+        self._start_response(goodbye="goodbye" in instructions.lower())
 
     async def _on_response_cancel(self) -> None:
         if self._active is None:
@@ -196,10 +199,10 @@ class AgentConnection:
             )
         await self._stop_response(send_done=True, reason="client_cancelled")
 
-    def _start_response(self) -> None:
+    def _start_response(self, goodbye: bool = False) -> None:
         response_id = new_id("resp")
         item = self._conversation.add_item("assistant")
-        clip = self._conversation.next_clip()
+        clip = self._clips.goodbye if goodbye else self._conversation.next_clip()
         task = asyncio.create_task(self._stream_response(response_id, item.id, clip), name=f"agent_{response_id}")
         self._active = _ActiveResponse(response_id, item.id, task)
 

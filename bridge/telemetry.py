@@ -1,0 +1,53 @@
+"""Prometheus metrics for one bridge process, in its own registry (no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Latency buckets for telephony: what matters is tens to hundreds of milliseconds.
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+_DURATION_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+
+
+class Metrics:
+    """Every metric the bridge exports; units are in the names."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.active_calls = Gauge("voice_bridge_active_calls", "Calls with an open media stream.", registry=r)
+        self.calls = Counter("voice_bridge_calls", "Calls ended, by outcome.", ["outcome"], registry=r)
+        self.call_duration = Histogram(
+            "voice_bridge_call_duration_seconds", "Media stream duration.", buckets=_DURATION_BUCKETS, registry=r
+        )
+        self.webhooks = Counter("voice_bridge_webhooks", "Twilio webhook requests, by route and result.", ["route", "result"], registry=r)
+        self.upstream_connect = Histogram(
+            "voice_bridge_upstream_connect_seconds", "Time to open the upstream Realtime session.", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.first_greeting_audio = Histogram(
+            "voice_bridge_first_greeting_audio_seconds",
+            "From the stream's start event to the first greeting audio sent to Twilio.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.turn_latency = Histogram(
+            "voice_bridge_turn_latency_seconds",
+            "From the caller's speech_stopped to each stage of the answer "
+            "(model_audio: first delta; media_sent: first media to Twilio; heard: first mark echo).",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.barge_ins = Counter("voice_bridge_barge_ins", "Caller interruptions of model audio.", registry=r)
+        self.truncations = Counter("voice_bridge_truncations", "conversation.item.truncate sent.", registry=r)
+        self.truncate_errors = Counter("voice_bridge_truncate_errors", "Truncations the upstream refused.", registry=r)
+        self.tool_calls = Counter("voice_bridge_tool_calls", "Tool calls, by tool and outcome.", ["tool", "outcome"], registry=r)
+        self.frames = Counter("voice_bridge_frames", "Twilio media frames, by direction (in, out).", ["direction"], registry=r)
+        self.dropped_frames = Counter("voice_bridge_dropped_frames", "Audio frames dropped, by reason.", ["reason"], registry=r)
+        self.rejections = Counter("voice_bridge_rejections", "Bad input refused, by reason.", ["reason"], registry=r)
+        self.upstream_errors = Counter("voice_bridge_upstream_errors", "Upstream error events, by code.", ["code"], registry=r)
+        self.draining = Gauge("voice_bridge_draining", "1 while the process drains before exit.", registry=r)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text exposition format and its content type, for `GET /metrics`."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
