@@ -24,7 +24,7 @@ from .logs import get_logger
 
 log = get_logger("bridge.auth")
 
-REFRESH_MARGIN_S = 300.0  # renew 5 minutes before expiry (or at half the lifetime, if shorter)
+REFRESH_MARGIN_S = 300.0  # renew 5 minutes before expiry (at half its life for tokens shorter-lived than 10 min)
 MIN_VALIDITY_S = 30.0  # a token closer than this to expiry is not handed out: callers wait for a new one
 FETCH_TIMEOUT_S = 10.0  # DefaultAzureCredential can hang probing for a managed identity
 
@@ -170,7 +170,7 @@ class EntraTokens:
         cached = _Cached(
             token=access.token,
             expires_on=float(access.expires_on),
-            refresh_at=now + max(0.0, min(lifetime - self._refresh_margin_s, lifetime / 2)),
+            refresh_at=now + max(lifetime - self._refresh_margin_s, lifetime / 2),
         )
         self._cache[scope] = cached
         log.info("auth.token_fetched", scope=scope, expires_in_s=round(lifetime))

@@ -116,6 +116,17 @@ class Dialect(Protocol):
 
     def unsupported(self, config: SessionConfig) -> tuple[str, ...]: ...
 
+    def text_item(self, role: str, text: str) -> dict[str, Any]: ...
+
+
+def _text_item(role: str, text: str, assistant_content_type: str) -> dict[str, Any]:
+    """`conversation.item.create` of an earlier turn's words (to seed a new session)."""
+    content_type = "input_text" if role == "user" else assistant_content_type
+    return {
+        "type": "conversation.item.create",
+        "item": {"type": "message", "role": role, "content": [{"type": content_type, "text": text}]},
+    }
+
 
 # Client events that have the same shape in every dialect.
 
@@ -375,6 +386,9 @@ class GADialect:
     def parse(self, message: dict[str, Any]) -> ServerEvent:
         return _GA_EVENTS.parse(message)
 
+    def text_item(self, role: str, text: str) -> dict[str, Any]:
+        return _text_item(role, text, assistant_content_type="output_text")
+
     def unsupported(self, config: SessionConfig) -> tuple[str, ...]:
         problems = _common_unsupported(config)
         if config.voice_type != "openai":
@@ -444,6 +458,9 @@ class VoiceLiveDialect:
 
     def parse(self, message: dict[str, Any]) -> ServerEvent:
         return _VOICELIVE_EVENTS.parse(message)
+
+    def text_item(self, role: str, text: str) -> dict[str, Any]:
+        return _text_item(role, text, assistant_content_type="text")
 
     def unsupported(self, config: SessionConfig) -> tuple[str, ...]:
         problems = _common_unsupported(config)

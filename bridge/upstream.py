@@ -162,7 +162,11 @@ class UpstreamConnection:
         *,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> UpstreamConnection:
-        """Connect, retrying what may pass while `policy.budget_s` lasts; else `UpstreamUnavailable`."""
+        """Connect, retrying what may pass while `policy.budget_s` lasts; else `UpstreamUnavailable`.
+
+        Retries are logged here (`upstream.connect_retry`); the final failure is raised, with a
+        message fit for the log (URL redacted, attempts, cause), for the caller to log once.
+        """
         loop = asyncio.get_running_loop()
         started = loop.time()
         url = redact_url(target.url)
@@ -172,7 +176,6 @@ class UpstreamConnection:
             try:
                 headers = await target.handshake_headers()
             except TokenUnavailable as exc:  # the token cache already shares and bounds the fetch
-                log.error("upstream.connect_failed", url=url, attempts=attempt, error=str(exc))
                 raise UpstreamUnavailable(target.url, attempt, exc) from exc
             try:
                 ws = await connect(
@@ -191,8 +194,7 @@ class UpstreamConnection:
                 status = _status(exc)
                 delay = policy.backoff_s(attempt)
                 if not _retryable(exc) or loop.time() + delay - started >= policy.budget_s:
-                    log.error("upstream.connect_failed", url=url, attempts=attempt, error=_describe(exc, status))
-                    raise UpstreamUnavailable(target.url, attempt, exc, status) from exc
+                    raise UpstreamUnavailable(target.url, attempt, exc, status) from exc  # the caller logs it
                 log.warning(
                     "upstream.connect_retry", url=url, attempt=attempt, error=_describe(exc, status), delay_s=round(delay, 3)
                 )
@@ -227,3 +229,8 @@ class UpstreamConnection:
     @property
     def close_code(self) -> int | None:
         return self._ws.close_code
+
+    @property
+    def latency_s(self) -> float:
+        """Round trip of the last keepalive ping (0 until one has been answered)."""
+        return self._ws.latency
