@@ -24,13 +24,18 @@ from . import media_streams as ms
 from .admission import Admission
 from .agent import LocalAgent
 from .call_outcomes import CallOutcomes
+from .auth import EntraTokens, TokenUnavailable
 from .call_session import CallSession, EndReason, StartRefused
+from .call_setup import CallSetup, open_session
 from .dialects import SessionConfig, dialect_for
+from .prewarm import Prewarm
+from .profiles import ProfileBook, default_profile, session_config
 from .logs import get_logger
 from .settings import Settings
 from .telemetry import Metrics
 from .twilio_stream import CLOSE_INTERNAL, CLOSE_POLICY, TwilioStream
 from .upstream import UpstreamTarget
+from .upstream_config import check_upstream_settings, upstream_spec
 
 log = get_logger("bridge.app")
 
@@ -51,14 +56,21 @@ class BridgeState:
     signer: TwilioSigner | None
     tokens: StreamTokens
     admission: Admission
+    profiles: ProfileBook
     outcomes: CallOutcomes = field(default_factory=CallOutcomes)
     metrics: Metrics = field(default_factory=Metrics)
+    prewarm: Prewarm | None = None
     upstream: UpstreamTarget | None = None
     agent: LocalAgent | None = None
     active_calls: set[CallSession] = field(default_factory=set)
     draining: bool = False
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
+
+    def upstream_target(self) -> UpstreamTarget:
+        if self.upstream is None:
+            raise RuntimeError("the upstream is not set up yet (the app has not started)")
+        return self.upstream
 
     async def drain(self, drain_s: float, goodbye_s: float = GOODBYE_GRACE_S) -> None:
         """Take no new calls; let active ones finish for `drain_s`, then end them with a goodbye."""
@@ -128,6 +140,10 @@ async def voice_webhook(request: Request) -> Response:
         state.metrics.webhooks.labels(route=VOICE_PATH, result="busy").inc()
         return _xml(documents.busy())
     base = _public_base(state, request)
+    if state.prewarm is not None:
+        # Connect and configure the model while Twilio sets up the stream.
+        config = _session_config(state, form.get("To"))
+        state.prewarm.start(call_sid, lambda: open_session(state.upstream_target(), config, state.metrics, greet=True))
     parameters = {
         "CallSid": call_sid,
         "From": form.get("From", ""),
@@ -168,15 +184,35 @@ async def call_status(request: Request) -> Response:
     return Response(status_code=204)
 
 
-def _authorize_start(state: BridgeState) -> Callable[[ms.Start], None]:
-    def authorize(start: ms.Start) -> None:
+def _session_config(state: BridgeState, to: str | None) -> SessionConfig:
+    return session_config(state.profiles.for_number(to), state.settings.audio)
+
+
+def _prepare_call(state: BridgeState) -> Callable[[ms.Start], CallSetup]:
+    """Accept a stream's `start` (its token) and hand the call its profile and upstream session."""
+
+    def prepare(start: ms.Start) -> CallSetup:
         try:
             state.tokens.redeem(start.custom_parameters.get(STREAM_TOKEN_PARAMETER), start.call_sid, state.wall_clock())
         except StreamTokenError as exc:
+            if state.prewarm is not None:
+                asyncio.get_running_loop().create_task(state.prewarm.discard(start.call_sid))
             raise StartRefused(exc.reason) from None
         state.admission.stream_started(start.call_sid)
+        to = start.custom_parameters.get("To")
+        profile = state.profiles.for_number(to)
+        config = session_config(profile, state.settings.audio)
+        target = state.upstream_target()
+        upstream = state.prewarm.claim(start.call_sid) if state.prewarm is not None else None
+        return CallSetup(
+            session_config=config,
+            upstream=upstream or open_session(target, config, state.metrics, greet=True),
+            reconnect=lambda: open_session(target, config, state.metrics, greet=False),
+            profile_name=profile.name,
+            max_call_s=profile.max_call_seconds,
+        )
 
-    return authorize
+    return prepare
 
 
 async def media_stream(websocket: WebSocket) -> None:
@@ -193,15 +229,14 @@ async def media_stream(websocket: WebSocket) -> None:
         log.warning("stream.unsigned", note="VOICE_BRIDGE_INSECURE_DEV: signature NOT checked")
     await websocket.accept()
     assert state.upstream is not None
-    settings = state.settings
     twilio = TwilioStream(websocket)
     call = CallSession(
         twilio,
-        state.upstream,
-        SessionConfig(instructions=settings.instructions, voice=settings.voice, audio_mode=settings.audio),
+        _prepare_call(state),
+        audio_mode=state.settings.audio,
         metrics=state.metrics,
-        authorize_start=_authorize_start(state),
         clock=state.clock,
+        log_transcripts=state.settings.log_transcripts,
     )
     state.active_calls.add(call)
     try:
@@ -241,8 +276,12 @@ async def metrics(request: Request) -> Response:
 def create_app(
     settings: Settings, agent_clips: str | None = None, clock: Callable[[], float] = time.monotonic
 ) -> Starlette:
-    """The app. `clock` drives playback estimates, flood limits and timeouts; the phone
-    simulator's scaled-time runs pass the same scaled clock (see `scaled_clock`)."""
+    """The app. Configuration mistakes (upstream settings, the profiles file) raise ConfigError
+    here, before anything listens. `clock` drives playback estimates, flood limits and timeouts;
+    the phone simulator's scaled-time runs pass the same scaled clock (see `scaled_clock`)."""
+    check_upstream_settings(settings)
+    profiles = ProfileBook.load(settings.profiles_path, default_profile(settings))
+    profiles.check(dialect_for(settings.upstream), settings.audio)
     signer = TwilioSigner(settings.twilio_auth_token) if settings.twilio_auth_token else None
     key = settings.stream_token_key.encode() if settings.stream_token_key else None
     state = BridgeState(
@@ -250,23 +289,48 @@ def create_app(
         signer=signer,
         tokens=StreamTokens(key=key),
         admission=Admission(settings.max_calls),
+        profiles=profiles,
         clock=clock,
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        local_url = None
         if settings.uses_embedded_agent:
             state.agent = LocalAgent(clips=agent_clips or settings.agent_clips_dir)
             await state.agent.start()
-            url = state.agent.url
-        else:
-            assert settings.upstream_url is not None
-            url = settings.upstream_url
-        state.upstream = UpstreamTarget(url=url, dialect=dialect_for(settings.upstream))
-        log.info("bridge.ready", upstream=settings.upstream, upstream_url=url, audio=settings.audio)
+            local_url = state.agent.url
+        spec = upstream_spec(settings, local_url=local_url)
+        # One credential for the process; tokens are cached and renewed ahead of expiry.
+        tokens = EntraTokens() if spec.entra_scope else None
+        if tokens is not None and spec.entra_scope is not None:
+            try:
+                await tokens.prefetch(spec.entra_scope)
+            except TokenUnavailable as exc:
+                log.error("upstream.auth_unavailable", scope=spec.entra_scope, error=str(exc))
+        state.upstream = spec.target(tokens)
+        if settings.prewarm:
+            state.prewarm = Prewarm(clock)
+        sweeper = asyncio.create_task(state.prewarm.sweep_forever(), name="prewarm_sweeper") if state.prewarm else None
+        log.info(
+            "bridge.ready",
+            upstream=settings.upstream,
+            upstream_url=spec.log_url,
+            auth=spec.auth_kind,
+            audio=settings.audio,
+            profiles=len(profiles.profiles),
+            prewarm=settings.prewarm,
+        )
         try:
             yield
         finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                await asyncio.gather(sweeper, return_exceptions=True)
+            if state.prewarm is not None:
+                await state.prewarm.aclose()
+            if tokens is not None:
+                await tokens.aclose()
             if state.agent is not None:
                 await state.agent.stop()
 

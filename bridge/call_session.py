@@ -7,8 +7,10 @@ The loops here only move data: decoding, accounting and barge-in decisions live 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import time
+from collections import deque
 from collections.abc import Callable
 
 import structlog
@@ -19,13 +21,14 @@ from voice_codecs import MODEL_RATE, TWILIO_RATE, make_transcoders
 from . import dialects
 from . import media_streams as ms
 from .barge_in import plan_barge_in
-from .dialects import SessionConfig
+from .call_setup import CallSetup
 from .flood_guard import FloodGuard
 from .logs import get_logger
 from .playback import ItemKey, PlaybackTracker
 from .realtime_events import (
     AudioDelta,
     AudioDone,
+    InputTranscriptDone,
     ItemTruncated,
     OutputTranscriptDone,
     ResponseFinished,
@@ -38,7 +41,7 @@ from .realtime_events import (
 from .telemetry import Metrics
 from .turn_timeline import TurnTimeline
 from .twilio_stream import CLOSE_INTERNAL, CLOSE_NORMAL, StreamClosed, TwilioStream, close_code_for
-from .upstream import UpstreamConnection, UpstreamTarget
+from .upstream import UpstreamConnection
 
 log = get_logger("bridge.call")
 
@@ -49,6 +52,9 @@ GOODBYE_INSTRUCTIONS = (
     "The call must end now. Say a short, friendly goodbye to the caller in one sentence, in the language "
     "of the conversation, and say nothing else."
 )
+MAX_RECONNECTS = 1  # per call: a second loss in one call is not a passing fault
+MAX_SEED_TURNS = 50
+UPSTREAM_FAILURES = (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI, websockets.ConnectionClosed)
 # Errors the service sends in normal operation, e.g. when server VAD already cancelled the
 # response we also cancel: not worth a warning.
 BENIGN_UPSTREAM_ERRORS = {"response_cancel_not_active"}
@@ -82,6 +88,7 @@ class EndReason(enum.Enum):
     UNAUTHORIZED = "unauthorized"
     NO_START = "no_start"
     DRAINED = "drained"  # the process is shutting down
+    MAX_DURATION = "max_duration"  # the profile's max_call_seconds
     INTERNAL_ERROR = "internal_error"
 
 
@@ -99,18 +106,19 @@ class CallSession:
     def __init__(
         self,
         twilio: TwilioStream,
-        upstream_target: UpstreamTarget,
-        session_config: SessionConfig,
+        prepare: Callable[[ms.Start], CallSetup],
+        audio_mode: str,
         metrics: Metrics,
-        authorize_start: Callable[[ms.Start], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        log_transcripts: bool = False,
     ) -> None:
         self.twilio = twilio
-        self.upstream_target = upstream_target
-        self.session_config = session_config
+        self.prepare = prepare
+        self.audio_mode = audio_mode
         self.metrics = metrics
-        self.authorize_start = authorize_start
         self.clock = clock
+        self.log_transcripts = log_transcripts
+        self.setup: CallSetup | None = None
         self.state = CallState.AWAITING_START
         self.end_reason: EndReason | None = None
         self.call_sid: str | None = None
@@ -118,8 +126,8 @@ class CallSession:
         self.tracker = PlaybackTracker(sample_rate=TWILIO_RATE)
         self.timeline = TurnTimeline()
         self.flood_guard = FloodGuard()
-        self.to_model, self.to_caller = make_transcoders(session_config.audio_mode)
-        self._model_rate = TWILIO_RATE if session_config.audio_mode == "g711" else MODEL_RATE
+        self.to_model, self.to_caller = make_transcoders(audio_mode)
+        self._model_rate = TWILIO_RATE if audio_mode == "g711" else MODEL_RATE
         self._active_response_id: str | None = None
         self._dropped_responses: set[str] = set()
         self._last_item: ItemKey | None = None
@@ -129,6 +137,10 @@ class CallSession:
         self._goodbye_reason = EndReason.DRAINED
         self._goodbye_response_id: str | None = None
         self._goodbye_audio_done = False
+        self._reconnecting = False
+        self._reconnects = 0
+        # The conversation in words, to seed a new session if the upstream one is lost.
+        self._transcript: deque[tuple[str, str]] = deque(maxlen=MAX_SEED_TURNS)
         self._log = log
 
     # --- state ---------------------------------------------------------------------------------
@@ -157,7 +169,8 @@ class CallSession:
             if start is None:
                 return self.end_reason or EndReason.NO_START
             with structlog.contextvars.bound_contextvars(call_sid=start.call_sid, stream_sid=start.stream_sid):
-                self._log.info("call.started", audio=self.session_config.audio_mode)
+                assert self.setup is not None
+                self._log.info("call.started", audio=self.audio_mode, profile=self.setup.profile_name)
                 self.metrics.active_calls.inc()
                 try:
                     await self._converse()
@@ -200,12 +213,11 @@ class CallSession:
         if (fmt.get("encoding"), fmt.get("sampleRate"), fmt.get("channels")) != ("audio/x-mulaw", 8000, 1):
             await self._reject("unsupported_media_format", EndReason.PROTOCOL_ERROR, detail=str(fmt))
             return None
-        if self.authorize_start is not None:
-            try:
-                self.authorize_start(start)
-            except StartRefused as exc:
-                await self._reject(exc.reason, EndReason.UNAUTHORIZED, call_sid=start.call_sid)
-                return None
+        try:
+            self.setup = self.prepare(start)
+        except StartRefused as exc:
+            await self._reject(exc.reason, EndReason.UNAUTHORIZED, call_sid=start.call_sid)
+            return None
         self.call_sid = start.call_sid
         self.twilio.stream_sid = start.stream_sid
         self._started_at = self.clock()
@@ -220,18 +232,15 @@ class CallSession:
         await self.twilio.close(close_code_for(reason), reason)
 
     async def _converse(self) -> None:
-        connect_started = self.clock()
+        assert self.setup is not None
         try:
-            self.upstream = await UpstreamConnection.open(self.upstream_target)
-        except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+            self.upstream = await self.setup.upstream
+        except UPSTREAM_FAILURES as exc:
             self._log.error("upstream.connect_failed", error=type(exc).__name__, detail=str(exc))
             self._end(EndReason.UPSTREAM_UNAVAILABLE)
             await self.twilio.close(CLOSE_INTERNAL, "upstream_unavailable")
             return
-        self.metrics.upstream_connect.observe(self.clock() - connect_started)
         self._move_to(CallState.IN_CALL)
-        await self.upstream.send(self.upstream.dialect.session_update(self.session_config))
-        await self.upstream.send(dialects.greeting_response(self.session_config))
         tasks = {
             asyncio.create_task(self._pump_caller(), name="pump_caller"),
             asyncio.create_task(self._pump_model(), name="pump_model"),
@@ -270,7 +279,7 @@ class CallSession:
                         continue  # the caller cannot interrupt the goodbye
                     audio = self.to_model.process(event.payload)
                     if audio:
-                        await self.upstream.send(dialects.append_audio(audio))
+                        await self._send_upstream(dialects.append_audio(audio))
                 elif isinstance(event, ms.MarkEcho):
                     if self.tracker.mark_echoed(event.name, now):
                         stages = self.timeline.mark_echoed(event.name, now)
@@ -288,8 +297,18 @@ class CallSession:
             self.metrics.rejections.labels(reason=exc.reason).inc()
             self._end(EndReason.PROTOCOL_ERROR)
             await self.twilio.close(close_code_for(exc.reason), exc.reason)
+
+    async def _send_upstream(self, event: dict[str, object]) -> None:
+        """Send, unless the session is being replaced: then caller audio is dropped, not fatal."""
+        assert self.upstream is not None
+        if self._reconnecting:
+            self.metrics.dropped_frames.labels(reason="upstream_reconnecting").inc()
+            return
+        try:
+            await self.upstream.send(event)
         except websockets.ConnectionClosed:
-            self._end(EndReason.UPSTREAM_FAILED)
+            # The model pump sees the same closure and decides: reconnect, or end the call.
+            self.metrics.dropped_frames.labels(reason="upstream_closed").inc()
 
     def _turn_completed(self, stages: dict[str, float]) -> None:
         for stage, seconds in stages.items():
@@ -299,18 +318,57 @@ class CallSession:
     # --- model → caller ------------------------------------------------------------------------
 
     async def _pump_model(self) -> None:
-        """Model → Twilio: audio with marks, barge-in, errors."""
+        """Model → Twilio: audio with marks, barge-in, errors; a lost session is replaced once."""
         assert self.upstream is not None
+        while True:
+            expired = False
+            try:
+                async for event in self.upstream.events():
+                    if isinstance(event, UpstreamError) and event.code == "session_expired":
+                        expired = True
+                    await self._on_model_event(event)
+                    if expired:
+                        break
+            except StreamClosed:
+                self._end(EndReason.CALLER_HANGUP)
+                return
+            except websockets.ConnectionClosed:
+                pass
+            if not expired and self.upstream.close_code in (1000, 1001):
+                self._end(EndReason.UPSTREAM_CLOSED)
+                return
+            if self._reconnects >= MAX_RECONNECTS or not await self._reconnect(expired):
+                self._end(EndReason.UPSTREAM_FAILED)
+                return
+
+    async def _reconnect(self, expired: bool) -> bool:
+        """Open a new upstream session and tell it the conversation so far."""
+        assert self.setup is not None and self.upstream is not None
+        self._reconnects += 1
+        self._reconnecting = True
+        self._log.warning("upstream.reconnecting", reason="session_expired" if expired else "dropped", turns=len(self._transcript))
+        old = self.upstream
         try:
-            async for event in self.upstream.events():
-                await self._on_model_event(event)
-        except StreamClosed:
-            self._end(EndReason.CALLER_HANGUP)
-            return
-        except websockets.ConnectionClosed:
-            pass
-        clean = self.upstream.close_code in (1000, 1001)
-        self._end(EndReason.UPSTREAM_CLOSED if clean else EndReason.UPSTREAM_FAILED)
+            with contextlib.suppress(OSError, TimeoutError, websockets.ConnectionClosed):
+                await old.close()
+            # What was playing belonged to the old session: stop it, the new one starts clean.
+            if self.tracker.is_playing:
+                await self.twilio.send_clear()
+                self.tracker.cleared()
+            self.to_caller.reset()
+            self.to_model.reset()
+            self._active_response_id = None
+            connection = await self.setup.reconnect()
+            for role, text in self._transcript:
+                await connection.send(connection.dialect.text_item(role, text))
+        except UPSTREAM_FAILURES as exc:
+            self._log.error("upstream.reconnect_failed", error=type(exc).__name__, detail=str(exc))
+            return False
+        finally:
+            self._reconnecting = False
+        self.upstream = connection
+        self._log.info("upstream.reconnected", seeded_turns=len(self._transcript))
+        return True
 
     async def _on_model_event(self, event: ServerEvent) -> None:
         if isinstance(event, AudioDelta):
@@ -346,13 +404,22 @@ class CallSession:
         elif isinstance(event, ItemTruncated):
             self._log.info("model.item_truncated", item_id=event.item_id, audio_end_ms=event.audio_end_ms)
         elif isinstance(event, OutputTranscriptDone):
-            self._log.debug("model.transcript_done", item_id=event.item_id, chars=len(event.transcript))
+            self._remember("assistant", event.transcript)
+        elif isinstance(event, InputTranscriptDone):
+            self._remember("user", event.transcript)
         elif isinstance(event, UpstreamError):
             self.metrics.upstream_errors.labels(code=event.code or "none").inc()
             if event.message.startswith("Audio content of") or "truncat" in event.message.lower():
                 self.metrics.truncate_errors.inc()
             level = self._log.info if event.code in BENIGN_UPSTREAM_ERRORS else self._log.warning
             level("upstream.error", code=event.code, error_type=event.error_type, message=event.message)
+
+    def _remember(self, role: str, text: str) -> None:
+        if not text.strip():
+            return
+        self._transcript.append((role, text))
+        if self.log_transcripts:  # off by default: transcripts are personal data
+            self._log.info("transcript", role=role, text=text)
 
     async def _play(self, item_id: str, content_index: int, mulaw: bytes) -> None:
         if not mulaw:
@@ -383,10 +450,10 @@ class CallSession:
         if plan.cancel_response_id is not None:
             self._dropped_responses.add(plan.cancel_response_id)
             self._active_response_id = None
-            await self.upstream.send(dialects.cancel_response())
+            await self._send_upstream(dialects.cancel_response())
         if plan.truncation is not None:
             t = plan.truncation
-            await self.upstream.send(dialects.truncate_item(t.item_id, t.content_index, t.audio_end_ms))
+            await self._send_upstream(dialects.truncate_item(t.item_id, t.content_index, t.audio_end_ms))
             self.metrics.truncations.inc()
         self._log.info(
             "caller.barge_in",
@@ -399,21 +466,28 @@ class CallSession:
 
     async def _goodbye_when_asked(self) -> None:
         """When asked to end: stop what is playing, let the model say goodbye, wait until it is heard."""
-        assert self.upstream is not None
-        await self._goodbye_requested.wait()
+        assert self.upstream is not None and self.setup is not None
+        max_call_s = self.setup.max_call_s
+        while not self._goodbye_requested.is_set():
+            assert self._started_at is not None
+            if max_call_s is not None and self.clock() - self._started_at >= max_call_s:
+                self.request_goodbye(EndReason.MAX_DURATION)
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._goodbye_requested.wait(), timeout=0.1)
         if self.state is not CallState.IN_CALL:
             return
         self._move_to(CallState.SAYING_GOODBYE)
         self._log.info("call.saying_goodbye", reason=self._goodbye_reason.value)
         if self._active_response_id is not None:
             self._dropped_responses.add(self._active_response_id)
-            await self.upstream.send(dialects.cancel_response())
+            await self._send_upstream(dialects.cancel_response())
             self._active_response_id = None
         if self.tracker.is_playing:
             await self.twilio.send_clear()
             self.tracker.cleared()
             self.to_caller.reset()
-        await self.upstream.send(dialects.create_response(GOODBYE_INSTRUCTIONS))
+        await self._send_upstream(dialects.create_response(GOODBYE_INSTRUCTIONS))
         try:
             async with asyncio.timeout(GOODBYE_TIMEOUT_S):
                 while not (self._goodbye_audio_done and not self.tracker.is_playing):

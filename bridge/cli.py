@@ -38,7 +38,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "voice-bridge.insecure",
             note="VOICE_BRIDGE_INSECURE_DEV=1: Twilio signatures are NOT checked; never expose this server",
         )
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:
+        print(f"voice-bridge: configuration error: {exc}", file=sys.stderr)
+        return 2
     # On SIGTERM the server drains the calls first (see DrainingServer), then exits 0.
     server = DrainingServer(
         uvicorn_config(app, args.host, args.port), drain=lambda: app.state.bridge.drain(settings.drain_seconds)

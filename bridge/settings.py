@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 UPSTREAMS = ("local", "voicelive", "azure-openai", "openai")
-NOT_BUILT_YET = ("voicelive", "azure-openai", "openai")
 AUDIO_MODES = ("pcm24k", "g711")
 LOG_FORMATS = ("console", "json")
 
@@ -66,6 +65,8 @@ class Settings:
     stream_token_key: str | None = field(default=None, repr=False)
     fallback_number: str | None = None
     drain_seconds: float = 30.0
+    prewarm: bool = True
+    log_transcripts: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -96,6 +97,8 @@ class Settings:
             stream_token_key=env.get("VOICE_BRIDGE_STREAM_TOKEN_KEY") or None,
             fallback_number=env.get("VOICE_BRIDGE_FALLBACK_NUMBER") or None,
             drain_seconds=float(_int(env, "VOICE_BRIDGE_DRAIN_SECONDS", 30)),
+            prewarm=env.get("VOICE_BRIDGE_PREWARM", "1").strip().lower() not in ("0", "false", "no", "off"),
+            log_transcripts=_flag(env, "VOICE_BRIDGE_LOG_TRANSCRIPTS"),
         )
         settings.validate()
         return settings
@@ -103,11 +106,6 @@ class Settings:
     def validate(self) -> None:
         if self.upstream not in UPSTREAMS:
             raise ConfigError(f"VOICE_BRIDGE_UPSTREAM={self.upstream!r}: expected one of {', '.join(UPSTREAMS)}")
-        if self.upstream in NOT_BUILT_YET:
-            raise ConfigError(
-                f"VOICE_BRIDGE_UPSTREAM={self.upstream!r} is not built yet: only 'local' (the embedded agent, "
-                "or any GA Realtime server via VOICE_BRIDGE_UPSTREAM_URL) works in this version"
-            )
         if self.audio not in AUDIO_MODES:
             raise ConfigError(f"VOICE_BRIDGE_AUDIO={self.audio!r}: expected one of {', '.join(AUDIO_MODES)}")
         if self.upstream_url and not self.upstream_url.startswith(("ws://", "wss://")):

@@ -21,7 +21,6 @@ def test_defaults_use_the_embedded_agent() -> None:
     [
         ({}, "TWILIO_AUTH_TOKEN"),
         ({"TWILIO_AUTH_TOKEN": "t", "VOICE_BRIDGE_UPSTREAM": "bogus"}, "VOICE_BRIDGE_UPSTREAM"),
-        ({"TWILIO_AUTH_TOKEN": "t", "VOICE_BRIDGE_UPSTREAM": "voicelive"}, "not built yet"),
         ({"TWILIO_AUTH_TOKEN": "t", "VOICE_BRIDGE_AUDIO": "mp3"}, "VOICE_BRIDGE_AUDIO"),
         ({"TWILIO_AUTH_TOKEN": "t", "VOICE_BRIDGE_UPSTREAM_URL": "http://x"}, "VOICE_BRIDGE_UPSTREAM_URL"),
         ({"TWILIO_AUTH_TOKEN": "t", "VOICE_BRIDGE_PUBLIC_URL": "pub.example.com"}, "VOICE_BRIDGE_PUBLIC_URL"),
@@ -30,6 +29,13 @@ def test_defaults_use_the_embedded_agent() -> None:
 def test_bad_configuration_names_the_variable(env: dict[str, str], names: str) -> None:
     with pytest.raises(ConfigError, match=names):
         Settings.from_env(env)
+
+
+def test_a_cloud_upstream_without_its_endpoint_is_refused_at_start() -> None:
+    from bridge.app import create_app
+
+    with pytest.raises(ConfigError, match="AZURE_VOICELIVE_ENDPOINT"):
+        create_app(Settings.from_env({"TWILIO_AUTH_TOKEN": "t", "VOICE_BRIDGE_UPSTREAM": "voicelive"}))
 
 
 def test_insecure_dev_allows_running_without_a_token() -> None:
