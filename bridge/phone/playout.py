@@ -18,6 +18,9 @@ class PlayoutBuffer:
         self._head_offset = 0  # bytes of the head audio segment already played
         self.played_samples = 0
         self.cleared_samples = 0
+        # Samples played since the buffer last went from empty to playing: with a model that
+        # streams faster than real time, that is "how much of this response was heard".
+        self.segment_played_samples = 0
 
     @property
     def queued_samples(self) -> int:
@@ -26,6 +29,8 @@ class PlayoutBuffer:
 
     def add_media(self, mulaw: bytes) -> None:
         if mulaw:
+            if self.queued_samples == 0:
+                self.segment_played_samples = 0
             self._queue.append(mulaw)
 
     def add_mark(self, name: str) -> list[str]:
@@ -61,5 +66,6 @@ class PlayoutBuffer:
                 self._head_offset = 0
         real = len(out)
         self.played_samples += real
+        self.segment_played_samples += real
         out += bytes([MULAW_SILENCE]) * (samples - real)
         return bytes(out), real, marks

@@ -49,6 +49,8 @@ class CallReport:
     dialed: str | None = None
     close_code: int | None = None
     call_s: float = 0.0
+    # At each clear: (call time in s, samples of the interrupted playback the caller had heard).
+    clear_log: list[tuple[float, int]] = field(default_factory=list)
     caller_audio: bytearray = field(default_factory=bytearray, repr=False)  # μ-law, one frame per tick
     agent_audio: bytearray = field(default_factory=bytearray, repr=False)  # μ-law as played
 
@@ -134,14 +136,19 @@ def redirect_after_stream(twiml: str) -> str | None:
 class _Phone:
     """The media-stream half of a call: one tick loop (send caller audio, play agent audio)."""
 
-    def __init__(self, ws: ClientConnection, report: CallReport, caller: Caller, account_sid: str, speed: float):
+    def __init__(
+        self, ws: ClientConnection, report: CallReport, caller: Caller, account_sid: str, speed: float, step_ms: int
+    ):
         self.ws = ws
         self.report = report
         self.caller = caller
         self.account_sid = account_sid
         self.speed = speed
+        self.step_ms = step_ms
         self.playout = PlayoutBuffer()
         self._sequence = 0
+        self._last_step_at = time.monotonic()
+        self._last_step_real = 0
 
     def next_sequence(self) -> int:
         self._sequence += 1
@@ -164,29 +171,42 @@ class _Phone:
                 await self._echo(self.playout.add_mark(event.name))
             else:
                 self.report.clears += 1
+                # The phone plays continuously: of the current step, only the part whose time has come.
+                into_step = int((time.monotonic() - self._last_step_at) * 8000 * self.speed)
+                heard = self.playout.segment_played_samples - self._last_step_real + min(max(0, into_step), self._last_step_real)
+                self.report.clear_log.append((self.report.call_s, heard))
                 await self._echo(self.playout.clear())
 
     async def talk(self) -> None:
-        """Every 20 ms (divided by `speed`): play the agent, send the caller; until hangup."""
-        interval = FRAME_MS / 1000.0 / self.speed
+        """Play the agent in small steps and send the caller every 20 ms (divided by `speed`), until hangup."""
+        step_bytes = 8 * self.step_ms  # 8 kHz μ-law: 8 samples a millisecond
+        steps_per_frame = FRAME_MS // self.step_ms
+        interval = self.step_ms / 1000.0 / self.speed
         started = time.monotonic()
-        tick = 0
+        step = 0
+        heard_in_frame = 0
         while self.caller.state is not CallerState.HUNG_UP:
-            agent, real, marks = self.playout.play(FRAME_BYTES)
+            self._last_step_at = time.monotonic()
+            agent, real, marks = self.playout.play(step_bytes)
+            self._last_step_real = real
             self.report.agent_audio += agent
             if real and self.report.first_agent_audio_s is None:
-                self.report.first_agent_audio_s = tick * FRAME_MS / 1000.0
+                self.report.first_agent_audio_s = step * self.step_ms / 1000.0
             self.report.agent_audio_s += real / 8000.0
+            heard_in_frame += real
             await self._echo(marks)
-            frame = self.caller.tick(agent_audible=real > 0)
-            self.report.caller_audio += frame
-            message = ms.inbound_media_message(
-                self.report.stream_sid, frame, chunk=tick + 1, timestamp_ms=tick * FRAME_MS, sequence=self.next_sequence()
-            )
-            await self.ws.send(message)
-            tick += 1
-            self.report.call_s = tick * FRAME_MS / 1000.0
-            await asyncio.sleep(max(0.0, started + tick * interval - time.monotonic()))
+            step += 1
+            if step % steps_per_frame == 0:
+                frame = self.caller.tick(agent_audible=heard_in_frame > 0)
+                heard_in_frame = 0
+                self.report.caller_audio += frame
+                tick = step // steps_per_frame - 1
+                message = ms.inbound_media_message(
+                    self.report.stream_sid, frame, chunk=tick + 1, timestamp_ms=tick * FRAME_MS, sequence=self.next_sequence()
+                )
+                await self.ws.send(message)
+            self.report.call_s = step * self.step_ms / 1000.0
+            await asyncio.sleep(max(0.0, started + step * interval - time.monotonic()))
         await self.ws.send(ms.stop_message(self.report.stream_sid, self.report.call_sid, self.account_sid, self.next_sequence()))
 
 
@@ -197,8 +217,15 @@ async def place_call(
     to: str = "+15550100000",
     from_: str = "+15550199999",
     speed: float = 1.0,
+    playout_step_ms: int = 5,
 ) -> CallReport:
-    """Call the bridge at `url` like Twilio would and return what the caller experienced."""
+    """Call the bridge at `url` like Twilio would and return what the caller experienced.
+
+    The phone plays the agent in `playout_step_ms` steps (5 ms: marks echo within 5 ms of the
+    moment their audio has played; 20 ms is cheaper for load tests) and sends 20 ms frames.
+    """
+    if playout_step_ms not in (1, 2, 4, 5, 10, 20):
+        raise ValueError("playout_step_ms must divide 20 ms")
     plan = plan or CallerPlan()
     signer = TwilioSigner(auth_token) if auth_token else None
     call_sid, account_sid = _sid("CA"), _sid("AC")
@@ -227,7 +254,7 @@ async def place_call(
     except websockets.InvalidStatus as exc:
         raise SimulatorError(f"the bridge refused the media stream: HTTP {exc.response.status_code}") from None
     async with ws:
-        phone = _Phone(ws, report, Caller(plan), account_sid, speed)
+        phone = _Phone(ws, report, Caller(plan), account_sid, speed, playout_step_ms)
         await ws.send(ms.connected_message())
         await ws.send(ms.start_message(report.stream_sid, call_sid, account_sid, parameters, phone.next_sequence()))
         receiving = asyncio.create_task(phone.receive(), name="phone_receive")
