@@ -4,7 +4,9 @@ Pure and synchronous: no I/O, no asyncio, no logging. Installed under the import
 `voice_codecs` (the folder is `codecs/`, which would shadow the standard library).
 """
 
-from .g711 import ulaw_decode, ulaw_encode
+from .fir import DEFAULT_SPEC, LowpassSpec, lowpass_taps
+from .g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from .resample import Downsampler, Upsampler
 from .transcoder import (
     MODEL_RATE,
     TWILIO_RATE,
@@ -15,11 +17,18 @@ from .transcoder import (
 )
 
 __all__ = [
+    "DEFAULT_SPEC",
     "MODEL_RATE",
     "TWILIO_RATE",
     "CallerToModel",
+    "Downsampler",
+    "LowpassSpec",
     "ModelToCaller",
     "Passthrough",
+    "Upsampler",
+    "alaw_decode",
+    "alaw_encode",
+    "lowpass_taps",
     "make_transcoders",
     "ulaw_decode",
     "ulaw_encode",

@@ -1,42 +1,115 @@
-"""G.711 μ-law and A-law with numpy lookup tables (ITU-T G.711)."""
+"""G.711 μ-law and A-law (ITU-T G.711) with numpy lookup tables.
+
+The tables are bit-exact with the ITU's own reference code (ITU-T G.191 STL, `g711.c`): samples are
+16-bit left-justified, μ-law uses the top 14 bits and A-law the top 13, and a negative sample is
+quantised by the magnitude of its one's complement (-x - 1), as that reference does. G.711 itself
+only defines the decision and output levels; the one's complement rule is what makes the 16-bit
+mapping symmetric, so encoders that agree with G.191 agree with each other bit for bit.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-_ULAW_BIAS = 0x84
-_ULAW_CLIP = 32635
+_BytesLike = bytes | bytearray | memoryview
+
+
+def _int16_range() -> np.ndarray:
+    """Every 16-bit sample, ordered by its uint16 bit pattern (the encode tables' index)."""
+    return np.arange(65536, dtype=np.uint16).view(np.int16).astype(np.int32)
+
+
+def _ones_complement_magnitude(samples: np.ndarray) -> np.ndarray:
+    return np.where(samples < 0, ~samples, samples)
 
 
 def _ulaw_decode_table() -> np.ndarray:
     codes = ~np.arange(256, dtype=np.int32) & 0xFF
-    sign = codes & 0x80
     exponent = (codes >> 4) & 0x07
     mantissa = codes & 0x0F
-    magnitude = (((mantissa << 3) + _ULAW_BIAS) << exponent) - _ULAW_BIAS
-    return np.where(sign != 0, -magnitude, magnitude).astype(np.int16)
+    magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84
+    return np.where(codes & 0x80, -magnitude, magnitude).astype(np.int16)
 
 
 def _ulaw_encode_table() -> np.ndarray:
-    """Code for every 16-bit sample, indexed by the sample as uint16."""
-    samples = np.arange(65536, dtype=np.int32)
-    samples = np.where(samples >= 32768, samples - 65536, samples)
-    sign = np.where(samples < 0, 0x80, 0x00)
-    magnitude = np.minimum(np.abs(samples), _ULAW_CLIP) + _ULAW_BIAS
-    exponent = np.floor(np.log2(magnitude)).astype(np.int32) - 7
-    mantissa = (magnitude >> (exponent + 3)) & 0x0F
-    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8)
+    samples = _int16_range()
+    # 14-bit magnitude plus the μ-law bias of 33, saturating at the top of the last segment.
+    biased = np.minimum((_ones_complement_magnitude(samples) >> 2) + 33, 0x1FFF)
+    exponent = np.zeros_like(biased)
+    for bit in range(6, 13):  # segment = position of the leading one above bit 5
+        exponent += (biased >> bit) > 0
+    mantissa = (biased >> (exponent + 1)) & 0x0F
+    sign = np.where(samples < 0, 0x00, 0x80)
+    return (sign | ((7 - exponent) << 4) | (0x0F - mantissa)).astype(np.uint8)
 
 
-ULAW_DECODE = _ulaw_decode_table()
-ULAW_ENCODE = _ulaw_encode_table()
+def _alaw_decode_table() -> np.ndarray:
+    codes = np.arange(256, dtype=np.int32)
+    toggled = (codes ^ 0x55) & 0x7F
+    exponent = toggled >> 4
+    mantissa = (toggled & 0x0F) + np.where(exponent > 0, 16, 0)
+    magnitude = ((mantissa << 4) + 8) << np.maximum(exponent - 1, 0)
+    return np.where(codes & 0x80, magnitude, -magnitude).astype(np.int16)
 
 
-def ulaw_decode(data: bytes) -> np.ndarray:
+def _alaw_encode_table() -> np.ndarray:
+    samples = _int16_range()
+    magnitude = _ones_complement_magnitude(samples) >> 4  # 0..2047: the 12-bit magnitude
+    exponent = np.zeros_like(magnitude)
+    for bit in range(4, 11):  # segments 1..7 start at 16, 32, ..., 1024
+        exponent += (magnitude >> bit) > 0
+    mantissa = np.where(exponent > 0, magnitude >> np.maximum(exponent - 1, 0), magnitude) & 0x0F
+    sign = np.where(samples < 0, 0x00, 0x80)
+    return ((sign | (exponent << 4) | mantissa) ^ 0x55).astype(np.uint8)
+
+
+def _frozen(table: np.ndarray) -> np.ndarray:
+    table.setflags(write=False)
+    return table
+
+
+# Decode tables: code -> int16. Encode tables: indexed by the sample's uint16 bit pattern.
+ULAW_DECODE = _frozen(_ulaw_decode_table())
+ULAW_ENCODE = _frozen(_ulaw_encode_table())
+ALAW_DECODE = _frozen(_alaw_decode_table())
+ALAW_ENCODE = _frozen(_alaw_encode_table())
+
+
+def _codes(data: object) -> np.ndarray:
+    if isinstance(data, (bytes, bytearray)):
+        return np.frombuffer(data, dtype=np.uint8)
+    if isinstance(data, memoryview):
+        return np.frombuffer(data.cast("B") if data.ndim == 1 else data.tobytes(), dtype=np.uint8)
+    raise TypeError(f"G.711 data must be bytes-like, not {type(data).__name__}")
+
+
+def _sample_index(samples: object) -> np.ndarray:
+    if not isinstance(samples, np.ndarray):
+        raise TypeError(f"samples must be a numpy int16 array, not {type(samples).__name__}")
+    if samples.dtype == np.int16:
+        return samples.reshape(-1).view(np.uint16)
+    if samples.dtype.kind not in "iu":
+        raise TypeError(f"samples must be integer PCM (int16), not dtype {samples.dtype}")
+    if samples.size and (samples.min() < -32768 or samples.max() > 32767):
+        raise ValueError("samples are outside the 16-bit range -32768..32767")
+    return samples.reshape(-1).astype(np.int16).view(np.uint16)
+
+
+def ulaw_decode(data: _BytesLike) -> np.ndarray:
     """μ-law bytes → int16 samples."""
-    return ULAW_DECODE[np.frombuffer(data, dtype=np.uint8)]
+    return ULAW_DECODE[_codes(data)]
 
 
 def ulaw_encode(samples: np.ndarray) -> bytes:
     """int16 samples → μ-law bytes."""
-    return ULAW_ENCODE[np.asarray(samples, dtype=np.int16).view(np.uint16)].tobytes()
+    return ULAW_ENCODE[_sample_index(samples)].tobytes()
+
+
+def alaw_decode(data: _BytesLike) -> np.ndarray:
+    """A-law bytes → int16 samples."""
+    return ALAW_DECODE[_codes(data)]
+
+
+def alaw_encode(samples: np.ndarray) -> bytes:
+    """int16 samples → A-law bytes."""
+    return ALAW_ENCODE[_sample_index(samples)].tobytes()
