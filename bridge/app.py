@@ -15,7 +15,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.rest import Client as TwilioClient
+
 from twiml import documents
+from twiml.rest import CallControl
 from twiml.signatures import SIGNATURE_HEADER, TwilioSigner
 from twiml.stream_tokens import StreamTokenError, StreamTokens
 from twiml.urls import public_base_url, websocket_url
@@ -23,7 +27,7 @@ from twiml.urls import public_base_url, websocket_url
 from . import media_streams as ms
 from .admission import Admission
 from .agent import LocalAgent
-from .call_outcomes import CallOutcomes
+from .call_outcomes import CallOutcomes, Outcome
 from .auth import EntraTokens, TokenUnavailable
 from .call_session import CallSession, EndReason, StartRefused
 from .call_setup import CallSetup, open_session
@@ -33,6 +37,7 @@ from .profiles import ProfileBook, default_profile, session_config
 from .logs import get_logger
 from .settings import Settings
 from .telemetry import Metrics
+from .tools import ToolRegistry, default_registry
 from .twilio_stream import CLOSE_INTERNAL, CLOSE_POLICY, TwilioStream
 from .upstream import UpstreamTarget
 from .upstream_config import check_upstream_settings, upstream_spec
@@ -57,6 +62,8 @@ class BridgeState:
     tokens: StreamTokens
     admission: Admission
     profiles: ProfileBook
+    tools: ToolRegistry
+    call_control: CallControl | None = None
     outcomes: CallOutcomes = field(default_factory=CallOutcomes)
     metrics: Metrics = field(default_factory=Metrics)
     prewarm: Prewarm | None = None
@@ -165,9 +172,13 @@ async def after_stream(request: Request) -> Response:
     if isinstance(form, Response):
         return form
     call_sid = form.get("CallSid", "")
-    if state.outcomes.upstream_failed(call_sid, state.clock()):
+    outcome = state.outcomes.take(call_sid, state.clock())
+    if outcome is not None and outcome.upstream_failed:
         log.warning("call.fallback", call_sid=call_sid, dial=bool(state.settings.fallback_number))
         return _xml(documents.apology(state.settings.fallback_number))
+    if outcome is not None and outcome.reason is EndReason.TRANSFERRED and outcome.transfer_to:
+        # No REST credentials: the transfer happens here (the model already said the handoff line).
+        return _xml(documents.transfer(outcome.transfer_to, handoff=None))
     return _xml(documents.hang_up())
 
 
@@ -185,7 +196,7 @@ async def call_status(request: Request) -> Response:
 
 
 def _session_config(state: BridgeState, to: str | None) -> SessionConfig:
-    return session_config(state.profiles.for_number(to), state.settings.audio)
+    return session_config(state.profiles.for_number(to), state.settings.audio, state.tools.specs())
 
 
 def _prepare_call(state: BridgeState) -> Callable[[ms.Start], CallSetup]:
@@ -201,7 +212,7 @@ def _prepare_call(state: BridgeState) -> Callable[[ms.Start], CallSetup]:
         state.admission.stream_started(start.call_sid)
         to = start.custom_parameters.get("To")
         profile = state.profiles.for_number(to)
-        config = session_config(profile, state.settings.audio)
+        config = session_config(profile, state.settings.audio, state.tools.specs())
         target = state.upstream_target()
         upstream = state.prewarm.claim(start.call_sid) if state.prewarm is not None else None
         return CallSetup(
@@ -210,6 +221,11 @@ def _prepare_call(state: BridgeState) -> Callable[[ms.Start], CallSetup]:
             reconnect=lambda: open_session(target, config, state.metrics, greet=False),
             profile_name=profile.name,
             max_call_s=profile.max_call_seconds,
+            tools=state.tools,
+            tool_names=profile.tools,
+            dtmf=profile.dtmf,
+            transfer_number=profile.transfer_number,
+            call_control=state.call_control,
         )
 
     return prepare
@@ -242,7 +258,7 @@ async def media_stream(websocket: WebSocket) -> None:
     try:
         reason = await call.run()
         if call.call_sid is not None:
-            state.outcomes.record(call.call_sid, reason, state.clock())
+            state.outcomes.record(call.call_sid, Outcome(reason, call.transfer_to), state.clock())
     except Exception:
         # A bug in one call must not take the process, or any other call, with it.
         log.exception("call.crashed")
@@ -274,14 +290,21 @@ async def metrics(request: Request) -> Response:
 
 
 def create_app(
-    settings: Settings, agent_clips: str | None = None, clock: Callable[[], float] = time.monotonic
+    settings: Settings,
+    agent_clips: str | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    tools: ToolRegistry | None = None,
+    twilio_client: TwilioClient | None = None,
 ) -> Starlette:
     """The app. Configuration mistakes (upstream settings, the profiles file) raise ConfigError
     here, before anything listens. `clock` drives playback estimates, flood limits and timeouts;
-    the phone simulator's scaled-time runs pass the same scaled clock (see `scaled_clock`)."""
+    the phone simulator's scaled-time runs pass the same scaled clock (see `scaled_clock`).
+    `tools` replaces the built-in tool registry (how a team ships its own tools); `twilio_client`
+    replaces the REST client built from TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN."""
     check_upstream_settings(settings)
+    tools = tools or default_registry(settings.orders_file)
     profiles = ProfileBook.load(settings.profiles_path, default_profile(settings))
-    profiles.check(dialect_for(settings.upstream), settings.audio)
+    profiles.check(dialect_for(settings.upstream), settings.audio, tools.specs())
     signer = TwilioSigner(settings.twilio_auth_token) if settings.twilio_auth_token else None
     key = settings.stream_token_key.encode() if settings.stream_token_key else None
     state = BridgeState(
@@ -290,6 +313,7 @@ def create_app(
         tokens=StreamTokens(key=key),
         admission=Admission(settings.max_calls),
         profiles=profiles,
+        tools=tools,
         clock=clock,
     )
 
@@ -311,6 +335,14 @@ def create_app(
         state.upstream = spec.target(tokens)
         if settings.prewarm:
             state.prewarm = Prewarm(clock)
+        twilio_rest = twilio_client
+        if twilio_rest is None and settings.twilio_account_sid and settings.twilio_auth_token:
+            # Hang up and transfer go through Twilio's REST API, with its async HTTP client.
+            twilio_rest = TwilioClient(
+                settings.twilio_account_sid, settings.twilio_auth_token, http_client=AsyncTwilioHttpClient()
+            )
+        if twilio_rest is not None:
+            state.call_control = CallControl(twilio_rest)
         sweeper = asyncio.create_task(state.prewarm.sweep_forever(), name="prewarm_sweeper") if state.prewarm else None
         log.info(
             "bridge.ready",
@@ -331,6 +363,8 @@ def create_app(
                 await state.prewarm.aclose()
             if tokens is not None:
                 await tokens.aclose()
+            if twilio_rest is not None and twilio_client is None:
+                await twilio_rest.http_client.close()
             if state.agent is not None:
                 await state.agent.stop()
 

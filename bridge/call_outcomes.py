@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from .call_session import EndReason
 
 FAILED = {EndReason.UPSTREAM_UNAVAILABLE, EndReason.UPSTREAM_FAILED}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    reason: EndReason
+    transfer_to: str | None = None
+
+    @property
+    def upstream_failed(self) -> bool:
+        return self.reason in FAILED
 
 
 class CallOutcomes:
@@ -15,19 +26,16 @@ class CallOutcomes:
     def __init__(self, keep_s: float = 300.0, max_entries: int = 10_000) -> None:
         self.keep_s = keep_s
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[EndReason, float]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[Outcome, float]] = OrderedDict()
 
-    def record(self, call_sid: str, reason: EndReason, now: float) -> None:
-        self._entries[call_sid] = (reason, now + self.keep_s)
+    def record(self, call_sid: str, outcome: Outcome, now: float) -> None:
+        self._entries[call_sid] = (outcome, now + self.keep_s)
         self._entries.move_to_end(call_sid)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
-    def take(self, call_sid: str, now: float) -> EndReason | None:
+    def take(self, call_sid: str, now: float) -> Outcome | None:
         entry = self._entries.pop(call_sid, None)
         if entry is None or entry[1] < now:
             return None
         return entry[0]
-
-    def upstream_failed(self, call_sid: str, now: float) -> bool:
-        return self.take(call_sid, now) in FAILED

@@ -11,7 +11,8 @@ import contextlib
 import enum
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import structlog
 import websockets
@@ -28,6 +29,7 @@ from .playback import ItemKey, PlaybackTracker
 from .realtime_events import (
     AudioDelta,
     AudioDone,
+    FunctionCallRequested,
     InputTranscriptDone,
     ItemTruncated,
     OutputTranscriptDone,
@@ -39,6 +41,7 @@ from .realtime_events import (
     UpstreamError,
 )
 from .telemetry import Metrics
+from .tools import ToolResult
 from .turn_timeline import TurnTimeline
 from .twilio_stream import CLOSE_INTERNAL, CLOSE_NORMAL, StreamClosed, TwilioStream, close_code_for
 from .upstream import UpstreamConnection
@@ -89,6 +92,8 @@ class EndReason(enum.Enum):
     NO_START = "no_start"
     DRAINED = "drained"  # the process is shutting down
     MAX_DURATION = "max_duration"  # the profile's max_call_seconds
+    AGENT_HANGUP = "agent_hangup"  # the model called end_call
+    TRANSFERRED = "transferred"  # the model called transfer_call
     INTERNAL_ERROR = "internal_error"
 
 
@@ -134,10 +139,17 @@ class CallSession:
         self._started_at: float | None = None
         self._greeting_pending = True
         self._goodbye_requested = asyncio.Event()
+        self._stop = asyncio.Event()  # set when the call should end now (after a tool's action)
         self._goodbye_reason = EndReason.DRAINED
-        self._goodbye_response_id: str | None = None
-        self._goodbye_audio_done = False
         self._reconnecting = False
+        self._response_seq = 0  # responses started so far
+        self._response_seqs: dict[str, int] = {}
+        self._finished_seq = 0  # the highest-numbered response that has finished
+        self._tool_runs: dict[str, list[tuple[str, asyncio.Task[ToolResult]]]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._after_speaking: tuple[str, str | None] | None = None
+        self.transfer_to: str | None = None
+        self._dtmf_digits = ""
         self._reconnects = 0
         # The conversation in words, to seed a new session if the upstream one is lost.
         self._transcript: deque[tuple[str, str]] = deque(maxlen=MAX_SEED_TURNS)
@@ -245,13 +257,15 @@ class CallSession:
             asyncio.create_task(self._pump_caller(), name="pump_caller"),
             asyncio.create_task(self._pump_model(), name="pump_model"),
             asyncio.create_task(self._goodbye_when_asked(), name="goodbye"),
+            asyncio.create_task(self._stop.wait(), name="stop"),
         }
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in tasks:
+            tool_tasks = [t for runs in self._tool_runs.values() for _, t in runs]
+            for task in (*tasks, *self._background, *tool_tasks):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *self._background, *tool_tasks, return_exceptions=True)
         for task in done:
             if not task.cancelled() and task.exception() is not None:
                 self._log.error("call.failed", error=repr(task.exception()))
@@ -286,7 +300,7 @@ class CallSession:
                         if stages is not None:
                             self._turn_completed(stages)
                 elif isinstance(event, ms.Dtmf):
-                    self._log.info("call.dtmf_ignored")
+                    await self._on_dtmf(event.digit)
                 elif isinstance(event, ms.Stop):
                     self._end(EndReason.CALLER_HANGUP)
                     return
@@ -366,6 +380,14 @@ class CallSession:
             return False
         finally:
             self._reconnecting = False
+        self._response_seq = 0  # responses started so far
+        self._response_seqs: dict[str, int] = {}
+        self._finished_seq = 0  # the highest-numbered response that has finished
+        self._tool_runs: dict[str, list[tuple[str, asyncio.Task[ToolResult]]]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._after_speaking: tuple[str, str | None] | None = None
+        self.transfer_to: str | None = None
+        self._dtmf_digits = ""
         self.upstream = connection
         self._log.info("upstream.reconnected", seeded_turns=len(self._transcript))
         return True
@@ -383,21 +405,22 @@ class CallSession:
             if event.response_id not in self._dropped_responses:
                 # The transcoder holds back a few ms; without a flush the word ending is lost.
                 await self._play(event.item_id, event.content_index, self.to_caller.flush())
-                if event.response_id == self._goodbye_response_id:
-                    self._goodbye_audio_done = True
         elif isinstance(event, SpeechStarted):
             if self.state is CallState.IN_CALL:
                 await self._barge_in()
         elif isinstance(event, ResponseStarted):
             self._active_response_id = event.response_id
-            if self.state is CallState.SAYING_GOODBYE and self._goodbye_response_id is None:
-                self._goodbye_response_id = event.response_id
+            self._response_seq += 1
+            self._response_seqs[event.response_id] = self._response_seq
         elif isinstance(event, ResponseFinished):
             if event.response_id == self._active_response_id:
                 self._active_response_id = None
-            if event.response_id == self._goodbye_response_id:
-                self._goodbye_audio_done = True
+            self._finished_seq = max(self._finished_seq, self._response_seqs.pop(event.response_id, 0))
             self._log.info("model.response_done", response_id=event.response_id, status=event.status)
+            if event.response_id in self._tool_runs:
+                self._spawn(self._answer_tools(event.response_id), "answer_tools")
+        elif isinstance(event, FunctionCallRequested):
+            self._start_tool(event)
         elif isinstance(event, SpeechStopped):
             self.timeline.speech_stopped(self.clock())
             self._log.info("caller.speech_stopped", audio_end_ms=event.audio_end_ms)
@@ -462,6 +485,90 @@ class CallSession:
             audio_end_ms=plan.truncation.audio_end_ms if plan.truncation else None,
         )
 
+    # --- tools ---------------------------------------------------------------------------------
+
+    def _start_tool(self, event: FunctionCallRequested) -> None:
+        assert self.setup is not None
+        task = asyncio.create_task(
+            self.setup.tools.run(event.name, event.arguments, self, allowed=self.setup.tool_names), name=f"tool_{event.name}"
+        )
+        self._tool_runs.setdefault(event.response_id, []).append((event.call_id, task))
+        self._log.info("tool.called", tool=event.name, call_id=event.call_id)
+
+    async def _answer_tools(self, response_id: str) -> None:
+        """Every call of the finished response gets its output, then the model may go on."""
+        for call_id, task in self._tool_runs.pop(response_id, []):
+            result = await task
+            name = task.get_name().removeprefix("tool_")
+            self.metrics.tool_calls.labels(tool=name if result.outcome != "unknown_tool" else "unknown", outcome=result.outcome).inc()
+            self._log.info("tool.answered", tool=name, call_id=call_id, outcome=result.outcome)
+            await self._send_upstream(dialects.function_call_output(call_id, result.output))
+        marker = self._response_seq
+        if self._active_response_id is None:  # the caller may have spoken meanwhile: that response answers
+            await self._send_upstream(dialects.create_response())
+        if self._after_speaking is not None:
+            action, number = self._after_speaking
+            self._after_speaking = None
+            await self._until_heard(marker, action)
+            await self._act(action, number)
+
+    # CallActions, for the tools:
+    def hang_up_after_speaking(self) -> None:
+        self._after_speaking = ("hang_up", None)
+
+    def transfer_after_speaking(self, number: str) -> None:
+        self._after_speaking = ("transfer", number)
+
+    @property
+    def transfer_number(self) -> str | None:
+        return self.setup.transfer_number if self.setup else None
+
+    async def _act(self, action: str, number: str | None) -> None:
+        """Hang up or transfer through Twilio REST; without REST, by ending the stream (see after-stream)."""
+        assert self.call_sid is not None and self.setup is not None
+        control = self.setup.call_control
+        try:
+            if action == "transfer" and number:
+                self.transfer_to = number
+                if control is not None:
+                    await control.transfer(self.call_sid, number, handoff=None)
+                self._end(EndReason.TRANSFERRED)
+            else:
+                if control is not None:
+                    await control.hang_up(self.call_sid)
+                self._end(EndReason.AGENT_HANGUP)
+        except Exception as exc:  # Twilio unreachable: closing the stream still ends or transfers the call
+            self._log.error("call.control_failed", action=action, error=type(exc).__name__)
+            self._end(EndReason.TRANSFERRED if action == "transfer" else EndReason.AGENT_HANGUP)
+        self._log.info("call.agent_action", action=action, via="rest" if control else "stream")
+        self._stop.set()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # --- keypad ---------------------------------------------------------------------------------
+
+    async def _on_dtmf(self, digit: str) -> None:
+        """Keypad digits reach the model as conversation items (never logged: they may be PINs)."""
+        assert self.setup is not None and self.upstream is not None
+        mode = self.setup.dtmf
+        if mode == "off" or self.state is not CallState.IN_CALL:
+            self._log.info("caller.dtmf_ignored", mode=mode)
+            return
+        if mode == "collect":
+            if digit != "#":
+                self._dtmf_digits = (self._dtmf_digits + digit)[-32:]
+                return
+            text, self._dtmf_digits = f"[The caller typed {self._dtmf_digits or 'nothing'} on the keypad, ending with #]", ""
+        else:
+            text = f"[The caller pressed {digit} on the keypad]"
+        await self._send_upstream(self.upstream.dialect.text_item("user", text))
+        if self._active_response_id is None:
+            await self._send_upstream(dialects.create_response())
+        self._log.info("caller.dtmf_sent", mode=mode)
+
     # --- ending politely -----------------------------------------------------------------------
 
     async def _goodbye_when_asked(self) -> None:
@@ -487,14 +594,20 @@ class CallSession:
             await self.twilio.send_clear()
             self.tracker.cleared()
             self.to_caller.reset()
+        marker = self._response_seq
         await self._send_upstream(dialects.create_response(GOODBYE_INSTRUCTIONS))
+        await self._until_heard(marker, "goodbye")
+        self._end(self._goodbye_reason)
+        self._stop.set()
+
+    async def _until_heard(self, marker: int, what: str) -> None:
+        """Wait until a response started after `marker` has finished and its audio has been heard."""
         try:
             async with asyncio.timeout(GOODBYE_TIMEOUT_S):
-                while not (self._goodbye_audio_done and not self.tracker.is_playing):
+                while not (self._finished_seq > marker and not self.tracker.is_playing):
                     await asyncio.sleep(0.02)
         except TimeoutError:
-            self._log.warning("call.goodbye_timeout")
-        self._end(self._goodbye_reason)
+            self._log.warning("call.wait_heard_timeout", waiting_for=what)
 
     # --- helpers -------------------------------------------------------------------------------
 

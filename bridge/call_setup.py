@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import dialects
 from .dialects import SessionConfig
+from twiml.rest import CallControl
+
 from .telemetry import Metrics
+from .tools import ToolRegistry
 from .upstream import UpstreamConnection, UpstreamTarget
 
 
@@ -21,6 +24,11 @@ class CallSetup:
     reconnect: Callable[[], Awaitable[UpstreamConnection]]  # a fresh configured session, no greeting
     profile_name: str = "default"
     max_call_s: float | None = None
+    tools: ToolRegistry = field(default_factory=ToolRegistry)
+    tool_names: tuple[str, ...] = ()  # the tools this call's profile enables
+    dtmf: str = "off"  # "off", "forward", "collect"
+    transfer_number: str | None = None
+    call_control: CallControl | None = None  # Twilio REST, when TWILIO_ACCOUNT_SID is configured
 
 
 async def open_session(

@@ -188,6 +188,12 @@ def mark_echo_message(stream_sid: str, name: str, sequence: int) -> str:
     )
 
 
+def dtmf_message(stream_sid: str, digit: str, sequence: int) -> str:
+    return json.dumps(
+        {"event": "dtmf", "sequenceNumber": str(sequence), "streamSid": stream_sid, "dtmf": {"track": "inbound_track", "digit": digit}}
+    )
+
+
 def stop_message(stream_sid: str, call_sid: str, account_sid: str, sequence: int) -> str:
     return json.dumps(
         {

@@ -72,6 +72,7 @@ class AgentProfile:
     greeting: str | None = None  # instruction for the model's first response
     max_call_seconds: int | None = None  # None: no limit of the bridge's own
     dtmf: str = "off"  # "off", "forward" (tell the model), "collect" (gather digits for a tool)
+    transfer_number: str | None = None  # where `transfer_call` sends the caller (E.164)
 
 
 def voice_from_name(name: str) -> Voice:
@@ -82,7 +83,12 @@ def voice_from_name(name: str) -> Voice:
 def default_profile(settings: Settings) -> AgentProfile:
     """The profile for numbers the file does not name, from the environment."""
     return AgentProfile(
-        name=DEFAULT_PROFILE_NAME, instructions=settings.instructions, voice=voice_from_name(settings.voice)
+        name=DEFAULT_PROFILE_NAME,
+        instructions=settings.instructions,
+        voice=voice_from_name(settings.voice),
+        tools=settings.tools,
+        dtmf=settings.dtmf,
+        transfer_number=settings.transfer_number,
     )
 
 
@@ -209,7 +215,7 @@ def _toml_error(source: str, exc: tomllib.TOMLDecodeError) -> str:
 
 _PROFILE_KEYS = {
     "numbers", "instructions", "voice", "turn_detection", "noise_suppression", "echo_cancellation",
-    "transcription", "tools", "greeting", "max_call_seconds", "dtmf",
+    "transcription", "tools", "greeting", "max_call_seconds", "dtmf", "transfer_number",
 }  # fmt: skip
 _TURN_KEYS = {
     "type", "threshold", "prefix_padding_ms", "silence_duration_ms", "eagerness", "remove_filler_words", "languages",
@@ -292,6 +298,11 @@ class _Reader:
                 fields[key] = self.integer(value, path, minimum=1)
             elif key == "dtmf":
                 fields[key] = self.string(value, path, DTMF_MODES)
+            elif key == "transfer_number":
+                number = normalize_number(self.string(value, path))
+                if not _E164.fullmatch(number):
+                    self.fail(path, f"{number!r} is not an E.164 number like +14155550100")
+                fields[key] = number
             elif key == "tools":
                 fields[key] = self.strings(value, path)
             elif key == "turn_detection":

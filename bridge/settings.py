@@ -66,6 +66,10 @@ class Settings:
     fallback_number: str | None = None
     drain_seconds: float = 30.0
     prewarm: bool = True
+    tools: tuple[str, ...] = ()  # tools of the default profile
+    dtmf: str = "off"  # keypad handling of the default profile
+    transfer_number: str | None = None  # transfer_call's number for the default profile
+    orders_file: str | None = None  # the example lookup_order tool's data
     log_transcripts: bool = False
 
     @classmethod
@@ -99,6 +103,10 @@ class Settings:
             drain_seconds=float(_int(env, "VOICE_BRIDGE_DRAIN_SECONDS", 30)),
             prewarm=env.get("VOICE_BRIDGE_PREWARM", "1").strip().lower() not in ("0", "false", "no", "off"),
             log_transcripts=_flag(env, "VOICE_BRIDGE_LOG_TRANSCRIPTS"),
+            tools=tuple(t.strip() for t in (env.get("VOICE_BRIDGE_TOOLS") or "").split(",") if t.strip()),
+            dtmf=(env.get("VOICE_BRIDGE_DTMF") or "off").strip(),
+            transfer_number=env.get("VOICE_BRIDGE_TRANSFER_NUMBER") or None,
+            orders_file=env.get("VOICE_BRIDGE_ORDERS_FILE") or None,
         )
         settings.validate()
         return settings
@@ -122,6 +130,10 @@ class Settings:
             raise ConfigError("VOICE_BRIDGE_STREAM_TOKEN_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`)")
         if self.fallback_number is not None and not _E164.fullmatch(self.fallback_number):
             raise ConfigError("VOICE_BRIDGE_FALLBACK_NUMBER must be an E.164 number like +15551234567")
+        if self.transfer_number is not None and not _E164.fullmatch(self.transfer_number):
+            raise ConfigError("VOICE_BRIDGE_TRANSFER_NUMBER must be an E.164 number like +15551234567")
+        if self.dtmf not in ("off", "forward", "collect"):
+            raise ConfigError(f"VOICE_BRIDGE_DTMF={self.dtmf!r}: expected off, forward or collect")
         if not self.twilio_auth_token and not self.insecure_dev:
             raise ConfigError(
                 "TWILIO_AUTH_TOKEN is not set, so Twilio signatures cannot be checked. Set it, or set "

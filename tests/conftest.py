@@ -48,9 +48,11 @@ async def running_bridge(speed: float = 1.0, **overrides: Any) -> AsyncIterator[
 
     `speed` must match the phone simulator's: the bridge then keeps the same (scaled) time.
     """
+    twilio_client = overrides.pop("twilio_client", None)
+    tool_registry = overrides.pop("tool_registry", None)
     settings = Settings(**{"twilio_auth_token": AUTH_TOKEN, **overrides})
     settings.validate()
-    app = create_app(settings, clock=scaled_clock(speed))
+    app = create_app(settings, clock=scaled_clock(speed), tools=tool_registry, twilio_client=twilio_client)
     async with serving(app) as url:
         yield url, app
 

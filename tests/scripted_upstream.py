@@ -8,6 +8,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 Script = Callable[["ScriptedSession"], Awaitable[None]]
@@ -31,6 +32,14 @@ class ScriptedSession:
                 self.received.append(event)
                 if event.get("type") == kind:
                     return event
+
+    async def drain(self) -> None:
+        """Record everything the bridge sends until it closes the session."""
+        try:
+            async for raw in self.ws:
+                self.received.append(json.loads(raw))
+        except websockets.ConnectionClosed:
+            pass
 
     async def speak(self, response_id: str, item_id: str, pcm: bytes, delta_bytes: int = 4800) -> None:
         """A whole audio response in GA event names."""

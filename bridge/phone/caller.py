@@ -38,6 +38,7 @@ class CallerPlan:
     barge_in_after_s: float | None = None  # speak this far into an answer instead of waiting
     hangup_after_s: float = 1.5  # quiet after the last answer before hanging up
     max_call_s: float = 60.0
+    keypad: tuple[tuple[float, str], ...] = ()  # (seconds into the call, digit) pressed on the phone
 
 
 class CallerState(enum.Enum):
@@ -58,6 +59,7 @@ class Caller:
         self._agent_talk_ms = 0
         self._quiet_ms = 0
         self._elapsed_ms = 0
+        self._pressed = 0
 
     def tick(self, agent_audible: bool) -> bytes:
         """One 20 ms step: given whether the agent was heard in it, the caller's next frame."""
@@ -82,6 +84,15 @@ class Caller:
                 self.state = CallerState.LISTENING
             return frame.ljust(FRAME_BYTES, b"\xff")
         return MULAW_SILENCE
+
+    def keys_due(self) -> list[str]:
+        """Digits whose time has come since the last tick (call after `tick`)."""
+        keypad = sorted(self.plan.keypad)
+        due = []
+        while self._pressed < len(keypad) and keypad[self._pressed][0] * 1000 <= self._elapsed_ms:
+            due.append(keypad[self._pressed][1])
+            self._pressed += 1
+        return due
 
     def _listen(self, agent_audible: bool) -> None:
         more_to_say = self._next < len(self.plan.utterances)

@@ -205,6 +205,8 @@ class _Phone:
                     self.report.stream_sid, frame, chunk=tick + 1, timestamp_ms=tick * FRAME_MS, sequence=self.next_sequence()
                 )
                 await self.ws.send(message)
+                for digit in self.caller.keys_due():
+                    await self.ws.send(ms.dtmf_message(self.report.stream_sid, digit, self.next_sequence()))
             self.report.call_s = step * self.step_ms / 1000.0
             await asyncio.sleep(max(0.0, started + step * interval - time.monotonic()))
         await self.ws.send(ms.stop_message(self.report.stream_sid, self.report.call_sid, self.account_sid, self.next_sequence()))

@@ -1,0 +1,134 @@
+"""Tools the model may call: async Python functions with JSON-schema arguments, run safely.
+
+Whatever happens — unknown tool, arguments that are not JSON or do not fit the schema, an
+exception, a timeout — the model gets an answer (`function_call_output`), so a conversation
+never hangs waiting for a tool. Results are data for the model, not instructions: they are
+serialised as JSON, stripped of control characters and capped in size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from ..dialects import ToolSpec
+from ..logs import get_logger
+
+log = get_logger("bridge.tools")
+
+MAX_RESULT_CHARS = 4000
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class CallActions(Protocol):
+    """What a tool may do to the call it runs in."""
+
+    call_sid: str
+    transfer_number: str | None
+
+    def hang_up_after_speaking(self) -> None:
+        """End the call once the model's next words have been heard."""
+
+    def transfer_after_speaking(self, number: str) -> None:
+        """Hand the call to `number` once the model's handoff line has been heard."""
+
+
+Handler = Callable[[dict[str, Any], CallActions], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+    handler: Handler
+    timeout_s: float = 5.0
+
+    @property
+    def spec(self) -> ToolSpec:
+        return ToolSpec(name=self.name, description=self.description, parameters=self.parameters)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    output: str  # the function_call_output text the model receives
+    outcome: str  # ok | error | timeout | bad_arguments | unknown_tool
+
+
+@dataclass(slots=True)
+class ToolRegistry:
+    tools: dict[str, Tool] = field(default_factory=dict)
+    _validators: dict[str, Draft202012Validator] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, tools: Iterable[Tool]) -> ToolRegistry:
+        registry = cls()
+        for tool in tools:
+            registry.add(tool)
+        return registry
+
+    def add(self, tool: Tool) -> None:
+        if tool.name in self.tools:
+            raise ValueError(f"tool {tool.name!r} is registered twice")
+        try:
+            Draft202012Validator.check_schema(dict(tool.parameters))
+        except SchemaError as exc:
+            raise ValueError(f"tool {tool.name!r}: invalid parameters schema: {exc.message}") from None
+        self.tools[tool.name] = tool
+        self._validators[tool.name] = Draft202012Validator(dict(tool.parameters))
+
+    def specs(self) -> dict[str, ToolSpec]:
+        return {name: tool.spec for name, tool in self.tools.items()}
+
+    async def run(self, name: str, arguments: str, actions: CallActions, allowed: Iterable[str]) -> ToolResult:
+        """Run one call of the model's; never raises (except cancellation)."""
+        if name not in self.tools or name not in set(allowed):
+            return _error("unknown_tool", f"There is no tool named {name!r} in this call.")
+        tool = self.tools[name]
+        try:
+            args = json.loads(arguments or "{}")
+        except json.JSONDecodeError as exc:
+            return _error("bad_arguments", f"The arguments are not valid JSON: {exc.msg}.")
+        problems = sorted(self._validators[name].iter_errors(args), key=lambda e: list(e.path))
+        if problems:
+            where = "/".join(str(p) for p in problems[0].path) or "arguments"
+            return _error("bad_arguments", f"Invalid arguments ({where}): {problems[0].message}")
+        try:
+            async with asyncio.timeout(tool.timeout_s):
+                result = await tool.handler(args, actions)
+        except TimeoutError:
+            return _error("timeout", f"The tool {name} did not finish within {tool.timeout_s:g} s.", outcome="timeout")
+        except Exception as exc:  # a team's tool failing must not end the call
+            log.warning("tool.failed", tool=name, error=type(exc).__name__)
+            return _error("error", f"The tool {name} failed ({type(exc).__name__}).", outcome="error")
+        return ToolResult(_serialise({"ok": True, "result": result}), "ok")
+
+
+def _error(code: str, message: str, outcome: str | None = None) -> ToolResult:
+    return ToolResult(_serialise({"ok": False, "error": {"code": code, "message": message}}), outcome or code)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return _CONTROL.sub("", value)
+    if isinstance(value, Mapping):
+        return {_clean(str(k)): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _CONTROL.sub("", str(value))
+
+
+def _serialise(payload: dict[str, Any]) -> str:
+    text = json.dumps(_clean(payload), ensure_ascii=False, default=str)
+    if len(text) > MAX_RESULT_CHARS:
+        text = json.dumps({"ok": payload.get("ok", False), "truncated": True, "result": text[: MAX_RESULT_CHARS - 100]})
+    return text
