@@ -131,6 +131,11 @@ class CallSession:
         self.tracker = PlaybackTracker(sample_rate=TWILIO_RATE)
         self.timeline = TurnTimeline()
         self.flood_guard = FloodGuard()
+        # Labelled children resolved once: these are touched for every frame.
+        self._frames_in = metrics.frames.labels(direction="in")
+        self._frames_out = metrics.frames.labels(direction="out")
+        self._relay_in = metrics.relay.labels(direction="caller_to_model")
+        self._relay_out = metrics.relay.labels(direction="model_to_caller")
         self.to_model, self.to_caller = make_transcoders(audio_mode)
         self._model_rate = TWILIO_RATE if audio_mode == "g711" else MODEL_RATE
         self._active_response_id: str | None = None
@@ -288,12 +293,13 @@ class CallSession:
                 if not self.flood_guard.admit(audio_ms, now):
                     raise ms.ProtocolError("flood", "frames arrive faster than real time")
                 if isinstance(event, ms.Media):
-                    self.metrics.frames.labels(direction="in").inc()
+                    self._frames_in.inc()
                     if self.state is CallState.SAYING_GOODBYE:
                         continue  # the caller cannot interrupt the goodbye
                     audio = self.to_model.process(event.payload)
                     if audio:
                         await self._send_upstream(dialects.append_audio(audio))
+                        self._relay_in.observe(time.perf_counter() - self.twilio.received_at)
                 elif isinstance(event, ms.MarkEcho):
                     if self.tracker.mark_echoed(event.name, now):
                         stages = self.timeline.mark_echoed(event.name, now)
@@ -401,6 +407,7 @@ class CallSession:
             self.timeline.model_audio(self.clock())
             self.tracker.audio_received(event.item_id, event.content_index, self._model_ms(event.audio))
             await self._play(event.item_id, event.content_index, self.to_caller.process(event.audio))
+            self._relay_out.observe(time.perf_counter() - self.upstream.received_at)
         elif isinstance(event, AudioDone):
             if event.response_id not in self._dropped_responses:
                 # The transcoder holds back a few ms; without a flush the word ending is lost.
@@ -451,7 +458,7 @@ class CallSession:
         await self.twilio.send_media(mulaw)
         mark = self.tracker.chunk_sent(item_id, content_index, len(mulaw), now)
         await self.twilio.send_mark(mark)
-        self.metrics.frames.labels(direction="out").inc()
+        self._frames_out.inc()
         self.timeline.media_sent(mark, now)
         if self._greeting_pending:
             self._greeting_pending = False

@@ -46,6 +46,14 @@ class Metrics:
         self.dropped_frames = Counter("voice_bridge_dropped_frames", "Audio frames dropped, by reason.", ["reason"], registry=r)
         self.rejections = Counter("voice_bridge_rejections", "Bad input refused, by reason.", ["reason"], registry=r)
         self.upstream_errors = Counter("voice_bridge_upstream_errors", "Upstream error events, by code.", ["code"], registry=r)
+        self.relay = Histogram(
+            "voice_bridge_relay_seconds",
+            "Time a frame spends inside the bridge: Twilio media in to append sent (caller_to_model), "
+            "model audio delta in to media sent (model_to_caller).",
+            ["direction"],
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),
+            registry=r,
+        )
         self.draining = Gauge("voice_bridge_draining", "1 while the process drains before exit.", registry=r)
 
     def exposition(self) -> tuple[bytes, str]:

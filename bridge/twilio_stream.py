@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from . import media_streams as ms
@@ -45,11 +47,13 @@ class TwilioStream:
     def __init__(self, websocket: WebSocket) -> None:
         self._ws = websocket
         self.stream_sid: str | None = None
+        self.received_at = 0.0  # perf_counter() when the last frame arrived (relay latency)
 
     async def receive(self) -> ms.TwilioEvent:
         """The next known event; unknown events are logged and skipped; bad frames raise ProtocolError."""
         while True:
             message = await self._ws.receive()
+            self.received_at = time.perf_counter()
             if message["type"] == "websocket.disconnect":
                 code = message.get("code")
                 if code == CLOSE_TOO_BIG:

@@ -14,6 +14,7 @@ import json
 import logging
 import random
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,6 +154,7 @@ class UpstreamConnection:
     def __init__(self, ws: ClientConnection, dialect: Dialect) -> None:
         self._ws = ws
         self.dialect = dialect
+        self.received_at = 0.0  # perf_counter() when the last event arrived (relay latency)
 
     @classmethod
     async def open(
@@ -210,6 +212,7 @@ class UpstreamConnection:
         """Server events until the upstream closes; unreadable ones are logged and skipped."""
         try:
             async for raw in self._ws:
+                self.received_at = time.perf_counter()
                 if isinstance(raw, bytes):
                     log.warning("upstream.bad_event", reason="binary_frame", size=len(raw))
                     continue
