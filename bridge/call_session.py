@@ -386,14 +386,6 @@ class CallSession:
             return False
         finally:
             self._reconnecting = False
-        self._response_seq = 0  # responses started so far
-        self._response_seqs: dict[str, int] = {}
-        self._finished_seq = 0  # the highest-numbered response that has finished
-        self._tool_runs: dict[str, list[tuple[str, asyncio.Task[ToolResult]]]] = {}
-        self._background: set[asyncio.Task[None]] = set()
-        self._after_speaking: tuple[str, str | None] | None = None
-        self.transfer_to: str | None = None
-        self._dtmf_digits = ""
         self.upstream = connection
         self._log.info("upstream.reconnected", seeded_turns=len(self._transcript))
         return True
