@@ -409,6 +409,7 @@ class CallSession:
                 await self._barge_in()
         elif isinstance(event, ResponseStarted):
             self._active_response_id = event.response_id
+            self._last_item = None  # until its first audio, the new response has nothing to truncate
             self._response_seq += 1
             self._response_seqs[event.response_id] = self._response_seq
         elif isinstance(event, ResponseFinished):
@@ -469,6 +470,7 @@ class CallSession:
             await self.twilio.send_clear()
             self.tracker.cleared()
             self.to_caller.reset()
+            self._last_item = None
         if plan.cancel_response_id is not None:
             self._dropped_responses.add(plan.cancel_response_id)
             self._active_response_id = None
