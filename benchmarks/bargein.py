@@ -38,8 +38,9 @@ between the two positions. Under 1 ms heard, no truncate is the right answer (`a
 whole number > 0) and a truncate is "spurious". No truncate at all leaves the item whole, as if
 heard to its end: that counts as an error of what was left of it, and as "missing" past 20 ms. A
 truncate of an item of an earlier response is "item of another response". Audio items after the
-one being heard that the service already holds are "unheard items left whole": neither method
-removes them.
+one being heard that the service already holds (and the heard item itself when under 1 ms of it
+was heard) are "unheard items left whole" unless deleted: the bridge sends
+`conversation.item.delete` for them; the wall-clock method of the samples leaves them.
 
 And the clear latency: from the upstream's send of speech_started to the simulator's receipt of
 `clear`. The simulator's media timestamps and clear receipts are observed by wrapping two
@@ -261,6 +262,7 @@ class UpstreamSession:
         self.active: ResponseState | None = None
         self.speech_started: list[SpeechStartedRecord] = []
         self.truncates: list[TruncateRecord] = []
+        self.deleted: set[str] = set()
         self.cancels: list[tuple[float, str | None]] = []
         self.received_kinds: list[str] = []
         self.audio_flowing = asyncio.Event()
@@ -305,6 +307,9 @@ class UpstreamSession:
                 await self._cancel(now)
             elif kind == "conversation.item.truncate":
                 await self._truncate(event, now)
+            elif kind == "conversation.item.delete":
+                self.deleted.add(str(event.get("item_id")))
+                await self.send("conversation.item.deleted", item_id=event.get("item_id"))
 
     async def _cancel(self, now: float) -> None:
         response = self.active
@@ -613,6 +618,7 @@ class Interruption:
     # that come after the one being heard: the caller heard none of them.
     unheard_items: list[str] = field(default_factory=list)
     item_ms: dict[str, float] = field(default_factory=dict)  # 8 kHz length of each audio item, in ms
+    deleted_items: list[str] = field(default_factory=list)  # of those, the ones the bridge deleted
 
     @property
     def truth_position_ms(self) -> float | None:
@@ -700,6 +706,7 @@ def score_call(call_index: int, result: CallResult, cache: dict[str, int] | None
             Interruption(
                 call_index, ss.round_index, ss.kind, ss.nth, ss.sent_at, clear_at, heard, truth_item, truth_ms, ours, wall,
                 unheard, {item_id: samples * 1000 / TWILIO_RATE for item_id, _, samples in timeline},
+                [i for i in unheard if i in session.deleted],
             )
         )
     return out
@@ -719,7 +726,7 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
 def summarise(interruptions: list[Interruption]) -> dict[str, Any]:
     """The JSON result: per method, |claimed - heard| on the response's timeline and the rule checks."""
 
-    def method(claims_of: Callable[[Interruption], list[Claim]]) -> dict[str, Any]:
+    def method(claims_of: Callable[[Interruption], list[Claim]], deletes: bool = False) -> dict[str, Any]:
         errors, rejected, missing, spurious, wrong_item, foreign, unheard = [], 0, 0, 0, 0, 0, 0
         for event in interruptions:
             claims = claims_of(event)
@@ -727,7 +734,7 @@ def summarise(interruptions: list[Interruption]) -> dict[str, Any]:
             heard = event.heard_samples
             if heard is None:
                 continue
-            named = {c.item_id for c in claims if c.rejected is None}
+            named = {c.item_id for c in claims if c.rejected is None} | (set(event.deleted_items) if deletes else set())
             unheard += sum(1 for item_id in event.unheard_items if item_id not in named)
             # audio_end_ms is a whole number > 0: under 1 ms heard, "no truncate" is the right answer.
             representable = heard * 1000 // TWILIO_RATE >= 1
@@ -765,7 +772,7 @@ def summarise(interruptions: list[Interruption]) -> dict[str, Any]:
     return {
         "interruptions": len(interruptions),
         "no_clear": sum(1 for e in interruptions if e.clear_at is None),
-        "ours": method(lambda e: e.ours),
+        "ours": method(lambda e: e.ours, deletes=True),
         "wall_clock": method(lambda e: [e.wall] if e.wall is not None else []),
         "clear_latency_ms": _percentiles(latencies),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .playback import ItemKey, PlaybackTracker
@@ -20,6 +21,9 @@ class BargeInPlan:
     clear_playback: bool
     cancel_response_id: str | None
     truncation: Truncation | None
+    # Audio items the caller heard nothing of: deleted, since a truncate cannot say "nothing"
+    # (0 is rejected) and left whole the model would believe it said them.
+    deletions: tuple[ItemKey, ...] = ()
 
     @property
     def is_noop(self) -> bool:
@@ -34,16 +38,20 @@ def plan_barge_in(
     active_response_id: str | None,
     last_item: ItemKey | None,
     now: float,
+    response_items: Sequence[ItemKey] = (),
 ) -> BargeInPlan:
-    """Stop playback, cancel the response still being generated, and truncate the item being heard.
+    """Stop playback, cancel the response still being generated, truncate the item being heard,
+    and delete the items of that response the caller heard nothing of.
 
     `last_item` is the newest item the model sent audio for; it is what the caller hears next
     when Twilio's buffer is momentarily empty while the response is still arriving.
+    `response_items` are the audio items of the response the heard item belongs to, in order.
     """
     if not tracker.is_playing and active_response_id is None:
         return NOTHING
     item = tracker.playing_item or last_item
     truncation = None
+    deletions: list[ItemKey] = []
     if item is not None:
         received_ms = tracker.received_ms(*item)
         # Floor, so that we never claim the caller heard a sample they did not; and the service
@@ -51,4 +59,14 @@ def plan_barge_in(
         heard_ms = math.floor(min(tracker.played_ms(*item, now=now), received_ms))
         if 0 < heard_ms < math.floor(received_ms) or (0 < heard_ms and active_response_id is not None):
             truncation = Truncation(item_id=item[0], content_index=item[1], audio_end_ms=heard_ms)
-    return BargeInPlan(clear_playback=True, cancel_response_id=active_response_id, truncation=truncation)
+        if item in response_items:
+            # Playback is in order: whatever follows the item being heard was not heard at all.
+            deletions = list(response_items[response_items.index(item) + 1 :])
+            if heard_ms == 0:
+                deletions.insert(0, item)
+    return BargeInPlan(
+        clear_playback=True,
+        cancel_response_id=active_response_id,
+        truncation=truncation,
+        deletions=tuple(deletions),
+    )

@@ -141,6 +141,8 @@ class CallSession:
         self._active_response_id: str | None = None
         self._dropped_responses: set[str] = set()
         self._last_item: ItemKey | None = None
+        self._response_items: dict[str, list[ItemKey]] = {}  # audio items of each response, in order
+        self._item_response: dict[ItemKey, str] = {}
         self._started_at: float | None = None
         self._greeting_pending = True
         self._goodbye_requested = asyncio.Event()
@@ -395,7 +397,11 @@ class CallSession:
             if event.response_id in self._dropped_responses:
                 self.metrics.dropped_frames.labels(reason="cancelled_response").inc()
                 return
-            self._last_item = (event.item_id, event.content_index)
+            key = (event.item_id, event.content_index)
+            self._last_item = key
+            if key not in self._item_response:
+                self._item_response[key] = event.response_id
+                self._response_items.setdefault(event.response_id, []).append(key)
             self.timeline.model_audio(self.clock())
             self.tracker.audio_received(event.item_id, event.content_index, self._model_ms(event.audio))
             await self._play(event.item_id, event.content_index, self.to_caller.process(event.audio))
@@ -460,7 +466,15 @@ class CallSession:
 
     async def _barge_in(self) -> None:
         assert self.upstream is not None
-        plan = plan_barge_in(self.tracker, self._active_response_id, self._last_item, self.clock())
+        heard_item = self.tracker.playing_item or self._last_item
+        response_id = self._item_response.get(heard_item) if heard_item else None
+        plan = plan_barge_in(
+            self.tracker,
+            self._active_response_id,
+            self._last_item,
+            self.clock(),
+            response_items=self._response_items.get(response_id, []) if response_id else (),
+        )
         if plan.is_noop:
             self._log.info("caller.speech_started", barge_in=False)
             return
@@ -479,11 +493,14 @@ class CallSession:
             t = plan.truncation
             await self._send_upstream(dialects.truncate_item(t.item_id, t.content_index, t.audio_end_ms))
             self.metrics.truncations.inc()
+        for item_id, _ in plan.deletions:
+            await self._send_upstream(dialects.delete_item(item_id))
         self._log.info(
             "caller.barge_in",
             cancelled=plan.cancel_response_id,
             truncated_item=plan.truncation.item_id if plan.truncation else None,
             audio_end_ms=plan.truncation.audio_end_ms if plan.truncation else None,
+            deleted_items=len(plan.deletions),
         )
 
     # --- tools ---------------------------------------------------------------------------------

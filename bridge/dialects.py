@@ -155,6 +155,10 @@ def function_call_output(call_id: str, output: str) -> dict[str, Any]:
     return {"type": "conversation.item.create", "item": item}
 
 
+def delete_item(item_id: str) -> dict[str, Any]:
+    return {"type": "conversation.item.delete", "item_id": item_id}
+
+
 def cancel_response() -> dict[str, Any]:
     return {"type": "response.cancel"}
 

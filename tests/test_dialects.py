@@ -198,6 +198,7 @@ def test_ga_semantic_vad_leaves_out_what_it_has_no_place_for() -> None:
         dialects.greeting_response(config("minimal", "pcm24k")),
         dialects.cancel_response(),
         dialects.truncate_item("item_1", 0, 1234),
+        dialects.delete_item("item_2"),
         dialects.function_call_output("call_1", '{"ok": true}'),
     ],
     ids=lambda event: event["type"],

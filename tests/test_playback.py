@@ -108,3 +108,23 @@ def test_item_heard_in_full_with_response_done_is_not_truncated() -> None:
     tracker.chunk_sent("item", 0, 800, now=0.0)
     plan = plan_barge_in(tracker, None, ("item", 0), now=0.5)
     assert plan.clear_playback and plan.truncation is None
+
+
+def test_items_heard_not_at_all_are_deleted() -> None:
+    tracker = PlaybackTracker()
+    for item in ("a", "b", "c"):
+        tracker.audio_received(item, 0, 500.0)
+    first = tracker.chunk_sent("a", 0, 4000, now=0.0)
+    tracker.chunk_sent("b", 0, 4000, now=0.0)
+    tracker.chunk_sent("c", 0, 4000, now=0.0)
+    tracker.mark_echoed(first, now=0.5)
+    plan = plan_barge_in(tracker, None, ("c", 0), now=0.6, response_items=[("a", 0), ("b", 0), ("c", 0)])
+    assert plan.truncation is not None and (plan.truncation.item_id, plan.truncation.audio_end_ms) == ("b", 100)
+    assert plan.deletions == (("c", 0),)
+
+
+def test_an_item_not_heard_at_all_is_deleted_not_truncated() -> None:
+    tracker = PlaybackTracker()
+    tracker.audio_received("a", 0, 300.0)
+    plan = plan_barge_in(tracker, "resp", ("a", 0), now=0.0, response_items=[("a", 0)])
+    assert plan.truncation is None and plan.deletions == (("a", 0),)

@@ -223,6 +223,10 @@ CLIENT_EVENT: Schema = {
             },
             "required": ["type", "item_id", "content_index", "audio_end_ms"],
         },
+        "conversation.item.delete": {
+            "properties": {"type": STRING, "event_id": STRING, "item_id": STRING},
+            "required": ["type", "item_id"],
+        },
         "conversation.item.create": {
             "properties": {"type": STRING, "event_id": STRING, "previous_item_id": STRING, "item": CONVERSATION_ITEM},
             "required": ["type", "item"],

@@ -117,6 +117,11 @@ class AgentConnection:
                         audio_end_ms=int(item.audio_ms),
                     )
                 )
+            elif kind == "conversation.item.delete":
+                item_id = message.get("item_id")
+                if not isinstance(item_id, str) or self._conversation.items.pop(item_id, None) is None:
+                    raise RealtimeRequestError("item_not_found", f"Item with item_id '{item_id}' not found.", "item_id")
+                await self._ws.send(_event("conversation.item.deleted", item_id=item_id))
             else:
                 raise RealtimeRequestError("invalid_value", f"Invalid value: '{kind}'. Unknown client event type.", "type")
         except RealtimeRequestError as exc:
