@@ -343,7 +343,7 @@ def create_app(
             )
         if twilio_rest is not None:
             state.call_control = CallControl(twilio_rest)
-        sweeper = asyncio.create_task(state.prewarm.sweep_forever(), name="prewarm_sweeper") if state.prewarm else None
+        sweeper = asyncio.create_task(state.prewarm.sweep_forever(), name="prewarm_sweeper") if state.prewarm is not None else None
         log.info(
             "bridge.ready",
             upstream=settings.upstream,

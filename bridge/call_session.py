@@ -49,7 +49,7 @@ from .upstream import UpstreamConnection
 log = get_logger("bridge.call")
 
 START_TIMEOUT_S = 10.0
-UPSTREAM_CLOSE_TIMEOUT_S = 1.0
+UPSTREAM_CLOSE_TIMEOUT_S = 3.0  # longer than the connection's own 2 s close timeout
 GOODBYE_TIMEOUT_S = 10.0
 GOODBYE_INSTRUCTIONS = (
     "The call must end now. Say a short, friendly goodbye to the caller in one sentence, in the language "
@@ -252,16 +252,34 @@ class CallSession:
 
     async def _converse(self) -> None:
         assert self.setup is not None
+        # Twilio is read while the upstream connects: marks, a hangup or bad input are handled at
+        # once, and caller audio does not pile up unread (it is dropped until the model is there).
+        caller = asyncio.create_task(self._pump_caller(), name="pump_caller")
+        connecting = asyncio.ensure_future(self.setup.upstream)
+        await asyncio.wait({caller, connecting}, return_when=asyncio.FIRST_COMPLETED)
+        if not connecting.done():
+            # The call ended (hangup, bad input) before the model was there.
+            connecting.cancel()
+            await asyncio.wait({connecting})
+            if not connecting.cancelled() and connecting.exception() is None:
+                await self._close_quietly(connecting.result())
+            await asyncio.gather(caller, return_exceptions=True)
+            return
         try:
-            self.upstream = await self.setup.upstream
+            self.upstream = connecting.result()
         except UPSTREAM_FAILURES as exc:
             self._log.error("upstream.connect_failed", error=type(exc).__name__, detail=str(exc))
             self._end(EndReason.UPSTREAM_UNAVAILABLE)
+            caller.cancel()
+            await asyncio.gather(caller, return_exceptions=True)
             await self.twilio.close(CLOSE_INTERNAL, "upstream_unavailable")
+            return
+        if self.state is not CallState.CONNECTING_UPSTREAM:  # ended while the result came in
+            await asyncio.gather(caller, return_exceptions=True)
             return
         self._move_to(CallState.IN_CALL)
         tasks = {
-            asyncio.create_task(self._pump_caller(), name="pump_caller"),
+            caller,
             asyncio.create_task(self._pump_model(), name="pump_model"),
             asyncio.create_task(self._goodbye_when_asked(), name="goodbye"),
             asyncio.create_task(self._stop.wait(), name="stop"),
@@ -282,7 +300,6 @@ class CallSession:
 
     async def _pump_caller(self) -> None:
         """Twilio → model: caller audio, mark echoes, hangup."""
-        assert self.upstream is not None
         try:
             while True:
                 event = await self.twilio.receive()
@@ -321,8 +338,10 @@ class CallSession:
             await self.twilio.close(close_code_for(exc.reason), exc.reason)
 
     async def _send_upstream(self, event: dict[str, object]) -> None:
-        """Send, unless the session is being replaced: then caller audio is dropped, not fatal."""
-        assert self.upstream is not None
+        """Send, unless the session is not there yet or being replaced: then it is dropped, not fatal."""
+        if self.upstream is None:
+            self.metrics.dropped_frames.labels(reason="upstream_connecting").inc()
+            return
         if self._reconnecting:
             self.metrics.dropped_frames.labels(reason="upstream_reconnecting").inc()
             return
@@ -570,9 +589,9 @@ class CallSession:
 
     async def _on_dtmf(self, digit: str) -> None:
         """Keypad digits reach the model as conversation items (never logged: they may be PINs)."""
-        assert self.setup is not None and self.upstream is not None
+        assert self.setup is not None
         mode = self.setup.dtmf
-        if mode == "off" or self.state is not CallState.IN_CALL:
+        if mode == "off" or self.state is not CallState.IN_CALL or self.upstream is None:
             self._log.info("caller.dtmf_ignored", mode=mode)
             return
         if mode == "collect":
@@ -633,11 +652,16 @@ class CallSession:
         bytes_per_sample = 1 if self._model_rate == TWILIO_RATE else 2
         return len(audio) / bytes_per_sample * 1000.0 / self._model_rate
 
+    async def _close_quietly(self, connection: UpstreamConnection) -> None:
+        """Close the upstream session; if its closing handshake stalls, cut the connection."""
+        try:
+            async with asyncio.timeout(UPSTREAM_CLOSE_TIMEOUT_S):
+                await connection.close()
+        except (TimeoutError, OSError):
+            self._log.warning("upstream.close_timeout")
+            connection.abort()
+
     async def _close_both(self) -> None:
         if self.upstream is not None:
-            try:
-                async with asyncio.timeout(UPSTREAM_CLOSE_TIMEOUT_S):
-                    await self.upstream.close()
-            except (TimeoutError, OSError):
-                self._log.warning("upstream.close_timeout")
+            await self._close_quietly(self.upstream)
         await self.twilio.close(CLOSE_NORMAL)

@@ -229,6 +229,10 @@ class UpstreamConnection:
     async def close(self) -> None:
         await self._ws.close()
 
+    def abort(self) -> None:
+        """Drop the TCP connection at once (when the closing handshake cannot finish)."""
+        self._ws.transport.abort()
+
     @property
     def close_code(self) -> int | None:
         return self._ws.close_code
