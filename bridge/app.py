@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
@@ -33,6 +34,7 @@ from .call_session import CallSession, EndReason, StartRefused
 from .call_setup import CallSetup, open_session
 from .dialects import SessionConfig, dialect_for
 from .prewarm import Prewarm
+from .recording import Recorder, RecordOptions, TwilioTap, UpstreamTap
 from .profiles import ProfileBook, default_profile, session_config
 from .logs import get_logger
 from .settings import Settings
@@ -67,6 +69,7 @@ class BridgeState:
     outcomes: CallOutcomes = field(default_factory=CallOutcomes)
     metrics: Metrics = field(default_factory=Metrics)
     prewarm: Prewarm | None = None
+    recorder: Recorder | None = None  # VOICE_BRIDGE_RECORD_DIR
     upstream: UpstreamTarget | None = None
     agent: LocalAgent | None = None
     active_calls: set[CallSession] = field(default_factory=set)
@@ -150,7 +153,10 @@ async def voice_webhook(request: Request) -> Response:
     if state.prewarm is not None:
         # Connect and configure the model while Twilio sets up the stream.
         config = _session_config(state, form.get("To"))
-        state.prewarm.start(call_sid, lambda: open_session(state.upstream_target(), config, state.metrics, greet=True))
+        tap = _upstream_tap(state, call_sid, form.get("To"))  # recorded from its first event
+        state.prewarm.start(
+            call_sid, lambda: open_session(state.upstream_target(), config, state.metrics, greet=True, tap=tap)
+        )
     parameters = {
         "CallSid": call_sid,
         "From": form.get("From", ""),
@@ -199,7 +205,14 @@ def _session_config(state: BridgeState, to: str | None) -> SessionConfig:
     return session_config(state.profiles.for_number(to), state.settings.audio, state.tools.specs())
 
 
-def _prepare_call(state: BridgeState) -> Callable[[ms.Start], CallSetup]:
+def _upstream_tap(state: BridgeState, call_sid: str, to: str | None) -> UpstreamTap | None:
+    """The recorder's tap for the call's next upstream session; None when calls are not recorded."""
+    if state.recorder is None:
+        return None
+    return state.recorder.call(call_sid, to, state.profiles.for_number(to)).upstream_tap()
+
+
+def _prepare_call(state: BridgeState, twilio_tap: TwilioTap | None = None) -> Callable[[ms.Start], CallSetup]:
     """Accept a stream's `start` (its token) and hand the call its profile and upstream session."""
 
     def prepare(start: ms.Start) -> CallSetup:
@@ -208,17 +221,22 @@ def _prepare_call(state: BridgeState) -> Callable[[ms.Start], CallSetup]:
         except StreamTokenError as exc:
             if state.prewarm is not None:
                 asyncio.get_running_loop().create_task(state.prewarm.discard(start.call_sid))
+            if state.recorder is not None:
+                state.recorder.finish(start.call_sid, "unauthorized")  # the pre-warmed session's recording
             raise StartRefused(exc.reason) from None
         state.admission.stream_started(start.call_sid)
         to = start.custom_parameters.get("To")
         profile = state.profiles.for_number(to)
         config = session_config(profile, state.settings.audio, state.tools.specs())
         target = state.upstream_target()
+        if twilio_tap is not None and state.recorder is not None:
+            twilio_tap.bind(state.recorder.call(start.call_sid, to, profile))
         upstream = state.prewarm.claim(start.call_sid) if state.prewarm is not None else None
+        call_sid = start.call_sid
         return CallSetup(
             session_config=config,
-            upstream=upstream or open_session(target, config, state.metrics, greet=True),
-            reconnect=lambda: open_session(target, config, state.metrics, greet=False),
+            upstream=upstream or open_session(target, config, state.metrics, greet=True, tap=_upstream_tap(state, call_sid, to)),
+            reconnect=lambda: open_session(target, config, state.metrics, greet=False, tap=_upstream_tap(state, call_sid, to)),
             profile_name=profile.name,
             max_call_s=profile.max_call_seconds,
             tools=state.tools,
@@ -245,10 +263,11 @@ async def media_stream(websocket: WebSocket) -> None:
         log.warning("stream.unsigned", note="VOICE_BRIDGE_INSECURE_DEV: signature NOT checked")
     await websocket.accept()
     assert state.upstream is not None
-    twilio = TwilioStream(websocket)
+    twilio_tap = state.recorder.twilio_tap() if state.recorder is not None else None
+    twilio = TwilioStream(websocket, tap=twilio_tap)
     call = CallSession(
         twilio,
-        _prepare_call(state),
+        _prepare_call(state, twilio_tap),
         audio_mode=state.settings.audio,
         metrics=state.metrics,
         clock=state.clock,
@@ -267,6 +286,8 @@ async def media_stream(websocket: WebSocket) -> None:
         state.active_calls.discard(call)
         if call.call_sid is not None:
             state.admission.stream_ended(call.call_sid)
+            if state.recorder is not None:
+                state.recorder.finish(call.call_sid, (call.end_reason or EndReason.INTERNAL_ERROR).value)
 
 
 async def healthz(request: Request) -> Response:
@@ -287,6 +308,32 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     body, content_type = request.app.state.bridge.metrics.exposition()
     return Response(body, media_type=content_type)
+
+
+def _recorder(settings: Settings, state: BridgeState, upstream_url: str) -> Recorder | None:
+    """The call recorder, started; None (and an error logged) if its folder cannot be made."""
+    assert settings.record_dir is not None and state.upstream is not None
+    directory = Path(settings.record_dir)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.error("recording.unavailable", dir=str(directory), error=type(exc).__name__, detail=str(exc))
+        return None
+    recorder = Recorder(
+        RecordOptions(directory, transcripts=settings.record_transcripts, audio=settings.record_audio),
+        clock=state.clock,
+        wall_clock=state.wall_clock,
+        meta={
+            "upstream": settings.upstream,
+            "dialect": state.upstream.dialect.name,
+            "upstream_url": upstream_url,
+            "audio_mode": settings.audio,
+            "prewarm": settings.prewarm,
+        },
+    )
+    recorder.start()
+    log.info("recording.on", dir=str(directory), transcripts=settings.record_transcripts, audio=settings.record_audio)
+    return recorder
 
 
 def create_app(
@@ -333,6 +380,8 @@ def create_app(
             except TokenUnavailable as exc:
                 log.error("upstream.auth_unavailable", scope=spec.entra_scope, error=str(exc))
         state.upstream = spec.target(tokens)
+        if settings.record_dir:
+            state.recorder = _recorder(settings, state, spec.log_url)
         if settings.prewarm:
             state.prewarm = Prewarm(clock)
         twilio_rest = twilio_client
@@ -361,6 +410,8 @@ def create_app(
                 await asyncio.gather(sweeper, return_exceptions=True)
             if state.prewarm is not None:
                 await state.prewarm.aclose()
+            if state.recorder is not None:
+                await state.recorder.aclose()
             if tokens is not None:
                 await tokens.aclose()
             if twilio_rest is not None and twilio_client is None:

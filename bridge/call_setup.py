@@ -10,6 +10,7 @@ from . import dialects
 from .dialects import SessionConfig
 from twiml.rest import CallControl
 
+from .recording import UpstreamTap
 from .telemetry import Metrics
 from .tools import ToolRegistry
 from .upstream import UpstreamConnection, UpstreamTarget
@@ -32,11 +33,11 @@ class CallSetup:
 
 
 async def open_session(
-    target: UpstreamTarget, config: SessionConfig, metrics: Metrics, greet: bool
+    target: UpstreamTarget, config: SessionConfig, metrics: Metrics, greet: bool, tap: UpstreamTap | None = None
 ) -> UpstreamConnection:
-    """Connect, send `session.update` and (for a new call) ask for the greeting."""
+    """Connect, send `session.update` and (for a new call) ask for the greeting; `tap` records the session."""
     started = time.monotonic()
-    connection = await UpstreamConnection.open(target)
+    connection = await UpstreamConnection.open(target, tap=tap)
     metrics.upstream_connect.observe(time.monotonic() - started)
     try:
         await connection.send(connection.dialect.session_update(config))

@@ -134,6 +134,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Replay recorded calls against the current code; exit 1 if one differs beyond the tolerances."""
+    import json
+
+    from .recording_format import RecordingError
+    from .replay import recorded_calls, replay_call
+    from .replay_compare import Tolerances
+
+    configure_logging("console", args.log_level)
+    tolerances = Tolerances(
+        max_drift_ms=args.max_drift_ms,
+        min_snr_db=args.min_snr_db,
+        max_event_diffs=args.max_event_diffs,
+        max_field_diffs=args.max_field_diffs,
+        max_caller_audio_diff_ms=args.max_caller_audio_diff_ms,
+    )
+    calls = [call for path in args.calls for call in recorded_calls(path)]
+    if not calls:
+        print(f"voice-bridge replay: no recorded call in {', '.join(args.calls)}", file=sys.stderr)
+        return 2
+    failed = 0
+    results = []
+    for call in calls:
+        keep = Path(args.keep) / call.name if args.keep else None
+        try:
+            result = asyncio.run(replay_call(call, speed=args.speed, tolerances=tolerances, keep_in=keep))
+        except RecordingError as exc:
+            print(f"voice-bridge replay: {exc}", file=sys.stderr)
+            return 2
+        failed += not result.passed
+        results.append(result.to_json())
+        if not args.json:
+            print(result.summary(), flush=True)
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
+    elif len(calls) > 1:
+        print(f"{len(calls) - failed} of {len(calls)} recorded calls replayed within the tolerances")
+    return 1 if failed else 0
+
+
 def run_twilio_command(args: argparse.Namespace, client: object) -> int:
     """`twilio configure` / `twilio check` against a `twilio.rest.Client` (injected for tests)."""
     from twiml.rest import NumberNotFound, configure_number, expected_webhooks, number_webhooks, points_here
@@ -227,6 +267,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--log-level", default="info")
     _add_call_options(demo, [fixture])
     demo.set_defaults(func=cmd_demo)
+
+    replay = sub.add_parser("replay", help="replay recorded calls against the current code and compare")
+    replay.add_argument("calls", nargs="+", metavar="DIR",
+                        help="a recorded call's folder (events.jsonl, meta.json, WAVs), or a folder of them")
+    replay.add_argument("--speed", type=float, default=1.0, help="run the call this many times faster than recorded")
+    replay.add_argument("--max-drift-ms", type=float, default=40.0,
+                        help="largest allowed change of a truncate's audio_end_ms (default 40)")
+    replay.add_argument("--min-snr-db", type=float, default=20.0,
+                        help="lowest allowed SNR of the audio the caller heard against the recording (default 20)")
+    replay.add_argument("--max-event-diffs", type=int, default=0, help="missing or extra events allowed (default 0)")
+    replay.add_argument("--max-field-diffs", type=int, default=0,
+                        help="differing fields of matching events allowed, after normalising ids and the like (default 0)")
+    replay.add_argument("--max-caller-audio-diff-ms", type=float, default=200.0,
+                        help="allowed difference of the caller audio sent on to the model, per session (default 200)")
+    replay.add_argument("--keep", metavar="DIR", help="keep each replay's own recording in DIR/<call>/")
+    replay.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    replay.add_argument("--log-level", default="warning")
+    replay.set_defaults(func=cmd_replay)
     return parser
 
 

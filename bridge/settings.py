@@ -38,6 +38,10 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _on_unless_off(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     upstream: str = "local"
@@ -71,6 +75,9 @@ class Settings:
     transfer_number: str | None = None  # transfer_call's number for the default profile
     orders_file: str | None = None  # the example lookup_order tool's data
     log_transcripts: bool = False
+    record_dir: str | None = None  # record every call into this folder (off when None)
+    record_transcripts: bool = True  # False: recordings keep "[redacted]" instead of transcripts and text
+    record_audio: bool = True  # False: recordings keep audio lengths only, no WAV files
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -107,6 +114,9 @@ class Settings:
             dtmf=(env.get("VOICE_BRIDGE_DTMF") or "off").strip(),
             transfer_number=env.get("VOICE_BRIDGE_TRANSFER_NUMBER") or None,
             orders_file=env.get("VOICE_BRIDGE_ORDERS_FILE") or None,
+            record_dir=(env.get("VOICE_BRIDGE_RECORD_DIR") or "").strip() or None,
+            record_transcripts=_on_unless_off(env, "VOICE_BRIDGE_RECORD_TRANSCRIPTS"),
+            record_audio=_on_unless_off(env, "VOICE_BRIDGE_RECORD_AUDIO"),
         )
         settings.validate()
         return settings

@@ -8,6 +8,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from . import media_streams as ms
 from .logs import get_logger
+from .recording import WireTap
 
 log = get_logger("bridge.twilio")
 
@@ -44,9 +45,10 @@ class StreamClosed(Exception):
 class TwilioStream:
     """Receives typed events and sends media, marks and clears for one stream."""
 
-    def __init__(self, websocket: WebSocket) -> None:
+    def __init__(self, websocket: WebSocket, tap: WireTap | None = None) -> None:
         self._ws = websocket
         self.stream_sid: str | None = None
+        self.tap = tap  # the call recorder's, when recording is on
         self.received_at = 0.0  # perf_counter() when the last frame arrived (relay latency)
 
     async def receive(self) -> ms.TwilioEvent:
@@ -56,6 +58,8 @@ class TwilioStream:
             self.received_at = time.perf_counter()
             if message["type"] == "websocket.disconnect":
                 code = message.get("code")
+                if self.tap is not None:
+                    self.tap.closed(code, by="twilio")
                 if code == CLOSE_TOO_BIG:
                     # uvicorn refused a frame over the size limit and closed the socket itself.
                     log.warning("twilio.bad_frame", reason="frame_too_large", close_code=code)
@@ -63,6 +67,8 @@ class TwilioStream:
             text = message.get("text")
             if text is None:
                 raise ms.ProtocolError("binary_frame", "Twilio sends text frames only")
+            if self.tap is not None:
+                self.tap.received(text)
             event = ms.parse_twilio_message(text)
             if event is None:
                 log.info("twilio.unknown_event_ignored")
@@ -83,6 +89,8 @@ class TwilioStream:
             return
         if self._ws.client_state == WebSocketState.DISCONNECTED:
             return
+        if self.tap is not None:
+            self.tap.closed(code, by="bridge", reason=reason)
         try:
             await self._ws.close(code=code, reason=reason)
         except (RuntimeError, WebSocketDisconnect, OSError):
@@ -98,3 +106,5 @@ class TwilioStream:
             await self._ws.send_text(text)
         except (RuntimeError, WebSocketDisconnect, OSError) as exc:
             raise StreamClosed() from exc
+        if self.tap is not None:
+            self.tap.sent(text)

@@ -27,6 +27,7 @@ from .auth import HeaderSource, TokenUnavailable
 from .dialects import Dialect, UpstreamProtocolError
 from .logs import get_logger
 from .realtime_events import ServerEvent
+from .recording import UpstreamTap
 
 log = get_logger("bridge.upstream")
 
@@ -151,9 +152,11 @@ class UpstreamTarget:
 class UpstreamConnection:
     """One Realtime session for one call."""
 
-    def __init__(self, ws: ClientConnection, dialect: Dialect) -> None:
+    def __init__(self, ws: ClientConnection, dialect: Dialect, tap: UpstreamTap | None = None) -> None:
         self._ws = ws
         self.dialect = dialect
+        self.tap = tap  # the call recorder's, when recording is on
+        self._closing = False
         self.received_at = 0.0  # perf_counter() when the last event arrived (relay latency)
 
     @classmethod
@@ -163,6 +166,7 @@ class UpstreamConnection:
         policy: ConnectPolicy = DEFAULT_POLICY,
         *,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        tap: UpstreamTap | None = None,
     ) -> UpstreamConnection:
         """Connect, retrying what may pass while `policy.budget_s` lasts; else `UpstreamUnavailable`.
 
@@ -194,6 +198,8 @@ class UpstreamConnection:
                 )
             except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
                 status = _status(exc)
+                if tap is not None:
+                    tap.connect_failed(status, type(exc).__name__)
                 delay = policy.backoff_s(attempt)
                 if not _retryable(exc) or loop.time() + delay - started >= policy.budget_s:
                     raise UpstreamUnavailable(target.url, attempt, exc, status) from exc  # the caller logs it
@@ -203,10 +209,15 @@ class UpstreamConnection:
                 await sleep(delay)
                 continue
             log.info("upstream.connected", url=url, dialect=target.dialect.name, attempts=attempt)
-            return cls(ws, target.dialect)
+            if tap is not None:
+                tap.opened()
+            return cls(ws, target.dialect, tap)
 
     async def send(self, event: dict[str, Any]) -> None:
-        await self._ws.send(json.dumps(event))
+        text = json.dumps(event)
+        await self._ws.send(text)
+        if self.tap is not None:
+            self.tap.sent(text)
 
     async def events(self) -> AsyncIterator[ServerEvent]:
         """Server events until the upstream closes; unreadable ones are logged and skipped."""
@@ -216,6 +227,8 @@ class UpstreamConnection:
                 if isinstance(raw, bytes):
                     log.warning("upstream.bad_event", reason="binary_frame", size=len(raw))
                     continue
+                if self.tap is not None:
+                    self.tap.received(raw)
                 try:
                     message = json.loads(raw)
                     if not isinstance(message, dict):
@@ -225,8 +238,14 @@ class UpstreamConnection:
                     log.warning("upstream.bad_event", reason=str(exc))
         except websockets.ConnectionClosedError as exc:
             log.warning("upstream.dropped", code=exc.rcvd.code if exc.rcvd else None)
+        if self.tap is not None and not self._closing:
+            self._closing = True  # recorded once: the upstream ended the session (or it dropped)
+            self.tap.closed(self._ws.close_code, by="upstream", reason=self._ws.close_reason or "")
 
     async def close(self) -> None:
+        if self.tap is not None and not self._closing:
+            self._closing = True
+            self.tap.closed(1000, by="bridge")
         await self._ws.close()
 
     def abort(self) -> None:

@@ -18,6 +18,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import websockets
@@ -133,11 +134,21 @@ def redirect_after_stream(twiml: str) -> str | None:
     return (redirect.text or "").strip() if redirect is not None else None
 
 
+class CallerScript(Protocol):
+    """What the phone asks its caller every 20 ms: `Caller` (follows a plan), `RecordedCaller` (a recording)."""
+
+    state: CallerState
+
+    def tick(self, agent_audible: bool) -> bytes: ...
+
+    def keys_due(self) -> list[str]: ...
+
+
 class _Phone:
     """The media-stream half of a call: one tick loop (send caller audio, play agent audio)."""
 
     def __init__(
-        self, ws: ClientConnection, report: CallReport, caller: Caller, account_sid: str, speed: float, step_ms: int
+        self, ws: ClientConnection, report: CallReport, caller: CallerScript, account_sid: str, speed: float, step_ms: int
     ):
         self.ws = ws
         self.report = report
@@ -220,11 +231,15 @@ async def place_call(
     from_: str = "+15550199999",
     speed: float = 1.0,
     playout_step_ms: int = 5,
+    caller: CallerScript | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> CallReport:
     """Call the bridge at `url` like Twilio would and return what the caller experienced.
 
     The phone plays the agent in `playout_step_ms` steps (5 ms: marks echo within 5 ms of the
     moment their audio has played; 20 ms is cheaper for load tests) and sends 20 ms frames.
+    `caller` replaces the caller that follows `plan` (a replay plays a recorded one); `on_start`
+    is called the moment the stream's `start` has been sent (a replay's upstream keeps time by it).
     """
     if playout_step_ms not in (1, 2, 4, 5, 10, 20):
         raise ValueError("playout_step_ms must divide 20 ms")
@@ -256,9 +271,11 @@ async def place_call(
     except websockets.InvalidStatus as exc:
         raise SimulatorError(f"the bridge refused the media stream: HTTP {exc.response.status_code}") from None
     async with ws:
-        phone = _Phone(ws, report, Caller(plan), account_sid, speed, playout_step_ms)
+        phone = _Phone(ws, report, caller or Caller(plan), account_sid, speed, playout_step_ms)
         await ws.send(ms.connected_message())
         await ws.send(ms.start_message(report.stream_sid, call_sid, account_sid, parameters, phone.next_sequence()))
+        if on_start is not None:
+            on_start()
         receiving = asyncio.create_task(phone.receive(), name="phone_receive")
         talking = asyncio.create_task(phone.talk(), name="phone_talk")
         try:
