@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from azure.core.credentials_async import AsyncTokenCredential
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client as TwilioClient
 
@@ -342,12 +343,14 @@ def create_app(
     clock: Callable[[], float] = time.monotonic,
     tools: ToolRegistry | None = None,
     twilio_client: TwilioClient | None = None,
+    credential: AsyncTokenCredential | None = None,
 ) -> Starlette:
     """The app. Configuration mistakes (upstream settings, the profiles file) raise ConfigError
     here, before anything listens. `clock` drives playback estimates, flood limits and timeouts;
     the phone simulator's scaled-time runs pass the same scaled clock (see `scaled_clock`).
     `tools` replaces the built-in tool registry (how a team ships its own tools); `twilio_client`
-    replaces the REST client built from TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN."""
+    replaces the REST client built from TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN; `credential`
+    replaces DefaultAzureCredential for Entra ID (the app owns it and closes it)."""
     check_upstream_settings(settings)
     tools = tools or default_registry(settings.orders_file)
     profiles = ProfileBook.load(settings.profiles_path, default_profile(settings))
@@ -373,7 +376,7 @@ def create_app(
             local_url = state.agent.url
         spec = upstream_spec(settings, local_url=local_url)
         # One credential for the process; tokens are cached and renewed ahead of expiry.
-        tokens = EntraTokens() if spec.entra_scope else None
+        tokens = EntraTokens(credential) if spec.entra_scope else None
         if tokens is not None and spec.entra_scope is not None:
             try:
                 await tokens.prefetch(spec.entra_scope)

@@ -35,7 +35,6 @@ from handshake_upstream import SilentUpstream
 from openai.types.realtime import RealtimeServerEvent
 from pydantic import TypeAdapter
 
-import bridge.auth
 from bridge.phone import CallReport, place_call, simulator
 from bridge.phone.caller import CallerPlan
 from bridge.upstream_config import AZURE_OPENAI_SCOPE, VOICELIVE_API_VERSION, VOICELIVE_SCOPE
@@ -140,16 +139,11 @@ def settings_for(dialect: str, server: ModelServer, **more: Any) -> dict[str, An
 
 
 @pytest.fixture
-def entra(monkeypatch: pytest.MonkeyPatch) -> ControlledCredential:
-    """The app's Entra ID credential, controlled by the test.
-
-    The app builds `EntraTokens()` in its lifespan with no way to pass a credential in, and that
-    falls back to `DefaultAzureCredential`; here that fallback (the only part that talks to Azure)
-    is replaced. Everything of ours around it (token cache, header source, handshake) is real.
-    """
-    credential = ControlledCredential()
-    monkeypatch.setattr(bridge.auth, "_default_credential", lambda: credential)
-    return credential
+def entra() -> ControlledCredential:
+    """The app's Entra ID credential, controlled by the test (`create_app(credential=...)`) in place
+    of DefaultAzureCredential. Everything of ours around it (token cache, header source,
+    handshake) is real."""
+    return ControlledCredential()
 
 
 # --- checks shared by the calls -----------------------------------------------------------------
@@ -285,7 +279,7 @@ def test_a_whole_call_in_each_dialect(
     async def scenario() -> tuple[CallReport, ModelServer, list[dict[str, Any]]]:
         async with ModelServer(wire, [greet_answer]) as server:
             with capture_logs() as logs:
-                async with running_bridge(speed=SPEED, **settings_for(dialect, server)) as (url, app):
+                async with running_bridge(speed=SPEED, credential=entra, **settings_for(dialect, server)) as (url, app):
                     report = await place_call(url, ONE_QUESTION, auth_token=AUTH_TOKEN, speed=SPEED)
                     assert await settle(lambda: not app.state.bridge.active_calls)
                     assert await settle(lambda: server.sessions[0].closed_at is not None)
