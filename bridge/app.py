@@ -306,6 +306,15 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready", "active_calls": len(state.active_calls)})
 
 
+async def _watch_loop_lag(metrics: Metrics, every_s: float = 0.1) -> None:
+    """Measure how late the event loop runs a timer: frames wait that long before being read."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + every_s
+        await asyncio.sleep(every_s)
+        metrics.loop_lag.observe(max(0.0, loop.time() - due))
+
+
 async def metrics(request: Request) -> Response:
     body, content_type = request.app.state.bridge.metrics.exposition()
     return Response(body, media_type=content_type)
@@ -395,7 +404,12 @@ def create_app(
             )
         if twilio_rest is not None:
             state.call_control = CallControl(twilio_rest)
-        sweeper = asyncio.create_task(state.prewarm.sweep_forever(), name="prewarm_sweeper") if state.prewarm is not None else None
+        lag_monitor = asyncio.create_task(_watch_loop_lag(state.metrics), name="loop_lag")
+        sweeper = (
+            asyncio.create_task(state.prewarm.sweep_forever(), name="prewarm_sweeper")
+            if state.prewarm is not None
+            else None
+        )
         log.info(
             "bridge.ready",
             upstream=settings.upstream,
@@ -408,9 +422,10 @@ def create_app(
         try:
             yield
         finally:
+            lag_monitor.cancel()
             if sweeper is not None:
                 sweeper.cancel()
-                await asyncio.gather(sweeper, return_exceptions=True)
+            await asyncio.gather(lag_monitor, *([sweeper] if sweeper else []), return_exceptions=True)
             if state.prewarm is not None:
                 await state.prewarm.aclose()
             if state.recorder is not None:

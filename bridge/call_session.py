@@ -612,13 +612,17 @@ class CallSession:
         """When asked to end: stop what is playing, let the model say goodbye, wait until it is heard."""
         assert self.upstream is not None and self.setup is not None
         max_call_s = self.setup.max_call_s
+        if max_call_s is None:
+            await self._goodbye_requested.wait()
         while not self._goodbye_requested.is_set():
-            assert self._started_at is not None
-            if max_call_s is not None and self.clock() - self._started_at >= max_call_s:
+            assert self._started_at is not None and max_call_s is not None
+            remaining = self._started_at + max_call_s - self.clock()
+            if remaining <= 0:
                 self.request_goodbye(EndReason.MAX_DURATION)
                 break
+            # Wake up rarely: this runs in every call (and the clock may be a scaled one).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._goodbye_requested.wait(), timeout=0.1)
+                await asyncio.wait_for(self._goodbye_requested.wait(), timeout=min(remaining, 0.25))
         if self.state is not CallState.IN_CALL:
             return
         self._move_to(CallState.SAYING_GOODBYE)

@@ -54,6 +54,13 @@ class Metrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "voice_bridge_event_loop_lag_seconds",
+            "How late a 100 ms timer fires on the event loop: the wait every frame has before the bridge "
+            "even reads it (an overloaded process shows here, not in voice_bridge_relay_seconds).",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r,
+        )
         self.draining = Gauge("voice_bridge_draining", "1 while the process drains before exit.", registry=r)
 
     def exposition(self) -> tuple[bytes, str]:

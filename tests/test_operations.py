@@ -50,6 +50,9 @@ def test_metrics_after_a_call() -> None:
     for stage in ("model_audio", "media_sent", "heard"):
         assert _metric(text, "voice_bridge_turn_latency_seconds_count", f'{{stage="{stage}"}}') == 1
     assert _metric(text, "voice_bridge_frames_total", '{direction="in"}') > 100
+    assert _metric(text, "voice_bridge_event_loop_lag_seconds_count") > 10
+    for direction in ("caller_to_model", "model_to_caller"):
+        assert _metric(text, "voice_bridge_relay_seconds_count", f'{{direction="{direction}"}}') > 10
     assert _metric(text, "voice_bridge_frames_total", '{direction="out"}') > 10
 
 
