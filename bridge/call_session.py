@@ -57,6 +57,9 @@ GOODBYE_INSTRUCTIONS = (
 )
 MAX_RECONNECTS = 1  # per call: a second loss in one call is not a passing fault
 MAX_SEED_TURNS = 50
+# Responses whose bookkeeping is kept: the one playing and the few before it are all a barge-in
+# can concern; older ones have long finished playing.
+KEPT_RESPONSES = 8
 UPSTREAM_FAILURES = (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI, websockets.ConnectionClosed)
 # Errors the service sends in normal operation, e.g. when server VAD already cancelled the
 # response we also cancel: not worth a warning.
@@ -143,6 +146,7 @@ class CallSession:
         self._last_item: ItemKey | None = None
         self._response_items: dict[str, list[ItemKey]] = {}  # audio items of each response, in order
         self._item_response: dict[ItemKey, str] = {}
+        self._recent_responses: deque[str] = deque()  # bookkeeping is kept for these only
         self._started_at: float | None = None
         self._greeting_pending = True
         self._goodbye_requested = asyncio.Event()
@@ -437,6 +441,7 @@ class CallSession:
             self._last_item = None  # until its first audio, the new response has nothing to truncate
             self._response_seq += 1
             self._response_seqs[event.response_id] = self._response_seq
+            self._remember_response(event.response_id)
         elif isinstance(event, ResponseFinished):
             if event.response_id == self._active_response_id:
                 self._active_response_id = None
@@ -461,6 +466,17 @@ class CallSession:
                 self.metrics.truncate_errors.inc()
             level = self._log.info if event.code in BENIGN_UPSTREAM_ERRORS else self._log.warning
             level("upstream.error", code=event.code, error_type=event.error_type, message=event.message)
+
+    def _remember_response(self, response_id: str) -> None:
+        """Keep per-response bookkeeping for the last few responses only: a long call stays flat."""
+        self._recent_responses.append(response_id)
+        while len(self._recent_responses) > KEPT_RESPONSES:
+            old = self._recent_responses.popleft()
+            self._dropped_responses.discard(old)
+            self._response_seqs.pop(old, None)
+            for key in self._response_items.pop(old, []):
+                self._item_response.pop(key, None)
+                self.tracker.forget(*key)
 
     def _remember(self, role: str, text: str) -> None:
         if not text.strip():

@@ -82,6 +82,19 @@ class PlaybackTracker:
         self._pending.clear()
         self._last_echo_at = None
 
+    def forget(self, item_id: str, content_index: int) -> None:
+        """Drop an old item's counts (a long call must not grow); kept while its audio is pending."""
+        key = (item_id, content_index)
+        if any(chunk.item == key for chunk in self._pending):
+            return
+        self._sent.pop(key, None)
+        self._confirmed.pop(key, None)
+        self._received_ms.pop(key, None)
+
+    @property
+    def items_known(self) -> int:
+        return len(self._sent.keys() | self._received_ms.keys())
+
     # --- what follows --------------------------------------------------------------------------
 
     @property

@@ -128,3 +128,14 @@ def test_an_item_not_heard_at_all_is_deleted_not_truncated() -> None:
     tracker.audio_received("a", 0, 300.0)
     plan = plan_barge_in(tracker, "resp", ("a", 0), now=0.0, response_items=[("a", 0)])
     assert plan.truncation is None and plan.deletions == (("a", 0),)
+
+
+def test_forgetting_an_item_keeps_it_while_its_audio_is_pending() -> None:
+    tracker = PlaybackTracker()
+    tracker.audio_received("old", 0, 100.0)
+    mark = tracker.chunk_sent("old", 0, 800, now=0.0)
+    tracker.forget("old", 0)
+    assert tracker.items_known == 1  # still playing: kept
+    tracker.mark_echoed(mark, now=0.1)
+    tracker.forget("old", 0)
+    assert tracker.items_known == 0
