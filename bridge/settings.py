@@ -65,7 +65,7 @@ class Settings:
     openai_realtime_model: str = "gpt-realtime"
     log_format: str = "console"
     log_level: str = "info"
-    max_calls: int = 50
+    max_calls: int = 40  # the load benchmark's clean limit for one core (BENCHMARKS.md)
     stream_token_key: str | None = field(default=None, repr=False)
     fallback_number: str | None = None
     drain_seconds: float = 30.0
@@ -104,7 +104,7 @@ class Settings:
             openai_realtime_model=(env.get("OPENAI_REALTIME_MODEL") or "").strip() or "gpt-realtime",
             log_format=(env.get("VOICE_BRIDGE_LOG_FORMAT") or "console").strip(),
             log_level=(env.get("VOICE_BRIDGE_LOG_LEVEL") or "info").strip().lower(),
-            max_calls=_int(env, "VOICE_BRIDGE_MAX_CALLS", 50),
+            max_calls=_int(env, "VOICE_BRIDGE_MAX_CALLS", 40),
             stream_token_key=env.get("VOICE_BRIDGE_STREAM_TOKEN_KEY") or None,
             fallback_number=env.get("VOICE_BRIDGE_FALLBACK_NUMBER") or None,
             drain_seconds=float(_int(env, "VOICE_BRIDGE_DRAIN_SECONDS", 30)),

@@ -100,17 +100,18 @@ param maxReplicas int = 10
 // A Twilio call is ONE long HTTP request at the ingress: the WebSocket upgrade of /media-stream
 // stays open for the whole call (the POST /voice webhook before it takes milliseconds). So
 // "concurrent requests per replica" here is, to within a few webhooks, "calls per replica".
-// 50 is a placeholder, not a measurement: it is to be sized from the load benchmark
-// (benchmarks/, calls per replica at the CPU and latency budget) and this default replaced then.
-// Keep it below maxCallsPerReplica: a replica at VOICE_BRIDGE_MAX_CALLS answers new calls "busy",
-// so scaling out should start before that (e.g. at 70-80 % of it) rather than at it.
-@description('HTTP scale rule: concurrent requests (= calls in progress, see the comment above) per replica before another replica is added. 50 until the load benchmark sizes it.')
+// Sized from benchmarks/load.py (BENCHMARKS.md, "Load"): one bridge process is one event loop on
+// one core and stays within 10 ms p99 up to ~40 transcoded calls (pcm24k) on a 2.5 GHz core, so
+// a replica carries 40 (maxCallsPerReplica) and scaling out starts at 75 % of that, before a
+// replica answers new calls "busy". More cpu per replica does not raise this (one core per
+// process). With VOICE_BRIDGE_AUDIO=g711, 50 / 40; with a TLS upstream leave more headroom.
+@description('HTTP scale rule: concurrent requests (= calls in progress, see the comment above) per replica before another replica is added (75 % of maxCallsPerReplica).')
 @minValue(1)
-param concurrentRequests int = 50
+param concurrentRequests int = 30
 
-@description('VOICE_BRIDGE_MAX_CALLS: calls one replica carries before /voice answers busy and /readyz reports full.')
+@description('VOICE_BRIDGE_MAX_CALLS: calls one replica carries before /voice answers busy and /readyz reports full (40: the load benchmark\'s clean limit for one core).')
 @minValue(1)
-param maxCallsPerReplica int = 50
+param maxCallsPerReplica int = 40
 
 @description('vCPU per replica (Container Apps sizes: 0.25 to 4, paired with memory as 0.5 GiB per 0.25 vCPU).')
 param cpu string = '1.0'
