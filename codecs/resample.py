@@ -12,6 +12,8 @@ their own output format (PCM16 or a G.711 table index) in one step.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -127,7 +129,7 @@ def _check_samples(samples: object) -> None:
         raise TypeError(f"samples must be int16 or float32, not dtype {samples.dtype}")
 
 
-class _Resampler:
+class _Resampler(ABC):
     """Shared bookkeeping: counts, held-back samples, flush and reset."""
 
     in_rate: int
@@ -184,8 +186,9 @@ class _Resampler:
         """
         return self._delay
 
+    @abstractmethod
     def _expected(self, inputs: int) -> int:
-        raise NotImplementedError
+        """Output samples that `inputs` input samples call for (the direction decides)."""
 
 
 def _check_setup(spec: object, in_rate: object) -> None:
