@@ -67,6 +67,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
+from machine import cpu_model
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -847,13 +848,7 @@ async def benchmark(calls: int, rounds: int, seed: int) -> tuple[list[Interrupti
 
 
 def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+    return f"{os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}"
 
 
 def main(argv: list[str] | None = None) -> int:

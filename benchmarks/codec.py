@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import soxr
-
+from machine import cpu_model
 from voice_codecs import (
     CallerToModel,
     Downsampler,
@@ -359,16 +359,8 @@ TRADEOFFS: list[tuple[str, LowpassSpec]] = [
 
 
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return (
-        f"{model}, {os.cpu_count()} cores; Python {platform.python_version()}, numpy {np.__version__}, "
+        f"{cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, numpy {np.__version__}, "
         f"soxr {soxr.__version__}, {platform.system()} {platform.release()}"
     )
 

@@ -80,6 +80,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from machine import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 AUDIO = ROOT / "fixtures" / "audio"
 VENV_BIN = Path(sys.executable).parent
@@ -569,15 +571,7 @@ def clearly_saturated(r: dict) -> bool:
 
 
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores; Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    return f"{cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, {platform.system()} {platform.release()}"
 
 
 def print_table(results: list[dict]) -> None:

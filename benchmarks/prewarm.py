@@ -47,6 +47,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from machine import cpu_model
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
@@ -220,13 +221,7 @@ async def benchmark(handshakes: list[float], gaps: list[float], first_audio_ms: 
 
 
 def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+    return f"{os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}"
 
 
 def print_table(

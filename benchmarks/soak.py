@@ -48,6 +48,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from machine import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 AUDIO = ROOT / "fixtures" / "audio"
 
@@ -262,7 +264,7 @@ def main() -> None:
     args = parser.parse_args()
 
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; Python {platform.python_version()}\n"
+        f"machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}\n"
         f"two calls of {args.minutes:.0f} simulated minutes at {args.speed:g}x (~{args.minutes * 60 / args.speed:.0f} s), "
         f"a sample every {args.every:.0f} simulated s\n",
         flush=True,

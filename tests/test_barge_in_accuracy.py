@@ -18,6 +18,7 @@ import numpy as np
 from conftest import AUDIO, run
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bargein.py"
+sys.path.insert(0, str(_PATH.parent))  # as when the script runs: its sibling modules import
 _spec = importlib.util.spec_from_file_location("bargein_benchmark", _PATH)
 assert _spec is not None and _spec.loader is not None
 bargein = importlib.util.module_from_spec(_spec)
