@@ -341,7 +341,7 @@ class CallSession:
             self._end(EndReason.PROTOCOL_ERROR)
             await self.twilio.close(close_code_for(exc.reason), exc.reason)
 
-    async def _send_upstream(self, event: dict[str, object]) -> None:
+    async def _send_upstream(self, event: dict[str, object] | str) -> None:
         """Send, unless the session is not there yet or being replaced: then it is dropped, not fatal."""
         if self.upstream is None:
             self.metrics.dropped_frames.labels(reason="upstream_connecting").inc()

@@ -131,8 +131,9 @@ def _text_item(role: str, text: str, assistant_content_type: str) -> dict[str, A
 # Client events that have the same shape in every dialect.
 
 
-def append_audio(audio: bytes) -> dict[str, Any]:
-    return {"type": "input_audio_buffer.append", "audio": base64.b64encode(audio).decode("ascii")}
+def append_audio(audio: bytes) -> str:
+    """`input_audio_buffer.append` as wire text: the hot path, so assembled rather than json.dumps'ed."""
+    return '{"type":"input_audio_buffer.append","audio":"' + base64.b64encode(audio).decode("ascii") + '"}'
 
 
 def create_response(instructions: str | None = None) -> dict[str, Any]:

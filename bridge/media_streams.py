@@ -210,13 +210,14 @@ def stop_message(stream_sid: str, call_sid: str, account_sid: str, sequence: int
 
 def media_message(stream_sid: str, mulaw: bytes) -> str:
     """Outbound audio: base64 μ-law 8 kHz, no file headers."""
-    return json.dumps(
-        {"event": "media", "streamSid": stream_sid, "media": {"payload": base64.b64encode(mulaw).decode("ascii")}}
-    )
+    # Assembled, not json.dumps'ed: this runs for every chunk, and base64 never needs escaping
+    # (json.dumps would scan every character of the payload for it).
+    payload = base64.b64encode(mulaw).decode("ascii")
+    return f'{{"event":"media","streamSid":{json.dumps(stream_sid)},"media":{{"payload":"{payload}"}}}}'
 
 
 def mark_message(stream_sid: str, name: str) -> str:
-    return json.dumps({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}})
+    return f'{{"event":"mark","streamSid":{json.dumps(stream_sid)},"mark":{{"name":{json.dumps(name)}}}}}'
 
 
 def clear_message(stream_sid: str) -> str:

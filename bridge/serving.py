@@ -25,6 +25,8 @@ def uvicorn_config(app: Starlette, host: str, port: int) -> uvicorn.Config:
         port=port,
         ws="websockets-sansio",
         ws_max_size=MAX_TWILIO_FRAME_BYTES,
+        # μ-law audio does not compress; deflate would only cost CPU on every frame of every call.
+        ws_per_message_deflate=False,
         proxy_headers=True,
         log_config=None,
         access_log=False,

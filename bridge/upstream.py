@@ -213,8 +213,9 @@ class UpstreamConnection:
                 tap.opened()
             return cls(ws, target.dialect, tap)
 
-    async def send(self, event: dict[str, Any]) -> None:
-        text = json.dumps(event)
+    async def send(self, event: dict[str, Any] | str) -> None:
+        """Send a client event: a dict, or its JSON text already assembled (audio appends)."""
+        text = event if isinstance(event, str) else json.dumps(event)
         await self._ws.send(text)
         if self.tap is not None:
             self.tap.sent(text)

@@ -10,6 +10,7 @@ reference.
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import pytest
@@ -191,7 +192,7 @@ def test_ga_semantic_vad_leaves_out_what_it_has_no_place_for() -> None:
 @pytest.mark.parametrize(
     "event",
     [
-        dialects.append_audio(b"\x00\x01" * 160),
+        json.loads(dialects.append_audio(b"\x00\x01" * 160)),
         dialects.create_response(),
         dialects.create_response("Say goodbye."),
         dialects.greeting_response(config("greeting", "pcm24k")),
