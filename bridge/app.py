@@ -273,6 +273,7 @@ async def media_stream(websocket: WebSocket) -> None:
         metrics=state.metrics,
         clock=state.clock,
         log_transcripts=state.settings.log_transcripts,
+        append_ms=state.settings.append_ms,
     )
     state.active_calls.add(call)
     try:

@@ -21,6 +21,7 @@ from voice_codecs import MODEL_RATE, TWILIO_RATE, make_transcoders
 
 from . import dialects
 from . import media_streams as ms
+from .append_batcher import TWILIO_FRAME_MS, AppendBatcher
 from .barge_in import plan_barge_in
 from .call_setup import CallSetup
 from .flood_guard import FloodGuard
@@ -119,6 +120,7 @@ class CallSession:
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
         log_transcripts: bool = False,
+        append_ms: int = TWILIO_FRAME_MS,
     ) -> None:
         self.twilio = twilio
         self.prepare = prepare
@@ -140,6 +142,7 @@ class CallSession:
         self._relay_in = metrics.relay.labels(direction="caller_to_model")
         self._relay_out = metrics.relay.labels(direction="model_to_caller")
         self.to_model, self.to_caller = make_transcoders(audio_mode)
+        self.batcher = AppendBatcher(append_ms)
         self._model_rate = TWILIO_RATE if audio_mode == "g711" else MODEL_RATE
         self._active_response_id: str | None = None
         self._dropped_responses: set[str] = set()
@@ -319,10 +322,14 @@ class CallSession:
                     self._frames_in.inc()
                     if self.state is CallState.SAYING_GOODBYE:
                         continue  # the caller cannot interrupt the goodbye
-                    audio = self.to_model.process(event.payload)
-                    if audio:
-                        await self._send_upstream(dialects.append_audio(audio))
-                        self._relay_in.observe(time.perf_counter() - self.twilio.received_at)
+                    batch = self.batcher.add(event.payload, self.twilio.received_at)
+                    if batch is None:
+                        continue
+                    audio = self.to_model.process(batch.audio)
+                    if audio and await self._send_upstream(dialects.append_audio(audio), frames=len(batch.arrivals)):
+                        sent_at = time.perf_counter()
+                        for arrived_at in batch.arrivals:
+                            self._relay_in.observe(sent_at - arrived_at)
                 elif isinstance(event, ms.MarkEcho):
                     if self.tracker.mark_echoed(event.name, now):
                         stages = self.timeline.mark_echoed(event.name, now)
@@ -341,19 +348,24 @@ class CallSession:
             self._end(EndReason.PROTOCOL_ERROR)
             await self.twilio.close(close_code_for(exc.reason), exc.reason)
 
-    async def _send_upstream(self, event: dict[str, object] | str) -> None:
-        """Send, unless the session is not there yet or being replaced: then it is dropped, not fatal."""
+    async def _send_upstream(self, event: dict[str, object] | str, frames: int = 1) -> bool:
+        """Send, unless the session is not there yet or being replaced: then it is dropped, not fatal.
+
+        `frames` is how many caller frames the event carries (what a drop counts); True if sent.
+        """
         if self.upstream is None:
-            self.metrics.dropped_frames.labels(reason="upstream_connecting").inc()
-            return
+            self.metrics.dropped_frames.labels(reason="upstream_connecting").inc(frames)
+            return False
         if self._reconnecting:
-            self.metrics.dropped_frames.labels(reason="upstream_reconnecting").inc()
-            return
+            self.metrics.dropped_frames.labels(reason="upstream_reconnecting").inc(frames)
+            return False
         try:
             await self.upstream.send(event)
         except websockets.ConnectionClosed:
             # The model pump sees the same closure and decides: reconnect, or end the call.
-            self.metrics.dropped_frames.labels(reason="upstream_closed").inc()
+            self.metrics.dropped_frames.labels(reason="upstream_closed").inc(frames)
+            return False
+        return True
 
     def _turn_completed(self, stages: dict[str, float]) -> None:
         for stage, seconds in stages.items():
@@ -402,6 +414,7 @@ class CallSession:
                 self.tracker.cleared()
             self.to_caller.reset()
             self.to_model.reset()
+            self.batcher.clear()
             self._active_response_id = None
             connection = await self.setup.reconnect()
             for role, text in self._transcript:

@@ -7,6 +7,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .append_batcher import AppendBatcher
+
 UPSTREAMS = ("local", "voicelive", "azure-openai", "openai")
 AUDIO_MODES = ("pcm24k", "g711")
 LOG_FORMATS = ("console", "json")
@@ -66,6 +68,7 @@ class Settings:
     log_format: str = "console"
     log_level: str = "info"
     max_calls: int = 40  # the load benchmark's clean limit for one core (BENCHMARKS.md)
+    append_ms: int = 20  # caller audio per input_audio_buffer.append: more is less CPU, later VAD
     stream_token_key: str | None = field(default=None, repr=False)
     fallback_number: str | None = None
     drain_seconds: float = 30.0
@@ -105,6 +108,7 @@ class Settings:
             log_format=(env.get("VOICE_BRIDGE_LOG_FORMAT") or "console").strip(),
             log_level=(env.get("VOICE_BRIDGE_LOG_LEVEL") or "info").strip().lower(),
             max_calls=_int(env, "VOICE_BRIDGE_MAX_CALLS", 40),
+            append_ms=_int(env, "VOICE_BRIDGE_APPEND_MS", 20),
             stream_token_key=env.get("VOICE_BRIDGE_STREAM_TOKEN_KEY") or None,
             fallback_number=env.get("VOICE_BRIDGE_FALLBACK_NUMBER") or None,
             drain_seconds=float(_int(env, "VOICE_BRIDGE_DRAIN_SECONDS", 30)),
@@ -136,6 +140,10 @@ class Settings:
             raise ConfigError("VOICE_BRIDGE_DRAIN_SECONDS must not be negative")
         if self.max_calls < 1:
             raise ConfigError("VOICE_BRIDGE_MAX_CALLS must be at least 1")
+        try:
+            AppendBatcher(self.append_ms)
+        except ValueError as exc:
+            raise ConfigError(f"VOICE_BRIDGE_APPEND_MS={self.append_ms}: {exc}") from None
         if self.stream_token_key is not None and len(self.stream_token_key) < 32:
             raise ConfigError("VOICE_BRIDGE_STREAM_TOKEN_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`)")
         if self.fallback_number is not None and not _E164.fullmatch(self.fallback_number):

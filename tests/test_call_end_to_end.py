@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import re
 
+import httpx
 import numpy as np
+import pytest
 import soxr
 from conftest import AUDIO, AUTH_TOKEN, caller_clip, read_wav, run, running_bridge, settle
 from scripted_upstream import ScriptedSession, ScriptedUpstream
@@ -140,3 +144,40 @@ def test_g711_passthrough_call() -> None:
         assert abs(report.agent_audio_s - expected) < 0.1, report.summary()
 
     run(scenario())
+
+
+def test_caller_audio_in_100_ms_appends() -> None:
+    """VOICE_BRIDGE_APPEND_MS=100: five Twilio frames per append, none lost, the call unchanged."""
+    greeting, _ = read_wav(AUDIO / "agent_greeting.wav")
+
+    async def greet_then_listen(session: ScriptedSession) -> None:
+        await session.send("session.created", session={"type": "realtime"})
+        await session.expect("session.update")
+        await session.send("session.updated", session={"type": "realtime"})
+        await session.expect("response.create")
+        await session.speak("resp_1", "item_1", greeting[:24000].tobytes())  # half a second
+        await session.drain()
+
+    async def scenario() -> tuple[list[bytes], str]:
+        async with ScriptedUpstream(greet_then_listen) as upstream:
+            async with running_bridge(speed=2.0, upstream_url=upstream.url, append_ms=100) as (url, app):
+                plan = CallerPlan(utterances=(caller_clip("caller_question.wav"),), pause_s=0.3, max_call_s=6.0)
+                report = await place_call(url, plan, auth_token=AUTH_TOKEN, speed=2.0)
+                assert report.ended_by == "caller", report.summary()
+                assert await settle(lambda: not app.state.bridge.active_calls)
+                async with httpx.AsyncClient() as http:
+                    metrics = (await http.get(f"{url}/metrics")).text
+        received = upstream.sessions[0].received
+        return [base64.b64decode(e["audio"]) for e in received if e["type"] == "input_audio_buffer.append"], metrics
+
+    appends, metrics = run(scenario())
+    # 100 ms of 24 kHz PCM16 each; the first is shorter by the resampler's constant look-ahead.
+    assert len(appends) > 40
+    assert all(len(audio) == 4800 for audio in appends[1:])
+    assert len(appends[0]) == 4800 - 120  # 2.5 ms of look-ahead
+    frames = float(re.search(r'^voice_bridge_frames_total\{direction="in"\} (\S+)$', metrics, re.MULTILINE).group(1))
+    relayed = float(re.search(r'^voice_bridge_relay_seconds_count\{direction="caller_to_model"\} (\S+)$', metrics, re.MULTILINE).group(1))
+    # Every frame was sent, except the last batch the caller hung up on (fewer than five frames).
+    assert 0 <= frames - relayed < 5
+    assert relayed == len(appends) * 5
+    assert sum(len(audio) for audio in appends) / 48 == pytest.approx(relayed * 20, abs=3)  # ms: only the look-ahead is missing

@@ -24,6 +24,9 @@ def test_defaults_use_the_embedded_agent() -> None:
         ({"TWILIO_AUTH_TOKEN": "t", "VOICE_BRIDGE_AUDIO": "mp3"}, "VOICE_BRIDGE_AUDIO"),
         ({"TWILIO_AUTH_TOKEN": "t", "VOICE_BRIDGE_UPSTREAM_URL": "http://x"}, "VOICE_BRIDGE_UPSTREAM_URL"),
         ({"TWILIO_AUTH_TOKEN": "t", "VOICE_BRIDGE_PUBLIC_URL": "pub.example.com"}, "VOICE_BRIDGE_PUBLIC_URL"),
+        ({"TWILIO_AUTH_TOKEN": "t", "VOICE_BRIDGE_APPEND_MS": "50"}, "VOICE_BRIDGE_APPEND_MS=50: must be a multiple of 20"),
+        ({"TWILIO_AUTH_TOKEN": "t", "VOICE_BRIDGE_APPEND_MS": "400"}, "VOICE_BRIDGE_APPEND_MS=400"),
+        ({"TWILIO_AUTH_TOKEN": "t", "VOICE_BRIDGE_APPEND_MS": "0"}, "VOICE_BRIDGE_APPEND_MS=0"),
     ],
 )
 def test_bad_configuration_names_the_variable(env: dict[str, str], names: str) -> None:

@@ -1,0 +1,61 @@
+"""Caller audio gathered into fewer, larger `input_audio_buffer.append`s (`VOICE_BRIDGE_APPEND_MS`).
+
+Every WebSocket message costs the bridge CPU whatever its size, and the caller's audio is half of
+all messages: one append per 20 ms Twilio frame. Gathering frames into longer appends trades CPU
+for latency: the model hears each frame up to `append_ms - 20` ms later, so its voice activity
+detection (and with it barge-in) reacts that much later. The default, 20 ms, sends every frame as
+it arrives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TWILIO_FRAME_MS = 20
+MAX_APPEND_MS = 200
+MULAW_BYTES_PER_MS = 8  # 8 kHz, one byte a sample
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Audio ready for one append, and when each of its frames came off the Twilio socket."""
+
+    audio: bytes
+    arrivals: tuple[float, ...]
+
+
+class AppendBatcher:
+    """Collects μ-law frames until they hold `append_ms` of audio."""
+
+    def __init__(self, append_ms: int = TWILIO_FRAME_MS) -> None:
+        if append_ms < TWILIO_FRAME_MS or append_ms > MAX_APPEND_MS or append_ms % TWILIO_FRAME_MS:
+            raise ValueError(f"must be a multiple of {TWILIO_FRAME_MS} ms (Twilio's frame) from {TWILIO_FRAME_MS} to {MAX_APPEND_MS} ms")
+        self.append_ms = append_ms
+        self._batch_bytes = append_ms * MULAW_BYTES_PER_MS
+        self._frames: list[bytes] = []
+        self._arrivals: list[float] = []
+        self._size = 0
+
+    def add(self, frame: bytes, arrived_at: float) -> Batch | None:
+        """Take one frame; the batch once it holds `append_ms` of audio, else None."""
+        if not self._frames and len(frame) >= self._batch_bytes:
+            return Batch(frame, (arrived_at,))  # the default: every frame is an append
+        self._frames.append(frame)
+        self._arrivals.append(arrived_at)
+        self._size += len(frame)
+        if self._size < self._batch_bytes:
+            return None
+        batch = Batch(b"".join(self._frames), tuple(self._arrivals))
+        self.clear()
+        return batch
+
+    @property
+    def pending_ms(self) -> float:
+        """Audio held back, waiting for the rest of its batch."""
+        return self._size / MULAW_BYTES_PER_MS
+
+    def clear(self) -> None:
+        """Forget what is held back (the session it was meant for is gone)."""
+        self._frames = []
+        self._arrivals = []
+        self._size = 0
