@@ -392,7 +392,7 @@ def run_fleet(cfg: dict) -> dict:
 # --- one N ------------------------------------------------------------------------------------
 
 
-def measure(n: int, args: argparse.Namespace, logs: Path, profile: bool = False) -> dict:
+def measure(n: int, args: argparse.Namespace, logs: Path, profile: bool = False, append_ms: int = 20) -> dict:
     busy_before = wait_quiet(args.wait_quiet)
     if busy_before > 0.15:
         print(f"  (the machine is busy before N={n}: a core at {busy_before:.0%}; measuring anyway)", file=sys.stderr, flush=True)
@@ -415,6 +415,7 @@ def measure(n: int, args: argparse.Namespace, logs: Path, profile: bool = False)
                 "VOICE_BRIDGE_UPSTREAM": "local",
                 "VOICE_BRIDGE_UPSTREAM_URL": f"ws://127.0.0.1:{agent_port}/v1/realtime",
                 "VOICE_BRIDGE_AUDIO": args.audio,
+                "VOICE_BRIDGE_APPEND_MS": str(append_ms),
                 "VOICE_BRIDGE_MAX_CALLS": str(n + 50),
                 "VOICE_BRIDGE_LOG_LEVEL": "warning",
                 "VOICE_BRIDGE_LOG_FORMAT": "json",
@@ -498,6 +499,7 @@ def measure(n: int, args: argparse.Namespace, logs: Path, profile: bool = False)
     result = {
         "n": n,
         "audio": args.audio,
+        "append_ms": append_ms,
         "machine_busy_before": busy_before,
         "calibration_us_per_frame": [round(speed_before, 2), round(speed_after, 2)],
         "window_s": round(seconds, 2),
@@ -529,7 +531,9 @@ def measure(n: int, args: argparse.Namespace, logs: Path, profile: bool = False)
         "bridge_log_errors": log_problems,
         "fleet": fleet_result,
     }
-    hist_ok = all(relay[d]["p99_ms"] <= P99_TARGET_MS for d in DIRECTIONS) and not overflow
+    # Appends of more than one frame hold the first frames back by design: that wait is allowed on top.
+    limits = {"caller_to_model": P99_TARGET_MS + append_ms - 20, "model_to_caller": P99_TARGET_MS}
+    hist_ok = all(relay[d]["p99_ms"] <= limits[d] for d in DIRECTIONS) and not overflow
     healthy = (
         result["load_drops"] == 0
         and not rejections
@@ -576,7 +580,7 @@ def machine() -> str:
 
 def print_table(results: list[dict]) -> None:
     header = (
-        f"{'N':>4} {'CPU ms/call-s':>13} {'bridge':>6} {'other0':>6} {'core1':>6} "
+        f"{'N':>4} {'append':>6} {'CPU ms/call-s':>13} {'bridge':>6} {'other0':>6} {'core1':>6} "
         f"{'c→m p50/p99 ms':>15} {'m→c p50/p99 ms':>15} {'loop lag p50/p99 ms':>20} "
         f"{'frames/s sent/in':>16} {'drops':>5} {'failed':>6} {'gen late p99':>12} {'MB/call':>7} {'ref µs':>6} {'verdict':>7}"
     )
@@ -586,7 +590,7 @@ def print_table(results: list[dict]) -> None:
         up, down = r["relay"]["caller_to_model"], r["relay"]["model_to_caller"]
         over = ">" if r["relay_overflow"] else " "
         print(
-            f"{r['n']:>4} {r['bridge_cpu_ms_per_call_s']:>13.2f} {r['bridge_core_share']:>6.0%} {r['core0_not_bridge']:>6.0%} "
+            f"{r['n']:>4} {r.get('append_ms', 20):>4}ms {r['bridge_cpu_ms_per_call_s']:>13.2f} {r['bridge_core_share']:>6.0%} {r['core0_not_bridge']:>6.0%} "
             f"{r['core1_busy']:>6.0%} {up['p50_ms']:>6.2f} /{over}{up['p99_ms']:<6.2f} {down['p50_ms']:>6.2f} /{over}{down['p99_ms']:<6.2f} "
             f"{r['loop_lag_ms_p50']:>9.1f} / {r['loop_lag_ms_p99']:<8.1f} "
             f"{r['generator_frames_per_call_s']:>7.1f} /{r['bridge_frames_in_per_call_s']:<6.1f} {r['load_drops']:>5.0f} "
@@ -594,7 +598,8 @@ def print_table(results: list[dict]) -> None:
             f"{sum(r['calibration_us_per_frame']) / 2:>6.1f} {verdict(r):>7}"
         )
     print(
-        "\nbridge = the bridge process's share of core 0; other0 = the rest of core 0's busy time (other processes, "
+        "\nappend = VOICE_BRIDGE_APPEND_MS (caller audio per input_audio_buffer.append; 20 = every frame, the default).\n"
+        "bridge = the bridge process's share of core 0; other0 = the rest of core 0's busy time (other processes, "
         "interrupts); core1 = the generator's core busy (agent + fleet + controller + others).\n"
         "relay p50/p99 = the bridge's voice_bridge_relay_seconds histogram (interpolated within buckets; the clock starts "
         "when the app dequeues the frame); loop lag = GET /healthz latency from core 1, 20 per second (what a frame "
@@ -603,18 +608,22 @@ def print_table(results: list[dict]) -> None:
         f"ref µs = the caller transcoder's µs per frame on core 0 just before and after the run (mean): {REFERENCE_US} when "
         "this virtual machine runs at full speed; a higher value means the host was slowing the core down, and every "
         "CPU figure of that row is inflated by about ref / 12.5.\n"
-        "verdict: ok = p99 <= 10 ms both ways by the histogram and by loop lag, no drops or failures, generator on time; "
+        "verdict: ok = p99 <= 10 ms both ways by the histogram (caller→model: plus append - 20 ms, the wait for a "
+        "batch by design) and by loop lag, no drops or failures, generator on time; "
         "gen = the bridge was fine but the generator ran late (p99 tick > 20 ms); lag = the histogram is within 10 ms "
         "but frames queue behind the busy loop; NO = the bridge missed."
     )
 
 
-def plot(results: list[dict], path: Path) -> None:
+def plot(all_results: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    first = all_results[0]["append_ms"]
+    results = [r for r in all_results if r["append_ms"] == first]
+    others = sorted({r["append_ms"] for r in all_results} - {first})
     ns = [r["n"] for r in results]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11.5, 5.0))
     for direction, color in zip(DIRECTIONS, ("tab:blue", "tab:orange")):
@@ -628,6 +637,12 @@ def plot(results: list[dict], path: Path) -> None:
     left.set_title("latency added inside the bridge")
     left.legend(fontsize=7)
     right.plot(ns, [r["bridge_cpu_ms_per_call_s"] for r in results], "o-", color="tab:green", label="bridge CPU ms per call-second")
+    for append_ms in others:
+        rows = [r for r in all_results if r["append_ms"] == append_ms]
+        right.plot([r["n"] for r in rows], [r["bridge_cpu_ms_per_call_s"] for r in rows], "d--", color="tab:olive",
+                   label=f"bridge CPU, {append_ms} ms appends")
+        left.plot([r["n"] for r in rows], [r["relay"]["caller_to_model"]["p99_ms"] for r in rows], "d--", color="tab:olive",
+                  label=f"relay caller_to_model p99, {append_ms} ms appends")
     right.axhline(CPU_TARGET_MS, color="red", lw=0.8, ls="--", label="target 4 ms")
     right.set_ylim(bottom=0)
     right.set_xlabel("concurrent calls")
@@ -646,7 +661,7 @@ def plot(results: list[dict], path: Path) -> None:
             for ax in (left, right):
                 ax.axvspan(r["n"] - 3, r["n"] + 3, color="gray", alpha=0.2)
     audio = results[0]["audio"] if results else ""
-    fig.suptitle(f"voice-bridge load, {audio} (grey: the load generator ran late)", fontsize=10)
+    fig.suptitle(f"voice-bridge load, {audio}, {first} ms appends (grey: the load generator ran late)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -711,6 +726,8 @@ def main() -> None:
     parser.add_argument("--n", help="comma-separated numbers of concurrent calls")
     parser.add_argument("--quick", action="store_true", help="N = 10,50 with 24 s calls: a smoke run")
     parser.add_argument("--audio", choices=("pcm24k", "g711"), default="pcm24k", help="VOICE_BRIDGE_AUDIO of the bridge")
+    parser.add_argument("--append-ms", default="20",
+                        help="VOICE_BRIDGE_APPEND_MS of the bridge; a comma-separated list runs each at every N, side by side")
     parser.add_argument("--call-seconds", type=float, default=None, help="length of each call (default 40, quick 24)")
     parser.add_argument("--spread", type=float, default=4.0, help="calls start at random offsets over this many seconds")
     parser.add_argument("--warmup", type=float, default=6.0, help="seconds after the last call started before the window")
@@ -735,12 +752,13 @@ def main() -> None:
     args.call_seconds = args.call_seconds or (24.0 if args.quick else 40.0)
     args.window = args.window or (10.0 if args.quick else 24.0)
     ns = [int(x) for x in args.n.split(",")] if args.n else list(QUICK_N if args.quick else DEFAULT_N)
+    appends = [int(x) for x in str(args.append_ms).split(",")]
     logs = Path(tempfile.mkdtemp(prefix="voice-bridge-load-"))
     started = time.monotonic()
     print(f"machine: {machine()}")
 
     if args.profile:
-        r = measure(args.profile, args, logs, profile=True)
+        r = measure(args.profile, args, logs, profile=True, append_ms=appends[0])
         print(
             f"N={args.profile} ({args.audio}) under py-spy (sampling pauses the bridge: not a measurement): "
             f"{r['bridge_cpu_ms_per_call_s']:.2f} ms/call-s"
@@ -757,12 +775,15 @@ def main() -> None:
         flush=True,
     )
     results = []
-    for n in ns:
-        r = measure(n, args, logs)
+    saturated: set[int] = set()
+    for n, append_ms in ((n, a) for n in ns for a in appends):
+        if append_ms in saturated:
+            continue
+        r = measure(n, args, logs, append_ms=append_ms)
         results.append(r)
         f = r["fleet"]
         print(
-            f"  N={n:<4} cpu {r['bridge_cpu_ms_per_call_s']:.2f} ms/call-s (bridge {r['bridge_core_share']:.0%} of core 0, "
+            f"  N={n:<4} append {append_ms} ms: cpu {r['bridge_cpu_ms_per_call_s']:.2f} ms/call-s (bridge {r['bridge_core_share']:.0%} of core 0, "
             f"others {r['core0_not_bridge']:.0%}), core1 {r['core1_busy']:.0%}; relay p99 "
             f"c→m {r['relay']['caller_to_model']['p99_ms']:.2f} / m→c {r['relay']['model_to_caller']['p99_ms']:.2f} ms; "
             f"loop lag p99 {r['loop_lag_ms_p99']:.1f} ms; frames {r['generator_frames_per_call_s']:.1f} sent / "
@@ -772,34 +793,20 @@ def main() -> None:
             file=sys.stderr, flush=True,
         )
         if not args.no_stop and clearly_saturated(r):
-            print(f"  N={n} is clearly saturated: larger N skipped", file=sys.stderr, flush=True)
-            break
+            print(f"  N={n} (append {append_ms} ms) is clearly saturated: larger N skipped", file=sys.stderr, flush=True)
+            saturated.add(append_ms)
 
     print()
     print_table(results)
 
-    def largest(key: str) -> int | None:
-        passing = [r["n"] for r in results if r[key]]
-        return max(passing) if passing else None
-
-    largest_clean = largest("clean")
-    clean_run = next((r for r in results if r["n"] == largest_clean), None)
-    at_100 = next((r for r in results if r["n"] == 100), None)
-    cpu_at = clean_run["bridge_cpu_ms_per_call_s"] if clean_run else None
-    summary = {
-        "max_n_relay_hist_p99_le_10ms_no_drops": largest("hist_ok"),
-        "max_n_with_loop_lag_p99_le_10ms_too": largest("bridge_ok"),
-        "largest_clean_n": largest_clean,
-        "cpu_ms_per_call_s_at_largest_clean_n": cpu_at,
-        "calls_per_core_at_100pct_at_that_cpu": 1000 / cpu_at if cpu_at else None,
-        "targets": {
-            "cpu_le_4ms_per_call_s": bool(cpu_at is not None and cpu_at <= CPU_TARGET_MS),
-            "p99_le_10ms_at_100_by_histogram": bool(at_100 and at_100["hist_ok"]),
-            "p99_le_10ms_at_100_with_loop_lag": bool(at_100 and at_100["bridge_ok"]),
-        },
-    }
+    by_append = {a: summarize([r for r in results if r["append_ms"] == a]) for a in appends}
+    summary = by_append[appends[0]]
+    largest_clean = summary["largest_clean_n"]
+    cpu_at = summary["cpu_ms_per_call_s_at_largest_clean_n"]
+    at_100 = next((r for r in results if r["n"] == 100 and r["append_ms"] == appends[0]), None)
+    print(f"\nappend {appends[0]} ms:")
     print(
-        f"\nhighest N with p99 <= 10 ms both ways and no drops, by the relay histogram: "
+        f"highest N with p99 <= 10 ms both ways and no drops, by the relay histogram: "
         f"{summary['max_n_relay_hist_p99_le_10ms_no_drops']}; counting the event loop's lag too: "
         f"{summary['max_n_with_loop_lag_p99_le_10ms_too']}; and the generator on time: {largest_clean}"
     )
@@ -815,6 +822,13 @@ def main() -> None:
         )
     else:
         print("N=100 was not run")
+    for a in appends[1:]:
+        other = by_append[a]
+        if other["cpu_ms_per_call_s_at_largest_clean_n"]:
+            print(
+                f"append {a} ms: largest clean N {other['largest_clean_n']}, "
+                f"{other['cpu_ms_per_call_s_at_largest_clean_n']:.2f} ms per call-second there"
+            )
     if args.plot and results:
         plot(results, Path(args.plot))
         print(f"plot: {args.plot}")
@@ -825,8 +839,39 @@ def main() -> None:
             p.unlink()
         logs.rmdir()
     print(f"(ran in {time.monotonic() - started:.0f} s)", file=sys.stderr)
-    report = {"machine": machine(), "args": {k: v for k, v in vars(args).items() if k != "fleet"}, "summary": summary, "results": results}
+    report = {
+        "machine": machine(),
+        "args": {k: v for k, v in vars(args).items() if k != "fleet"},
+        "summary": summary,
+        "summary_by_append_ms": {str(a): v for a, v in by_append.items()},
+        "results": results,
+    }
     print(json.dumps(report, sort_keys=True))
+
+
+def summarize(results: list[dict]) -> dict:
+    """The headline figures of one configuration's runs."""
+
+    def largest(key: str) -> int | None:
+        passing = [r["n"] for r in results if r[key]]
+        return max(passing) if passing else None
+
+    largest_clean = largest("clean")
+    clean_run = next((r for r in results if r["n"] == largest_clean), None)
+    at_100 = next((r for r in results if r["n"] == 100), None)
+    cpu_at = clean_run["bridge_cpu_ms_per_call_s"] if clean_run else None
+    return {
+        "max_n_relay_hist_p99_le_10ms_no_drops": largest("hist_ok"),
+        "max_n_with_loop_lag_p99_le_10ms_too": largest("bridge_ok"),
+        "largest_clean_n": largest_clean,
+        "cpu_ms_per_call_s_at_largest_clean_n": cpu_at,
+        "calls_per_core_at_100pct_at_that_cpu": 1000 / cpu_at if cpu_at else None,
+        "targets": {
+            "cpu_le_4ms_per_call_s": bool(cpu_at is not None and cpu_at <= CPU_TARGET_MS),
+            "p99_le_10ms_at_100_by_histogram": bool(at_100 and at_100["hist_ok"]),
+            "p99_le_10ms_at_100_with_loop_lag": bool(at_100 and at_100["bridge_ok"]),
+        },
+    }
 
 
 if __name__ == "__main__":
