@@ -18,10 +18,11 @@ MULAW_BYTES_PER_MS = 8  # 8 kHz, one byte a sample
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Audio ready for one append, and when each of its frames came off the Twilio socket."""
+    """Audio ready for one append: `frames` Twilio frames, the last of them taken in at `completed_at`."""
 
     audio: bytes
-    arrivals: tuple[float, ...]
+    frames: int
+    completed_at: float
 
 
 class AppendBatcher:
@@ -33,19 +34,17 @@ class AppendBatcher:
         self.append_ms = append_ms
         self._batch_bytes = append_ms * MULAW_BYTES_PER_MS
         self._frames: list[bytes] = []
-        self._arrivals: list[float] = []
         self._size = 0
 
     def add(self, frame: bytes, arrived_at: float) -> Batch | None:
         """Take one frame; the batch once it holds `append_ms` of audio, else None."""
         if not self._frames and len(frame) >= self._batch_bytes:
-            return Batch(frame, (arrived_at,))  # the default: every frame is an append
+            return Batch(frame, 1, arrived_at)  # the default: every frame is an append
         self._frames.append(frame)
-        self._arrivals.append(arrived_at)
         self._size += len(frame)
         if self._size < self._batch_bytes:
             return None
-        batch = Batch(b"".join(self._frames), tuple(self._arrivals))
+        batch = Batch(b"".join(self._frames), len(self._frames), arrived_at)
         self.clear()
         return batch
 
@@ -57,5 +56,4 @@ class AppendBatcher:
     def clear(self) -> None:
         """Forget what is held back (the session it was meant for is gone)."""
         self._frames = []
-        self._arrivals = []
         self._size = 0

@@ -326,10 +326,8 @@ class CallSession:
                     if batch is None:
                         continue
                     audio = self.to_model.process(batch.audio)
-                    if audio and await self._send_upstream(dialects.append_audio(audio), frames=len(batch.arrivals)):
-                        sent_at = time.perf_counter()
-                        for arrived_at in batch.arrivals:
-                            self._relay_in.observe(sent_at - arrived_at)
+                    if audio and await self._send_upstream(dialects.append_audio(audio), frames=batch.frames):
+                        self._relay_in.observe(time.perf_counter() - batch.completed_at)
                 elif isinstance(event, ms.MarkEcho):
                     if self.tracker.mark_echoed(event.name, now):
                         stages = self.timeline.mark_echoed(event.name, now)

@@ -48,8 +48,9 @@ class Metrics:
         self.upstream_errors = Counter("voice_bridge_upstream_errors", "Upstream error events, by code.", ["code"], registry=r)
         self.relay = Histogram(
             "voice_bridge_relay_seconds",
-            "Time a frame spends inside the bridge: Twilio media in to append sent (caller_to_model), "
-            "model audio delta in to media sent (model_to_caller).",
+            "Time a frame spends inside the bridge: Twilio media in to append sent (caller_to_model; with "
+            "VOICE_BRIDGE_APPEND_MS above 20, the frame that completes an append, the earlier ones having waited "
+            "for it by design), model audio delta in to media sent (model_to_caller).",
             ["direction"],
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),
             registry=r,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.append_batcher import AppendBatcher
+from bridge.append_batcher import AppendBatcher, Batch
 
 FRAME = bytes(range(160))  # 20 ms of μ-law
 
@@ -12,7 +12,7 @@ FRAME = bytes(range(160))  # 20 ms of μ-law
 def test_the_default_passes_every_frame_at_once() -> None:
     batcher = AppendBatcher()
     batch = batcher.add(FRAME, 1.0)
-    assert batch is not None and batch.audio == FRAME and batch.arrivals == (1.0,)
+    assert batch == Batch(FRAME, 1, 1.0)
     assert batcher.pending_ms == 0
 
 
@@ -22,8 +22,8 @@ def test_frames_are_held_until_the_batch_is_full_then_released_in_order() -> Non
     batches = [batcher.add(frame, float(i)) for i, frame in enumerate(frames)]
     released = [(i, b) for i, b in enumerate(batches) if b is not None]
     assert [i for i, _ in released] == [4, 9]  # after the 5th and the 10th frame
-    assert released[0][1].audio == b"".join(frames[:5]) and released[0][1].arrivals == (0.0, 1.0, 2.0, 3.0, 4.0)
-    assert released[1][1].audio == b"".join(frames[5:10])
+    assert released[0][1] == Batch(b"".join(frames[:5]), 5, 4.0)
+    assert released[1][1] == Batch(b"".join(frames[5:10]), 5, 9.0)
     assert batcher.pending_ms == 40.0  # two frames wait for the next batch
 
 
@@ -36,7 +36,7 @@ def test_clear_drops_what_is_held_back() -> None:
     assert batcher.add(FRAME, 0.04) is None  # a fresh batch: 20 of 60 ms
     assert batcher.add(FRAME, 0.06) is None
     batch = batcher.add(FRAME, 0.08)
-    assert batch is not None and batch.arrivals == (0.04, 0.06, 0.08)
+    assert batch is not None and batch.frames == 3 and batch.completed_at == 0.08
 
 
 def test_odd_sized_frames_count_by_audio_not_by_frames() -> None:

@@ -177,7 +177,8 @@ def test_caller_audio_in_100_ms_appends() -> None:
     assert len(appends[0]) == 4800 - 120  # 2.5 ms of look-ahead
     frames = float(re.search(r'^voice_bridge_frames_total\{direction="in"\} (\S+)$', metrics, re.MULTILINE).group(1))
     relayed = float(re.search(r'^voice_bridge_relay_seconds_count\{direction="caller_to_model"\} (\S+)$', metrics, re.MULTILINE).group(1))
+    assert relayed == len(appends)  # one relay sample per append: the frame that completed it
     # Every frame was sent, except the last batch the caller hung up on (fewer than five frames).
-    assert 0 <= frames - relayed < 5
-    assert relayed == len(appends) * 5
-    assert sum(len(audio) for audio in appends) / 48 == pytest.approx(relayed * 20, abs=3)  # ms: only the look-ahead is missing
+    sent_ms = sum(len(audio) for audio in appends) / 48
+    assert sent_ms == pytest.approx(len(appends) * 100, abs=3)  # only the look-ahead is missing
+    assert 0 <= frames * 20 - sent_ms < 5 * 20 + 3
