@@ -1,9 +1,10 @@
 """Load: N concurrent simulated calls against one bridge process pinned to one core (issue #8).
 
-    .venv/bin/python benchmarks/load.py                  # N = 10 20 30 40 50 60 75 100 ... 300, stops once saturated (~6 min)
+    .venv/bin/python benchmarks/load.py                  # N = 10 20 30 40 50 60 75 100 ... 300, stops once saturated (~8-10 min)
     .venv/bin/python benchmarks/load.py --quick          # N = 10 50, shorter calls: a smoke run (~1.5 min)
     .venv/bin/python benchmarks/load.py --n 100,200      # chosen N
     .venv/bin/python benchmarks/load.py --audio g711     # the bridge in G.711 passthrough
+    .venv/bin/python benchmarks/load.py --append-ms 20,100  # VOICE_BRIDGE_APPEND_MS 20 and 100 side by side at every N
     .venv/bin/python benchmarks/load.py --profile 40     # no measurement: py-spy the bridge at N=40, by stage
 
 Needs 2 cores, and two benchmark-only tools that are not dependencies of the bridge:
