@@ -634,7 +634,6 @@ def plot(all_results: list[dict], path: Path) -> None:
     left.set_ylabel("ms (log)")
     left.set_yscale("log")
     left.set_title("latency added inside the bridge")
-    left.legend(fontsize=7)
     right.plot(ns, [r["bridge_cpu_ms_per_call_s"] for r in results], "o-", color="tab:green", label="bridge CPU ms per call-second")
     for append_ms in others:
         rows = [r for r in all_results if r["append_ms"] == append_ms]
@@ -642,6 +641,8 @@ def plot(all_results: list[dict], path: Path) -> None:
                    label=f"bridge CPU, {append_ms} ms appends")
         left.plot([r["n"] for r in rows], [r["relay"]["caller_to_model"]["p99_ms"] for r in rows], "d--", color="tab:olive",
                   label=f"relay caller_to_model p99, {append_ms} ms appends")
+        left.plot([r["n"] for r in rows], [r["loop_lag_ms_p99"] for r in rows], "d-", color="tab:gray",
+                  label=f"event-loop lag p99, {append_ms} ms appends")
     right.axhline(CPU_TARGET_MS, color="red", lw=0.8, ls="--", label="target 4 ms")
     right.set_ylim(bottom=0)
     right.set_xlabel("concurrent calls")
@@ -655,6 +656,7 @@ def plot(all_results: list[dict], path: Path) -> None:
     more, more_labels = twin.get_legend_handles_labels()
     right.legend(lines + more, labels + more_labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
     right.set_title("bridge CPU")
+    left.legend(fontsize=7)
     for r in results:
         if not r["generator_ok"]:
             for ax in (left, right):
