@@ -101,10 +101,10 @@ param maxReplicas int = 10
 // stays open for the whole call (the POST /voice webhook before it takes milliseconds). So
 // "concurrent requests per replica" here is, to within a few webhooks, "calls per replica".
 // Sized from benchmarks/load.py (BENCHMARKS.md, "Load"): one bridge process is one event loop on
-// one core and stays within 10 ms p99 up to ~40 transcoded calls (pcm24k) on a 2.5 GHz core, so
-// a replica carries 40 (maxCallsPerReplica) and scaling out starts at 75 % of that, before a
-// replica answers new calls "busy". More cpu per replica does not raise this (one core per
-// process). With VOICE_BRIDGE_AUDIO=g711, 50 / 40; with a TLS upstream leave more headroom.
+// one core and stays within 10 ms p99 up to 40-50 transcoded calls (pcm24k) on a 2.5 GHz core, so
+// a replica carries 40 (maxCallsPerReplica; headroom for a TLS upstream) and scaling out starts
+// at 75 % of that, before a replica answers new calls "busy". More cpu per replica does not raise
+// this (one core per process). With VOICE_BRIDGE_AUDIO=g711 or VOICE_BRIDGE_APPEND_MS=100, 50 / 40.
 @description('HTTP scale rule: concurrent requests (= calls in progress, see the comment above) per replica before another replica is added (75 % of maxCallsPerReplica).')
 @minValue(1)
 param concurrentRequests int = 30
