@@ -290,3 +290,18 @@ def test_after_a_normal_end_by_the_agent_twilio_hangs_up() -> None:
         assert report.after_stream_verbs == ["Hangup"]
 
     run(scenario())
+
+
+def test_the_media_stream_declines_permessage_deflate() -> None:
+    """μ-law does not compress: a peer offering deflate gets a plain socket (no CPU spent on it)."""
+
+    async def scenario() -> list[Any]:
+        async with running_bridge() as (url, _):
+            ws, _, _ = await open_signed_stream(url)  # websockets offers permessage-deflate by default
+            try:
+                assert "permessage-deflate" in (ws.request.headers.get("Sec-WebSocket-Extensions") or "")
+                return list(ws.protocol.extensions)
+            finally:
+                await ws.close()
+
+    assert run(scenario()) == []
