@@ -104,7 +104,7 @@ param maxReplicas int = 10
 // one core and stays within 10 ms p99 up to 40-50 transcoded calls (pcm24k) on a 2.5 GHz core, so
 // a replica carries 40 (maxCallsPerReplica; headroom for a TLS upstream) and scaling out starts
 // at 75 % of that, before a replica answers new calls "busy". More cpu per replica does not raise
-// this (one core per process). With VOICE_BRIDGE_AUDIO=g711 or VOICE_BRIDGE_APPEND_MS=100, 50 / 40.
+// this (one core per process). With VOICE_BRIDGE_APPEND_MS=100, 50 / 40; with VOICE_BRIDGE_AUDIO=g711, 75 / 55.
 @description('HTTP scale rule: concurrent requests (= calls in progress, see the comment above) per replica before another replica is added (75 % of maxCallsPerReplica).')
 @minValue(1)
 param concurrentRequests int = 30
