@@ -60,18 +60,14 @@ def _lookup(samples: np.ndarray, table: np.ndarray, offset: np.float32) -> bytes
     return table.take(samples.astype(np.intp)).tobytes()
 
 
-class CallerToModel:
-    """μ-law 8 kHz bytes → PCM16 LE 24 kHz bytes. Holds back a constant `delay_samples`."""
+class _Resampling:
+    """What both resampling transcoders share: the resampler, the output table, flush and reset."""
 
-    def __init__(self, spec: LowpassSpec = DEFAULT_SPEC) -> None:
-        self._resampler = Upsampler(spec, in_rate=TWILIO_RATE)
-        if self._resampler.out_rate != MODEL_RATE:
-            raise ValueError(f"spec.factor must be {MODEL_RATE // TWILIO_RATE}, got {spec.factor}")
-        self._table, self._offset = _output_lookup(_ULAW_PEAK, self._resampler.gain_bound, False)
-
-    def process(self, chunk: bytes) -> bytes:
-        codes = np.frombuffer(_as_bytes(chunk), dtype=np.uint8)
-        return _lookup(self._resampler._run(_ULAW_DECODE_F32.take(codes)), self._table, self._offset)
+    def __init__(self, resampler: Upsampler | Downsampler, out_rate: int, peak: int, encode_ulaw: bool, factor: int) -> None:
+        if resampler.out_rate != out_rate:
+            raise ValueError(f"spec.factor must be {MODEL_RATE // TWILIO_RATE}, got {factor}")
+        self._resampler = resampler
+        self._table, self._offset = _output_lookup(peak, resampler.gain_bound, encode_ulaw)
 
     def flush(self) -> bytes:
         return _lookup(self._resampler.flush(), self._table, self._offset)
@@ -85,21 +81,29 @@ class CallerToModel:
 
     @property
     def delay_samples(self) -> int:
-        """The steady `held_back_samples` at 24 kHz: the whole latency this direction adds."""
+        """The steady `held_back_samples` at the output rate: the whole latency this direction adds."""
         return self._resampler.delay_samples
 
 
-class ModelToCaller:
+class CallerToModel(_Resampling):
+    """μ-law 8 kHz bytes → PCM16 LE 24 kHz bytes. Holds back a constant `delay_samples`."""
+
+    def __init__(self, spec: LowpassSpec = DEFAULT_SPEC) -> None:
+        super().__init__(Upsampler(spec, in_rate=TWILIO_RATE), MODEL_RATE, _ULAW_PEAK, False, spec.factor)
+
+    def process(self, chunk: bytes) -> bytes:
+        codes = np.frombuffer(_as_bytes(chunk), dtype=np.uint8)
+        return _lookup(self._resampler._run(_ULAW_DECODE_F32.take(codes)), self._table, self._offset)
+
+
+class ModelToCaller(_Resampling):
     """PCM16 LE 24 kHz bytes → μ-law 8 kHz bytes. Holds back a constant `delay_samples`.
 
     A chunk may end in the middle of a sample: the odd byte waits for the next chunk.
     """
 
     def __init__(self, spec: LowpassSpec = DEFAULT_SPEC) -> None:
-        self._resampler = Downsampler(spec, in_rate=MODEL_RATE)
-        if self._resampler.out_rate != TWILIO_RATE:
-            raise ValueError(f"spec.factor must be {MODEL_RATE // TWILIO_RATE}, got {spec.factor}")
-        self._table, self._offset = _output_lookup(_PCM16_PEAK, self._resampler.gain_bound, True)
+        super().__init__(Downsampler(spec, in_rate=MODEL_RATE), TWILIO_RATE, _PCM16_PEAK, True, spec.factor)
         self._odd_byte = b""
 
     def process(self, chunk: bytes) -> bytes:
@@ -117,20 +121,11 @@ class ModelToCaller:
     def flush(self) -> bytes:
         # A lone odd byte is half a sample: there is no sample to give for it.
         self._odd_byte = b""
-        return _lookup(self._resampler.flush(), self._table, self._offset)
+        return super().flush()
 
     def reset(self) -> None:
         self._odd_byte = b""
-        self._resampler.reset()
-
-    @property
-    def held_back_samples(self) -> int:
-        return self._resampler.held_back_samples
-
-    @property
-    def delay_samples(self) -> int:
-        """The steady `held_back_samples` at 8 kHz: the whole latency this direction adds."""
-        return self._resampler.delay_samples
+        super().reset()
 
 
 class Passthrough:
