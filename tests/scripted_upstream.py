@@ -41,6 +41,14 @@ class ScriptedSession:
         except websockets.ConnectionClosed:
             pass
 
+    async def greet(self, pcm: bytes) -> None:
+        """A GA session opened as the bridge expects it, then `pcm` spoken as the greeting (resp_1, item_1)."""
+        await self.send("session.created", session={"type": "realtime"})
+        await self.expect("session.update")
+        await self.send("session.updated", session={"type": "realtime"})
+        await self.expect("response.create")
+        await self.speak("resp_1", "item_1", pcm)
+
     async def speak(self, response_id: str, item_id: str, pcm: bytes, delta_bytes: int = 4800) -> None:
         """A whole audio response in GA event names."""
         where = {"response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0}

@@ -83,11 +83,7 @@ def test_call_ended_by_the_agent_side_closes_the_twilio_stream() -> None:
     greeting, _ = read_wav(AUDIO / "agent_greeting.wav")
 
     async def greet_then_hang_up(session: ScriptedSession) -> None:
-        await session.send("session.created", session={"type": "realtime"})
-        await session.expect("session.update")
-        await session.send("session.updated", session={"type": "realtime"})
-        await session.expect("response.create")
-        await session.speak("resp_1", "item_1", greeting[: 24000 * 2].tobytes())
+        await session.greet(greeting[: 24000 * 2].tobytes())
         await session.ws.close(1000, "done")
 
     async def scenario() -> None:
@@ -151,11 +147,7 @@ def test_caller_audio_in_100_ms_appends() -> None:
     greeting, _ = read_wav(AUDIO / "agent_greeting.wav")
 
     async def greet_then_listen(session: ScriptedSession) -> None:
-        await session.send("session.created", session={"type": "realtime"})
-        await session.expect("session.update")
-        await session.send("session.updated", session={"type": "realtime"})
-        await session.expect("response.create")
-        await session.speak("resp_1", "item_1", greeting[:24000].tobytes())  # half a second
+        await session.greet(greeting[:24000].tobytes())  # half a second
         await session.drain()
 
     async def scenario() -> tuple[list[bytes], str]:
