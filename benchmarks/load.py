@@ -589,7 +589,7 @@ def print_table(results: list[dict]) -> None:
         up, down = r["relay"]["caller_to_model"], r["relay"]["model_to_caller"]
         over = ">" if r["relay_overflow"] else " "
         print(
-            f"{r['n']:>4} {r.get('append_ms', 20):>4}ms {r['bridge_cpu_ms_per_call_s']:>13.2f} {r['bridge_core_share']:>6.0%} {r['core0_not_bridge']:>6.0%} "
+            f"{r['n']:>4} {r['append_ms']:>4}ms {r['bridge_cpu_ms_per_call_s']:>13.2f} {r['bridge_core_share']:>6.0%} {r['core0_not_bridge']:>6.0%} "
             f"{r['core1_busy']:>6.0%} {up['p50_ms']:>6.2f} /{over}{up['p99_ms']:<6.2f} {down['p50_ms']:>6.2f} /{over}{down['p99_ms']:<6.2f} "
             f"{r['loop_lag_ms_p50']:>9.1f} / {r['loop_lag_ms_p99']:<8.1f} "
             f"{r['generator_frames_per_call_s']:>7.1f} /{r['bridge_frames_in_per_call_s']:<6.1f} {r['load_drops']:>5.0f} "

@@ -25,12 +25,17 @@ class Batch:
     completed_at: float
 
 
+def check_append_ms(append_ms: int) -> None:
+    """ValueError unless `append_ms` is whole Twilio frames within the allowed range."""
+    if append_ms < TWILIO_FRAME_MS or append_ms > MAX_APPEND_MS or append_ms % TWILIO_FRAME_MS:
+        raise ValueError(f"must be a multiple of {TWILIO_FRAME_MS} ms (Twilio's frame) from {TWILIO_FRAME_MS} to {MAX_APPEND_MS} ms")
+
+
 class AppendBatcher:
     """Collects μ-law frames until they hold `append_ms` of audio."""
 
     def __init__(self, append_ms: int = TWILIO_FRAME_MS) -> None:
-        if append_ms < TWILIO_FRAME_MS or append_ms > MAX_APPEND_MS or append_ms % TWILIO_FRAME_MS:
-            raise ValueError(f"must be a multiple of {TWILIO_FRAME_MS} ms (Twilio's frame) from {TWILIO_FRAME_MS} to {MAX_APPEND_MS} ms")
+        check_append_ms(append_ms)
         self.append_ms = append_ms
         self._batch_bytes = append_ms * MULAW_BYTES_PER_MS
         self._frames: list[bytes] = []

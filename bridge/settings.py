@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .append_batcher import AppendBatcher
+from .append_batcher import check_append_ms
 
 UPSTREAMS = ("local", "voicelive", "azure-openai", "openai")
 AUDIO_MODES = ("pcm24k", "g711")
@@ -141,7 +141,7 @@ class Settings:
         if self.max_calls < 1:
             raise ConfigError("VOICE_BRIDGE_MAX_CALLS must be at least 1")
         try:
-            AppendBatcher(self.append_ms)
+            check_append_ms(self.append_ms)
         except ValueError as exc:
             raise ConfigError(f"VOICE_BRIDGE_APPEND_MS={self.append_ms}: {exc}") from None
         if self.stream_token_key is not None and len(self.stream_token_key) < 32:
