@@ -266,6 +266,15 @@ LISTEN_ONLY = CallerPlan(hangup_after_s=1.0)
 STAYS_ON_THE_LINE = CallerPlan(hangup_after_s=60.0, max_call_s=120.0)
 
 
+async def _call_with_fallback(server: ModelServer) -> tuple[CallReport, list[dict[str, Any]]]:
+    """A caller who stays on the line, through a bridge on Azure OpenAI with a fallback number."""
+    settings = settings_for("azure-openai-key", server, fallback_number=FALLBACK)
+    with capture_logs() as logs:
+        async with running_bridge(speed=SPEED, **settings) as (url, _):
+            report = await place_call(url, STAYS_ON_THE_LINE, auth_token=AUTH_TOKEN, speed=SPEED)
+    return report, logs
+
+
 # --- a whole call per dialect -------------------------------------------------------------------
 
 
@@ -328,10 +337,7 @@ def test_refused_credentials_are_not_retried_and_the_caller_gets_the_fallback(
 
     async def scenario() -> tuple[CallReport, ModelServer, list[dict[str, Any]]]:
         async with ModelServer(GA_WIRE, statuses=[status]) as server:
-            settings = settings_for("azure-openai-key", server, fallback_number=FALLBACK)
-            with capture_logs() as logs:
-                async with running_bridge(speed=SPEED, **settings) as (url, _):
-                    report = await place_call(url, STAYS_ON_THE_LINE, auth_token=AUTH_TOKEN, speed=SPEED)
+            report, logs = await _call_with_fallback(server)
         return report, server, logs
 
     report, server, logs = run(scenario())
@@ -503,10 +509,7 @@ def test_a_dropped_session_whose_replacement_is_refused_takes_the_fallback_path(
 
     async def scenario() -> tuple[CallReport, ModelServer, list[dict[str, Any]]]:
         async with ModelServer(GA_WIRE, [greet_then_drop], statuses=[None, 403]) as server:
-            settings = settings_for("azure-openai-key", server, fallback_number=FALLBACK)
-            with capture_logs() as logs:
-                async with running_bridge(speed=SPEED, **settings) as (url, _):
-                    report = await place_call(url, STAYS_ON_THE_LINE, auth_token=AUTH_TOKEN, speed=SPEED)
+            report, logs = await _call_with_fallback(server)
         return report, server, logs
 
     report, server, logs = run(scenario())
