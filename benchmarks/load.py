@@ -72,7 +72,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -82,6 +81,7 @@ import urllib.request
 from pathlib import Path
 
 from machine import cpu_model
+from ports import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parents[1]
 AUDIO = ROOT / "fixtures" / "audio"
@@ -229,12 +229,6 @@ def histogram_quantiles(before: dict, after: dict, direction: str, qs=(0.5, 0.99
 # --- processes --------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_http(url: str, timeout_s: float, proc: subprocess.Popen) -> None:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     deadline = time.monotonic() + timeout_s
@@ -249,19 +243,6 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{url} not ready after {timeout_s} s")
-
-
-def wait_port(port: int, timeout_s: float, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} during start-up")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"port {port} not listening after {timeout_s} s")
 
 
 def stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, grace_s: float = 20.0) -> None:

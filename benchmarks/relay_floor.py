@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from machine import cpu_model
+from ports import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -162,14 +163,6 @@ def run_sink(port: int) -> None:
 # --- the controller -------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def child(core: int, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         ["taskset", "-c", str(core), sys.executable, __file__, *args],
@@ -177,23 +170,11 @@ def child(core: int, *args: str) -> subprocess.Popen:
     )
 
 
-def wait_port(port: int, timeout_s: float = 15.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
-
-
 def receive_cost(impl: str, app_kind: str) -> float:
     port = free_port()
     server = child(MEASURED_CORE, "--serve", impl, app_kind, str(port))
     try:
-        wait_port(port)
+        wait_port(port, 15, server)
         sender = child(PEER_CORE, "--send", "uvicorn", str(port))
         sender.communicate(timeout=120)
         out, _ = server.communicate(timeout=30)
@@ -206,7 +187,7 @@ def send_cost(target: str) -> float:
     port = free_port()
     sink = child(PEER_CORE, "--sink", str(port))
     try:
-        wait_port(port)
+        wait_port(port, 15, sink)
         sender = child(MEASURED_CORE, "--send", target, str(port), "--append")
         out, _ = sender.communicate(timeout=120)
         return json.loads(out.strip().splitlines()[-1])["us_per_msg"]
