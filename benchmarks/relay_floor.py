@@ -1,6 +1,6 @@
 """The floor of the Python stack: what one WebSocket message costs in each layer the bridge uses.
 
-    .venv/bin/python benchmarks/relay_floor.py            # ~1 min; prints a table, then one JSON line
+    .venv/bin/python benchmarks/relay_floor.py            # ~2.5 min; prints tables, then one JSON line
 
 The load benchmark measures the whole bridge; this one takes the layers apart, each alone on
 core 0 with its peer on core 1, at the message rate of 40 calls (2000 a second, spread over 40
@@ -13,7 +13,14 @@ connections, so that messages arrive one at a time as in a real deployment, not 
   one message per connection per 20 ms tick, so that the loop's wake-up is shared as in the
   bridge (where it is paid by the receive that the append answers);
 - the pure steps, in a loop: Twilio JSON + base64 parse, the 20 ms transcode, the append built
-  with `json.dumps` and assembled.
+  with `json.dumps` and assembled;
+- below ASGI, for comparison: the `websockets` asyncio server, websockets' sans-I/O protocol
+  called from a uvloop protocol's `data_received` (no queue, no task wake-up per message), and a
+  protocol that only reads the bytes (what the kernel and the event loop cost per message);
+- the caller→model path whole, at 20 and 100 ms appends: every frame received, parsed, gathered,
+  transcoded and sent to a sink on core 1, through the bridge's stack (uvicorn, Starlette, the
+  websockets client) and through sans-I/O protocols on both sides without ASGI — what a media
+  path outside the ASGI app could save, measured rather than summed.
 
 CPU is the measured process's utime+stime (getrusage) over the run divided by the messages it
 handled. The last table sums the cheapest variant of each step for the messages of one
@@ -44,6 +51,7 @@ CONNECTIONS = 40
 RATE_PER_S = 2000  # 40 calls x 50 frames
 SECONDS = 6.0
 FRAME_TEXT_BYTES = 160  # μ-law of 20 ms
+APPEND_MS = (20, 100)  # the caller→model path measured whole, at VOICE_BRIDGE_APPEND_MS 20 and 100
 
 
 def cpu_s() -> float:
@@ -62,30 +70,100 @@ def twilio_frame(i: int) -> str:
 # --- roles run in child processes ----------------------------------------------------------------
 
 
-def serve_receiver(impl: str, app_kind: str, port: int) -> None:
-    """uvicorn on MEASURED_CORE; prints the CPU per frame once every connection has closed."""
-    import uvicorn
-    from starlette.applications import Starlette
-    from starlette.routing import WebSocketRoute
+class CallerPath:
+    """The bridge's caller→model work on one frame: parse, gather, transcode, build the append."""
+
+    def __init__(self, append_ms: int) -> None:
+        from voice_codecs import CallerToModel
+
+        from bridge import dialects, media_streams
+        from bridge.append_batcher import AppendBatcher
+
+        self._parse = media_streams.parse_twilio_message
+        self._append = dialects.append_audio
+        self._batcher = AppendBatcher(append_ms)
+        self._transcode = CallerToModel().process
+
+    def frame(self, text: str) -> str | None:
+        """The append to send for this frame, or None while a batch is still gathering."""
+        event = self._parse(text)
+        batch = self._batcher.add(event.payload, 0.0)
+        return None if batch is None else self._append(self._transcode(batch.audio))
+
+
+def serve_receiver(impl: str, app_kind: str, port: int, upstream_port: int = 0, append_ms: int = 20) -> None:
+    """A receiver on MEASURED_CORE; prints the CPU per frame once every connection has closed.
+
+    `impl` is one of uvicorn's WebSocket implementations (`app_kind` "starlette" or "asgi"), or
+    "none": no ASGI server, a uvloop protocol per connection (`app_kind` "bytes": count reads only,
+    the kernel and loop floor; "sansio": websockets' sans-I/O protocol in `data_received`), or
+    "websockets-server": the `websockets` asyncio server. With `upstream_port`, every frame also goes
+    through the bridge's caller→model work and the appends go to a sink there: the caller→model
+    path whole, through uvicorn + Starlette + the websockets client (the bridge's stack) or through
+    sans-I/O protocols on both sides called from the loop's callbacks (a media path without ASGI).
+    """
+    import uvloop
 
     tally = {"frames": 0, "open": 0, "cpu0": None}
 
-    def done() -> None:
+    def counted() -> None:
+        if tally["cpu0"] is None:
+            tally["cpu0"] = cpu_s()
+        tally["frames"] += 1
+
+    def opened() -> None:
+        tally["open"] += 1
+
+    def closed() -> None:
+        tally["open"] -= 1
         if tally["open"] == 0 and tally["frames"]:
             print(json.dumps({"us_per_msg": (cpu_s() - tally["cpu0"]) / tally["frames"] * 1e6, "msgs": tally["frames"]}), flush=True)
             os._exit(0)
 
+    async def open_upstream():
+        from websockets.asyncio.client import connect
+
+        return await connect(f"ws://127.0.0.1:{upstream_port}/", compression=None, max_size=None)
+
     async def count_frames(next_message) -> None:
-        tally["open"] += 1
+        opened()
+        upstream = await open_upstream() if upstream_port else None
+        path = CallerPath(append_ms)
         while True:
             message = await next_message()
             if message["type"] == "websocket.disconnect":
                 break
-            if tally["cpu0"] is None:
-                tally["cpu0"] = cpu_s()
-            tally["frames"] += 1
-        tally["open"] -= 1
-        done()
+            counted()
+            if upstream is not None:
+                append = path.frame(message["text"])
+                if append is not None:
+                    await upstream.send(append)
+        if upstream is not None:
+            await upstream.close()
+        closed()
+
+    if impl == "none":
+        serve_without_asgi(app_kind, port, (opened, counted, closed), open_upstream if upstream_port else None, append_ms)
+        return
+    if impl == "websockets-server":
+        async def handler(ws) -> None:
+            opened()
+            async for _ in ws:
+                counted()
+            closed()
+
+        async def main() -> None:
+            from websockets.asyncio.server import serve
+
+            async with serve(handler, "127.0.0.1", port, compression=None, max_size=None):
+                await asyncio.Future()
+
+        uvloop.run(main())
+        return
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
 
     async def starlette_endpoint(websocket) -> None:
         await websocket.accept()
@@ -101,6 +179,76 @@ def serve_receiver(impl: str, app_kind: str, port: int) -> None:
     app = bare_asgi if app_kind == "asgi" else Starlette(routes=[WebSocketRoute("/ws", starlette_endpoint)])
     uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", ws=impl,
                 ws_per_message_deflate=False, log_level="warning")
+
+
+def serve_without_asgi(app_kind: str, port: int, tally, open_upstream, append_ms: int) -> None:
+    """One uvloop protocol per connection, the WebSocket handled by websockets' sans-I/O protocol.
+
+    Frames are handled in `data_received` itself: no queue, no task wake-up per message. The
+    appends are written through the upstream connection's sans-I/O protocol straight to its
+    transport (no flow control: a lower bound, like the "sans-I/O send" row).
+    """
+    import uvloop
+    from websockets.frames import Opcode
+    from websockets.server import ServerProtocol
+
+    opened, counted, closed = tally
+
+    class Connection(asyncio.Protocol):
+        def connection_made(self, transport) -> None:
+            self.transport = transport
+            self.ws = ServerProtocol(max_size=None)
+            self.open = False
+            self.upstream = None
+            self.path = CallerPath(append_ms)
+
+        def data_received(self, data: bytes) -> None:
+            ws = self.ws
+            ws.receive_data(data)
+            if not self.open:
+                for request in ws.events_received():
+                    ws.send_response(ws.accept(request))
+                self.open = True
+                opened()
+                if open_upstream is not None:
+                    self.transport.pause_reading()  # frames wait until the upstream is open
+                    asyncio.ensure_future(self.connect_upstream())
+            elif app_kind == "bytes":
+                counted()
+                return
+            else:
+                for frame in ws.events_received():
+                    if frame.opcode is not Opcode.TEXT:
+                        continue
+                    counted()
+                    if self.upstream is not None:
+                        append = self.path.frame(frame.data.decode())
+                        if append is not None:
+                            self.upstream.protocol.send_text(append.encode())
+                            self.upstream.send_data()
+            for chunk in ws.data_to_send():
+                if chunk:
+                    self.transport.write(chunk)
+                else:
+                    self.transport.close()  # the closing handshake is done
+
+        async def connect_upstream(self) -> None:
+            self.upstream = await open_upstream()
+            self.transport.resume_reading()
+
+        def eof_received(self) -> None:
+            self.transport.close()
+
+        def connection_lost(self, exc) -> None:
+            if self.upstream is not None:
+                self.upstream.transport.close()
+            closed()
+
+    async def main() -> None:
+        await asyncio.get_running_loop().create_server(Connection, "127.0.0.1", port)
+        await asyncio.Future()
+
+    uvloop.run(main())
 
 
 def run_sender(target: str, port: int, texts: list[str], burst: bool) -> None:
@@ -149,8 +297,13 @@ def run_sink(port: int) -> None:
     import uvloop
     from websockets.asyncio.server import serve
 
+    from websockets.exceptions import ConnectionClosed
+
     async def handler(ws) -> None:
-        async for _ in ws:
+        try:
+            async for _ in ws:
+                pass
+        except ConnectionClosed:  # the no-ASGI relay drops its upstream without a closing handshake
             pass
 
     async def main() -> None:
@@ -170,9 +323,17 @@ def child(core: int, *args: str) -> subprocess.Popen:
     )
 
 
-def receive_cost(impl: str, app_kind: str) -> float:
+def receive_cost(impl: str, app_kind: str, append_ms: int = 0) -> float:
+    """µs of CPU per Twilio frame received; with `append_ms`, relayed on to a sink as appends."""
     port = free_port()
-    server = child(MEASURED_CORE, "--serve", impl, app_kind, str(port))
+    sink = None
+    relay_args: list[str] = []
+    if append_ms:
+        upstream_port = free_port()
+        sink = child(PEER_CORE, "--sink", str(upstream_port))
+        wait_port(upstream_port, 15, sink)
+        relay_args = [str(upstream_port), str(append_ms)]
+    server = child(MEASURED_CORE, "--serve", impl, app_kind, str(port), *relay_args)
     try:
         wait_port(port, 15, server)
         sender = child(PEER_CORE, "--send", "uvicorn", str(port))
@@ -181,6 +342,8 @@ def receive_cost(impl: str, app_kind: str) -> float:
         return json.loads(out.strip().splitlines()[-1])["us_per_msg"]
     finally:
         server.kill()
+        if sink is not None:
+            sink.kill()
 
 
 def send_cost(target: str) -> float:
@@ -241,6 +404,17 @@ def main() -> None:
         for app_kind in ("starlette", "asgi"):
             rows.append(("receive a Twilio frame", f"uvicorn ws={impl}, {'Starlette WebSocket' if app_kind == 'starlette' else 'bare ASGI'}",
                          receive_cost(impl, app_kind)))
+    for impl, app_kind, label in (
+        ("websockets-server", "-", "websockets asyncio server, recv()"),
+        ("none", "sansio", "no ASGI: websockets sans-I/O in data_received"),
+        ("none", "bytes", "no ASGI: bytes read, nothing parsed (kernel + loop)"),
+    ):
+        rows.append(("receive a Twilio frame", label, receive_cost(impl, app_kind)))
+    for append_ms in APPEND_MS:
+        rows.append((f"caller→model, {append_ms} ms", "uvicorn + Starlette + websockets client (the bridge's stack)",
+                     receive_cost("websockets-sansio", "starlette", append_ms)))
+        rows.append((f"caller→model, {append_ms} ms", "no ASGI: sans-I/O both sides, in data_received",
+                     receive_cost("none", "sansio", append_ms)))
     for target, label in (("asyncio", "websockets asyncio client send()"), ("sansio", "sans-I/O protocol + transport.write (no flow control)")):
         rows.append(("send a 20 ms append", label, send_cost(target)))
     for label, us in pure_costs().items():
@@ -252,7 +426,7 @@ def main() -> None:
         print(f"{layer:<24} {variant:<{width}} {us:>7.1f}")
 
     cost = {variant: us for _, variant, us in rows}
-    receive = min(us for layer, _, us in rows if layer == "receive a Twilio frame")
+    receive = min(us for layer, variant, us in rows if layer == "receive a Twilio frame" and variant.startswith("uvicorn"))
     receive_used = cost["uvicorn ws=websockets-sansio, Starlette WebSocket"]
     send = cost["websockets asyncio client send()"]
     parse = cost["parse Twilio media (JSON + base64 + typed)"]
@@ -270,17 +444,29 @@ def main() -> None:
     for name, ms_ in floor.items():
         print(f"  {name:<82} {ms_ / 1000:>5.2f} ms")
     print(f"  {'total':<82} {total / 1000:>5.2f} ms   (target 4 ms; the cheapest receive alone: {50 * receive / 1000:.2f} ms)")
+    print("\nthe caller→model path of one call-second measured whole (50 frames received, parsed, gathered,")
+    print("transcoded, sent as appends), on the bridge's stack and without ASGI:")
+    path: dict[str, float] = {}
+    for append_ms in APPEND_MS:
+        layer = f"caller→model, {append_ms} ms"
+        stack, bare = (50 * us / 1000 for l_, _, us in rows if l_ == layer)
+        path[f"{append_ms} ms appends, the bridge's stack"] = stack
+        path[f"{append_ms} ms appends, no ASGI"] = bare
+        print(f"  {append_ms:>3} ms appends: {stack:5.2f} ms on the bridge's stack, {bare:5.2f} ms without ASGI ({1 - bare / stack:.0%} less)")
+    bytes_only = cost["no ASGI: bytes read, nothing parsed (kernel + loop)"]
+    print(f"  reading 50 frames and nothing else (kernel + event loop, one wake-up per frame): {50 * bytes_only / 1000:.2f} ms")
     print(f"(ran in {time.monotonic() - started:.0f} s)", file=sys.stderr)
     print(json.dumps({
         "machine": cpu_model(), "python": platform.python_version(),
         "us_per_msg": {f"{layer}: {variant}": round(us, 2) for layer, variant, us in rows},
         "floor_ms_per_call_s": round(total / 1000, 2),
+        "caller_path_ms_per_call_s": {name: round(ms_, 2) for name, ms_ in path.items()},
     }, sort_keys=True))
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
-        serve_receiver(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        serve_receiver(sys.argv[2], sys.argv[3], *(int(arg) for arg in sys.argv[4:7]))
     elif len(sys.argv) > 1 and sys.argv[1] == "--send":
         if "--append" in sys.argv:
             audio = base64.b64encode(os.urandom(960)).decode("ascii")
