@@ -181,7 +181,7 @@ async def after_stream(request: Request) -> Response:
     call_sid = form.get("CallSid", "")
     outcome = state.outcomes.take(call_sid, state.clock())
     if outcome is not None and outcome.upstream_failed:
-        log.warning("call.fallback", call_sid=call_sid, dial=bool(state.settings.fallback_number))
+        log.warning("call.fallback", call_sid=call_sid, via="after_stream", dial=bool(state.settings.fallback_number))
         return _xml(documents.apology(state.settings.fallback_number))
     if outcome is not None and outcome.reason is EndReason.TRANSFERRED and outcome.transfer_to:
         # No REST credentials: the transfer happens here (the model already said the handoff line).
@@ -244,6 +244,7 @@ def _prepare_call(state: BridgeState, twilio_tap: TwilioTap | None = None) -> Ca
             tool_names=profile.tools,
             dtmf=profile.dtmf,
             transfer_number=profile.transfer_number,
+            fallback_number=state.settings.fallback_number,
             call_control=state.call_control,
         )
 

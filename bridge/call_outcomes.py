@@ -7,8 +7,6 @@ from dataclasses import dataclass
 
 from .call_session import EndReason
 
-FAILED = {EndReason.UPSTREAM_UNAVAILABLE, EndReason.UPSTREAM_FAILED}
-
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -17,7 +15,7 @@ class Outcome:
 
     @property
     def upstream_failed(self) -> bool:
-        return self.reason in FAILED
+        return self.reason.upstream_failed
 
 
 class CallOutcomes:

@@ -52,6 +52,7 @@ log = get_logger("bridge.call")
 START_TIMEOUT_S = 10.0
 UPSTREAM_CLOSE_TIMEOUT_S = 3.0  # longer than the connection's own 2 s close timeout
 GOODBYE_TIMEOUT_S = 10.0
+TWILIO_REST_TIMEOUT_S = 5.0  # a stalled Twilio API must not hold the caller on a dead line
 GOODBYE_INSTRUCTIONS = (
     "The call must end now. Say a short, friendly goodbye to the caller in one sentence, in the language "
     "of the conversation, and say nothing else."
@@ -99,6 +100,11 @@ class EndReason(enum.Enum):
     AGENT_HANGUP = "agent_hangup"  # the model called end_call
     TRANSFERRED = "transferred"  # the model called transfer_call
     INTERNAL_ERROR = "internal_error"
+
+    @property
+    def upstream_failed(self) -> bool:
+        """The model could not be reached or was lost: the caller is owed an apology (and the fallback)."""
+        return self in (EndReason.UPSTREAM_UNAVAILABLE, EndReason.UPSTREAM_FAILED)
 
 
 class StartRefused(Exception):
@@ -279,6 +285,7 @@ class CallSession:
             self._end(EndReason.UPSTREAM_UNAVAILABLE)
             caller.cancel()
             await asyncio.gather(caller, return_exceptions=True)
+            await self._push_apology()
             await self.twilio.close(CLOSE_INTERNAL, "upstream_unavailable")
             return
         if self.state is not CallState.CONNECTING_UPSTREAM:  # ended while the result came in
@@ -302,6 +309,26 @@ class CallSession:
             if not task.cancelled() and task.exception() is not None:
                 self._log.error("call.failed", error=repr(task.exception()))
                 self._end(EndReason.INTERNAL_ERROR)
+        if self.end_reason is EndReason.UPSTREAM_FAILED:
+            await self._push_apology()
+
+    async def _push_apology(self) -> None:
+        """With Twilio REST, replace the call's TwiML with the apology before the stream closes.
+
+        Otherwise (or if Twilio cannot be reached) the after-stream `<Redirect>` asks for it, and
+        only this process remembers the outcome: with REST any replica setup works.
+        """
+        assert self.call_sid is not None and self.setup is not None
+        control = self.setup.call_control
+        if control is None:
+            return
+        try:
+            async with asyncio.timeout(TWILIO_REST_TIMEOUT_S):
+                await control.apologise(self.call_sid, self.setup.fallback_number)
+        except Exception as exc:  # the after-stream TwiML still apologises on this replica
+            self._log.error("call.control_failed", action="apologise", error=type(exc).__name__)
+            return
+        self._log.warning("call.fallback", via="rest", dial=bool(self.setup.fallback_number))
 
     # --- caller → model ------------------------------------------------------------------------
 
@@ -592,15 +619,16 @@ class CallSession:
         assert self.call_sid is not None and self.setup is not None
         control = self.setup.call_control
         try:
-            if action == "transfer" and number:
-                self.transfer_to = number
-                if control is not None:
-                    await control.transfer(self.call_sid, number, handoff=None)
-                self._end(EndReason.TRANSFERRED)
-            else:
-                if control is not None:
-                    await control.hang_up(self.call_sid)
-                self._end(EndReason.AGENT_HANGUP)
+            async with asyncio.timeout(TWILIO_REST_TIMEOUT_S):
+                if action == "transfer" and number:
+                    self.transfer_to = number
+                    if control is not None:
+                        await control.transfer(self.call_sid, number, handoff=None)
+                    self._end(EndReason.TRANSFERRED)
+                else:
+                    if control is not None:
+                        await control.hang_up(self.call_sid)
+                    self._end(EndReason.AGENT_HANGUP)
         except Exception as exc:  # Twilio unreachable: closing the stream still ends or transfers the call
             self._log.error("call.control_failed", action=action, error=type(exc).__name__)
             self._end(EndReason.TRANSFERRED if action == "transfer" else EndReason.AGENT_HANGUP)

@@ -29,6 +29,7 @@ class CallSetup:
     tool_names: tuple[str, ...] = ()  # the tools this call's profile enables
     dtmf: str = "off"  # "off", "forward", "collect"
     transfer_number: str | None = None
+    fallback_number: str | None = None  # VOICE_BRIDGE_FALLBACK_NUMBER: dialled after the apology
     call_control: CallControl | None = None  # Twilio REST, when TWILIO_ACCOUNT_SID is configured
 
 

@@ -14,6 +14,7 @@ import structlog
 import websockets
 from conftest import AUTH_TOKEN, caller_clip, open_signed_stream, run, running_bridge, settle
 from scripted_upstream import ScriptedSession, ScriptedUpstream
+from twilio_api import FakeTwilioApi
 
 from bridge import media_streams as ms
 from bridge.admission import Admission
@@ -275,6 +276,63 @@ def test_upstream_dropping_mid_call_takes_the_fallback_path() -> None:
         assert report.after_stream_verbs == ["Say", "Dial"]
 
     run(scenario())
+
+
+async def _drop_mid_call(session: ScriptedSession) -> None:
+    await session.send("session.created", session={})
+    await session.expect("response.create")
+    await session.ws.transport.abort()
+
+
+@pytest.mark.parametrize("failure", ["unreachable", "dropped"])
+def test_with_twilio_rest_the_apology_is_pushed_before_the_stream_closes(failure: str) -> None:
+    """Any replica can take `/voice/after-stream`: with REST the apology does not depend on it."""
+    account = "AC" + "c" * 32
+    with FakeTwilioApi(account) as api:
+
+        async def scenario() -> Any:
+            async with ScriptedUpstream(_drop_mid_call) as upstream:
+                upstream_url = "ws://127.0.0.1:9/v1/realtime" if failure == "unreachable" else upstream.url
+                async with running_bridge(
+                    speed=4.0, upstream_url=upstream_url, fallback_number="+15550123456",
+                    twilio_client=api.client(asynchronous=True),
+                ) as (url, app):
+                    with capture_logs() as logs:
+                        report = await place_call(url, CallerPlan(max_call_s=40), auth_token=AUTH_TOKEN, speed=4.0)
+                    await app.state.bridge.call_control._client.http_client.close()
+            return report, logs
+
+        report, logs = run(scenario(), timeout=60)
+        (request,) = api.requests
+    assert request.path == f"/2010-04-01/Accounts/{account}/Calls/{report.call_sid}.json"
+    assert "<Say>" in request.form["Twiml"] and "<Dial>+15550123456</Dial>" in request.form["Twiml"]
+    assert report.ended_by == "bridge"
+    # The simulator does not act on REST updates and still follows the <Redirect>, which Twilio
+    # requests only once the stream is closed: the push came first, while the stream was open.
+    fallbacks = [e for e in logs if e["event"] == "call.fallback"]
+    assert [e["via"] for e in fallbacks] == ["rest", "after_stream"] and fallbacks[0]["dial"] is True
+
+
+def test_when_twilio_rest_fails_the_after_stream_twiml_still_apologises() -> None:
+    api = FakeTwilioApi("AC" + "d" * 32)
+    with api:
+        pass  # the API is gone before the call: every request fails
+
+    async def scenario() -> Any:
+        async with running_bridge(
+            speed=4.0, upstream_url="ws://127.0.0.1:9/v1/realtime", fallback_number="+15550123456",
+            twilio_client=api.client(asynchronous=True),
+        ) as (url, app):
+            with capture_logs() as logs:
+                report = await place_call(url, CallerPlan(max_call_s=40), auth_token=AUTH_TOKEN, speed=4.0)
+            await app.state.bridge.call_control._client.http_client.close()
+        return report, logs
+
+    report, logs = run(scenario(), timeout=60)
+    failed = next(e for e in logs if e["event"] == "call.control_failed")
+    assert failed["action"] == "apologise"
+    assert report.after_stream_verbs == ["Say", "Dial"] and report.dialed == "+15550123456"
+    assert [e.get("via") for e in logs if e["event"] == "call.fallback"] == ["after_stream"]
 
 
 def test_after_a_normal_end_by_the_agent_twilio_hangs_up() -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from twilio.rest import Client
 
-from .documents import TRANSFER_MESSAGE, transfer
+from .documents import TRANSFER_MESSAGE, apology, transfer
 
 
 class CallControl:
@@ -21,6 +21,10 @@ class CallControl:
     async def transfer(self, call_sid: str, number: str, handoff: str | None = TRANSFER_MESSAGE) -> None:
         """Replace the call's TwiML: the stream ends and Twilio dials `number`."""
         await self._client.calls(call_sid).update_async(twiml=transfer(number, handoff))
+
+    async def apologise(self, call_sid: str, fallback_number: str | None) -> None:
+        """Replace the call's TwiML with the apology (and the fallback `<Dial>`), from any replica."""
+        await self._client.calls(call_sid).update_async(twiml=apology(fallback_number))
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from twiml.signatures import SIGNATURE_HEADER, TwilioSigner
 from voice_codecs import ulaw_decode
 
 from .. import media_streams as ms
-from .caller import FRAME_BYTES, FRAME_MS, Caller, CallerPlan, CallerState
+from .caller import FRAME_MS, Caller, CallerPlan, CallerState
 from .playout import PlayoutBuffer
 
 

@@ -64,7 +64,7 @@ param voiceLiveModel string = 'gpt-realtime'
 @secure()
 param twilioAuthToken string
 
-@description('Twilio account SID (not a secret; used for call control). Empty: not set.')
+@description('Twilio account SID (not a secret; used for call control, and to push the apology when the model fails, which otherwise only the replica that carried the stream can answer: set it when more than one replica may run). Empty: not set.')
 param twilioAccountSid string = ''
 
 @description('VOICE_BRIDGE_STREAM_TOKEN_KEY (>= 32 characters, e.g. `openssl rand -hex 32`): every replica must share it, or a stream whose webhook was answered by another replica is refused. Stored as a Container Apps secret.')
