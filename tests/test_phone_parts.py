@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+
+from bridge import media_streams as ms
 from bridge.phone.caller import FRAME_BYTES, MULAW_SILENCE, Caller, CallerPlan, CallerState
 from bridge.phone.playout import PlayoutBuffer
+from bridge.phone.simulator import CallReport, _Phone
 
 
 def test_marks_are_released_only_after_their_audio_played() -> None:
@@ -63,3 +70,64 @@ def test_caller_hangs_up_at_the_time_limit() -> None:
     for _ in range(5):
         caller.tick(agent_audible=True)
     assert caller.state is CallerState.HUNG_UP
+
+
+# --- the phone's tick loop: when marks are echoed ----------------------------------------------
+
+
+class _ScriptedBridgeSocket:
+    """Stands in for the bridge's side of the socket: yields media then marks, records echoes."""
+
+    def __init__(self, outbound: list[str]) -> None:
+        self.outbound = outbound
+        self.sent_at: dict[str, float] = {}  # mark name → when the phone echoed it
+        self.yielded_media_at: float | None = None
+
+    async def send(self, text: str) -> None:
+        message = json.loads(text)
+        if message["event"] == "mark":
+            self.sent_at[message["mark"]["name"]] = time.monotonic()
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[str]:
+        await asyncio.sleep(0.0123)  # between two playout steps
+        for text in self.outbound:
+            if self.yielded_media_at is None:
+                self.yielded_media_at = time.monotonic()
+            yield text
+
+
+class _QuietCaller:
+    def __init__(self, ticks: int) -> None:
+        self.ticks = ticks
+        self.state = CallerState.LISTENING
+
+    def tick(self, agent_audible: bool) -> bytes:
+        self.ticks -= 1
+        if self.ticks <= 0:
+            self.state = CallerState.HUNG_UP
+        return MULAW_SILENCE
+
+    def keys_due(self) -> list[str]:
+        return []
+
+
+def test_the_phone_echoes_a_mark_only_once_the_audio_before_it_has_played() -> None:
+    """10 ms of audio then a mark: the echo may not come sooner than 10 ms after the audio arrived."""
+    sid = "MZ" + "0" * 32
+    ws = _ScriptedBridgeSocket([ms.media_message(sid, b"\x01" * 80), ms.mark_message(sid, "m1"),
+                                ms.media_message(sid, b"\x02" * 4), ms.mark_message(sid, "m2")])
+    phone = _Phone(ws, CallReport(call_sid="CA", stream_sid=sid), _QuietCaller(ticks=4), "AC", speed=1.0, step_ms=5)
+
+    async def call() -> None:
+        receiving = asyncio.create_task(phone.receive())
+        await phone.talk()
+        await receiving
+
+    asyncio.run(call())
+    assert ws.yielded_media_at is not None and set(ws.sent_at) == {"m1", "m2"}
+    assert ws.sent_at["m1"] - ws.yielded_media_at >= 0.010
+    # m2 follows half a millisecond of audio that plays in the same step as m1's last samples
+    assert ws.sent_at["m2"] - ws.yielded_media_at >= 0.0105

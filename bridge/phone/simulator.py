@@ -160,6 +160,9 @@ class _Phone:
         self._sequence = 0
         self._last_step_at = time.monotonic()
         self._last_step_real = 0
+        # Marks reached in the step now playing: echoed when the step is over, as Twilio echoes a
+        # mark only once the audio before it has been heard (never before; the network adds more).
+        self._step_marks: list[str] = []
 
     def next_sequence(self) -> int:
         self._sequence += 1
@@ -179,14 +182,19 @@ class _Phone:
             if isinstance(event, ms.OutboundMedia):
                 self.playout.add_media(event.payload)
             elif isinstance(event, ms.OutboundMark):
-                await self._echo(self.playout.add_mark(event.name))
+                reached = self.playout.add_mark(event.name)
+                if reached and (self._step_marks or self._last_step_real):
+                    self._step_marks += reached  # behind audio of the step still playing
+                else:
+                    await self._echo(reached)
             else:
                 self.report.clears += 1
                 # The phone plays continuously: of the current step, only the part whose time has come.
                 into_step = int((time.monotonic() - self._last_step_at) * 8000 * self.speed)
                 heard = self.playout.segment_played_samples - self._last_step_real + min(max(0, into_step), self._last_step_real)
                 self.report.clear_log.append((self.report.call_s, heard))
-                await self._echo(self.playout.clear())
+                marks, self._step_marks = self._step_marks + self.playout.clear(), []
+                await self._echo(marks)
 
     async def talk(self) -> None:
         """Play the agent in small steps and send the caller every 20 ms (divided by `speed`), until hangup."""
@@ -197,15 +205,16 @@ class _Phone:
         step = 0
         heard_in_frame = 0
         while self.caller.state is not CallerState.HUNG_UP:
+            marks, self._step_marks = self._step_marks, []
+            await self._echo(marks)  # the previous step has played
             self._last_step_at = time.monotonic()
-            agent, real, marks = self.playout.play(step_bytes)
+            agent, real, self._step_marks = self.playout.play(step_bytes)
             self._last_step_real = real
             self.report.agent_audio += agent
             if real and self.report.first_agent_audio_s is None:
                 self.report.first_agent_audio_s = step * self.step_ms / 1000.0
             self.report.agent_audio_s += real / 8000.0
             heard_in_frame += real
-            await self._echo(marks)
             step += 1
             if step % steps_per_frame == 0:
                 frame = self.caller.tick(agent_audible=heard_in_frame > 0)
