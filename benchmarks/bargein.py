@@ -36,7 +36,8 @@ Scoring, per interruption (one `clear` each): the error is |claimed - heard| on 
 response's playback timeline (items back to back), so naming the wrong item counts as the distance
 between the two positions. Under 1 ms heard, no truncate is the right answer (`audio_end_ms` is a
 whole number > 0) and a truncate is "spurious". No truncate at all leaves the item whole, as if
-heard to its end: that counts as an error of what was left of it, and as "missing" past 20 ms. A
+heard to its end: that counts as an error of what was left of it, and as "missing" past 20 ms;
+deleting it tells the service none of it was heard, an error of what was heard. A
 truncate of an item of an earlier response is "item of another response". Audio items after the
 one being heard that the service already holds (and the heard item itself when under 1 ms of it
 was heard) are "unheard items left whole" unless deleted: the bridge sends
@@ -620,6 +621,7 @@ class Interruption:
     unheard_items: list[str] = field(default_factory=list)
     item_ms: dict[str, float] = field(default_factory=dict)  # 8 kHz length of each audio item, in ms
     deleted_items: list[str] = field(default_factory=list)  # of those, the ones the bridge deleted
+    truth_item_deleted: bool = False  # the bridge deleted the item being heard: "nothing of it heard"
 
     @property
     def truth_position_ms(self) -> float | None:
@@ -707,7 +709,7 @@ def score_call(call_index: int, result: CallResult, cache: dict[str, int] | None
             Interruption(
                 call_index, ss.round_index, ss.kind, ss.nth, ss.sent_at, clear_at, heard, truth_item, truth_ms, ours, wall,
                 unheard, {item_id: samples * 1000 / TWILIO_RATE for item_id, _, samples in timeline},
-                [i for i in unheard if i in session.deleted],
+                [i for i in unheard if i in session.deleted], truth_item in session.deleted,
             )
         )
     return out
@@ -728,7 +730,7 @@ def summarise(interruptions: list[Interruption]) -> dict[str, Any]:
     """The JSON result: per method, |claimed - heard| on the response's timeline and the rule checks."""
 
     def method(claims_of: Callable[[Interruption], list[Claim]], deletes: bool = False) -> dict[str, Any]:
-        errors, rejected, missing, spurious, wrong_item, foreign, unheard = [], 0, 0, 0, 0, 0, 0
+        errors, rejected, missing, spurious, wrong_item, foreign, unheard, heard_deleted = [], 0, 0, 0, 0, 0, 0, 0
         for event in interruptions:
             claims = claims_of(event)
             rejected += sum(1 for c in claims if c.rejected)
@@ -742,7 +744,12 @@ def summarise(interruptions: list[Interruption]) -> dict[str, Any]:
             own = [c for c in claims if c.position_ms is not None]
             foreign += len(claims) - len(own)  # an item of another (earlier) response
             if not own:
-                if representable:
+                if representable and deletes and event.truth_item_deleted:
+                    # Deleted: the model is told none of it was heard, an under-claim of all that was.
+                    assert event.truth_ms is not None
+                    errors.append(event.truth_ms)
+                    heard_deleted += 1
+                elif representable:
                     # No truncate leaves the item whole: as if the caller heard it to its end.
                     assert event.truth_item is not None and event.truth_ms is not None
                     left_ms = event.item_ms[event.truth_item] - event.truth_ms
@@ -767,6 +774,7 @@ def summarise(interruptions: list[Interruption]) -> dict[str, Any]:
             "other_item": foreign,
             "wrong_item_in_response": wrong_item,
             "unheard_items_left_whole": unheard,
+            "heard_item_deleted": heard_deleted,
         }
 
     latencies = [e.clear_latency_ms for e in interruptions if e.clear_latency_ms is not None]
@@ -807,6 +815,7 @@ def print_table(result: dict[str, Any], kinds: dict[str, dict[str, Any]], machin
         ("  item of another response", ours["other_item"], wall["other_item"]),
         ("other item of the response", ours["wrong_item_in_response"], wall["wrong_item_in_response"]),
         ("unheard items left whole", ours["unheard_items_left_whole"], wall["unheard_items_left_whole"]),
+        ("heard item deleted (told none heard)", ours["heard_item_deleted"], wall["heard_item_deleted"]),
     ]
     print(f"\nBarge-in exactness: {result['interruptions']} interruptions in {elapsed_s:.0f} s ({machine})")
     print(f"{'metric':<40} {'ours (marks + clock)':>22} {'wall-clock (timestamps)':>25}")

@@ -49,7 +49,7 @@ def plan_barge_in(
     """
     if not tracker.is_playing and active_response_id is None:
         return NOTHING
-    item = tracker.playing_item or last_item
+    item = tracker.playing_item(now) or last_item
     truncation = None
     deletions: list[ItemKey] = []
     if item is not None:

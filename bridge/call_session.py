@@ -539,13 +539,14 @@ class CallSession:
 
     async def _barge_in(self) -> None:
         assert self.upstream is not None
-        heard_item = self.tracker.playing_item or self._last_item
+        now = self.clock()
+        heard_item = self.tracker.playing_item(now) or self._last_item
         response_id = self._item_response.get(heard_item) if heard_item else None
         plan = plan_barge_in(
             self.tracker,
             self._active_response_id,
             self._last_item,
-            self.clock(),
+            now,
             response_items=self._response_items.get(response_id, []) if response_id else (),
         )
         if plan.is_noop:

@@ -2,14 +2,19 @@
 
 Every chunk sent to Twilio is followed by a mark named `<epoch>.<seq>`. Twilio echoes a mark once
 the audio before it has played, so an echo confirms exactly how many samples of an item were
-heard. Between echoes the clock estimates progress inside the chunk at the head of Twilio's
-buffer, never past that chunk's end. A `clear` starts a new epoch: Twilio returns every pending
-mark at once on `clear`, and those echoes mean "discarded", not "played".
+heard. Between echoes the clock estimates progress through the chunks Twilio still holds, in
+order, from the last echo (or from the send, for a chunk sent into an empty buffer); a chunk never
+starts before it was sent, and the estimate never passes what was sent. An echo arrives after
+its audio has played (by the network's delay), so the estimate lags the caller's ear by that
+delay and must be free to move on into the next chunk — and the next item — without waiting for
+it. A `clear` starts a new epoch: Twilio returns every pending mark at once on `clear`, and those
+echoes mean "discarded", not "played".
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 ItemKey = tuple[str, int]  # (item_id, content_index)
@@ -102,21 +107,35 @@ class PlaybackTracker:
         """Audio has been sent to Twilio that it has not yet confirmed as played."""
         return bool(self._pending)
 
-    @property
-    def playing_item(self) -> ItemKey | None:
-        """The item whose audio is at the head of Twilio's buffer."""
-        return self._pending[0].item if self._pending else None
+    def playing_item(self, now: float) -> ItemKey | None:
+        """The item the caller is hearing by now, by the clock through the unconfirmed chunks."""
+        chunk = None
+        for chunk, _ in self._clock_walk(now):
+            pass
+        return chunk.item if chunk is not None else None
 
     def played_samples(self, item_id: str, content_index: int, now: float) -> int:
-        """Samples of the item heard by now: confirmed by marks plus the clock's share of the head chunk."""
+        """Samples of the item heard by now: confirmed by marks plus the clock's share of what follows."""
         key = (item_id, content_index)
         played = self._confirmed.get(key, 0)
-        if self._pending and self._pending[0].item == key:
-            head = self._pending[0]
-            started = head.sent_at if self._last_echo_at is None else max(head.sent_at, self._last_echo_at)
-            elapsed = max(0.0, now - started)
-            played = head.item_samples_after - head.samples + min(head.samples, int(elapsed * self.sample_rate + 1e-6))
+        for chunk, heard in self._clock_walk(now):
+            if chunk.item == key:
+                played = chunk.item_samples_after - chunk.samples + heard
         return played
+
+    def _clock_walk(self, now: float) -> Iterator[tuple[_SentChunk, int]]:
+        """The unconfirmed chunks the clock has reached by `now`, each with its samples heard."""
+        if not self._pending:
+            return
+        free_at = self._last_echo_at if self._last_echo_at is not None else self._pending[0].sent_at
+        for chunk in self._pending:
+            started = max(free_at, chunk.sent_at)
+            heard = int(max(0.0, now - started) * self.sample_rate + 1e-6)
+            if heard < chunk.samples or chunk is self._pending[-1]:
+                yield chunk, min(heard, chunk.samples)
+                return
+            yield chunk, chunk.samples
+            free_at = started + chunk.samples / self.sample_rate
 
     def played_ms(self, item_id: str, content_index: int, now: float) -> float:
         return self.played_samples(item_id, content_index, now) * 1000.0 / self.sample_rate

@@ -12,7 +12,7 @@ def test_marks_confirm_played_samples_per_item() -> None:
     tracker = PlaybackTracker()
     first = tracker.chunk_sent("a", 0, 800, now=0.0)
     second = tracker.chunk_sent("a", 0, 800, now=0.0)
-    assert tracker.is_playing and tracker.playing_item == ("a", 0)
+    assert tracker.is_playing and tracker.playing_item(0.0) == ("a", 0)
     assert tracker.mark_echoed(first, now=0.1)
     assert tracker.played_samples("a", 0, now=0.1) == 800
     assert tracker.mark_echoed(second, now=0.2)
@@ -20,14 +20,23 @@ def test_marks_confirm_played_samples_per_item() -> None:
     assert not tracker.is_playing
 
 
-def test_clock_estimate_stays_inside_the_head_chunk() -> None:
+def test_the_clock_moves_through_unconfirmed_chunks_but_never_past_what_was_sent() -> None:
     tracker = PlaybackTracker()
     first = tracker.chunk_sent("a", 0, 800, now=0.0)
     tracker.chunk_sent("a", 0, 800, now=0.0)
     assert tracker.played_samples("a", 0, now=0.05) == 400  # 50 ms into the first chunk
-    assert tracker.played_samples("a", 0, now=1.0) == 800  # never past the next mark
+    assert tracker.played_samples("a", 0, now=0.15) == 1200  # its echo is late: on into the second
+    assert tracker.played_samples("a", 0, now=1.0) == 1600  # all that was sent, no more
     tracker.mark_echoed(first, now=0.1)
     assert tracker.played_samples("a", 0, now=0.125) == 1000  # from the echo, not from the send
+
+
+def test_a_chunk_sent_after_the_buffer_ran_dry_starts_when_sent() -> None:
+    tracker = PlaybackTracker()
+    tracker.chunk_sent("a", 0, 800, now=0.0)
+    tracker.chunk_sent("a", 0, 800, now=0.3)  # the model was slow: 200 ms of nothing in between
+    assert tracker.played_samples("a", 0, now=0.2) == 800
+    assert tracker.played_samples("a", 0, now=0.35) == 1200
 
 
 def test_a_chunk_sent_into_an_empty_buffer_starts_playing_when_sent() -> None:
@@ -66,6 +75,8 @@ def test_items_are_accounted_separately() -> None:
     tracker.chunk_sent("a", 0, 800, now=0.0)
     b = tracker.chunk_sent("b", 0, 800, now=0.0)
     assert tracker.played_samples("b", 0, now=0.05) == 0  # b waits behind a
+    assert tracker.playing_item(0.05) == ("a", 0) and tracker.playing_item(0.15) == ("b", 0)
+    assert tracker.played_samples("a", 0, now=0.15) == 800 and tracker.played_samples("b", 0, now=0.15) == 400
     tracker.mark_echoed(b, now=0.2)
     assert tracker.played_samples("a", 0, now=0.2) == 800
     assert tracker.played_samples("b", 0, now=0.2) == 800
@@ -139,3 +150,15 @@ def test_forgetting_an_item_keeps_it_while_its_audio_is_pending() -> None:
     tracker.mark_echoed(mark, now=0.1)
     tracker.forget("old", 0)
     assert tracker.items_known == 0
+
+
+def test_barge_in_just_after_an_item_boundary_names_the_next_item_before_the_echo_arrives() -> None:
+    """The echo of a's last mark is still on its way: the caller already hears b, which is kept."""
+    tracker = PlaybackTracker()
+    tracker.audio_received("a", 0, 100.0)
+    tracker.audio_received("b", 0, 300.0)
+    tracker.chunk_sent("a", 0, 800, now=0.0)
+    tracker.chunk_sent("b", 0, 2400, now=0.0)
+    plan = plan_barge_in(tracker, "resp", ("b", 0), now=0.12, response_items=[("a", 0), ("b", 0)])
+    assert plan.truncation is not None and (plan.truncation.item_id, plan.truncation.audio_end_ms) == ("b", 20)
+    assert plan.deletions == ()
