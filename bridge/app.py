@@ -54,6 +54,9 @@ MEDIA_STREAM_PATH = "/media-stream"
 MAX_WEBHOOK_BYTES = 64 * 1024
 STREAM_TOKEN_PARAMETER = "StreamToken"
 GOODBYE_GRACE_S = 15.0  # after the drain deadline: time for goodbyes to be said and heard
+# After the last call: Twilio asks /voice/after-stream right after a stream closes; a refused
+# request would make it speak an application error to the caller who just heard our goodbye.
+AFTER_STREAM_GRACE_S = 2.0
 
 
 @dataclass(slots=True)
@@ -88,7 +91,8 @@ class BridgeState:
         self.draining = True
         self.metrics.draining.set(1)
         log.info("bridge.draining", active_calls=len(self.active_calls), drain_s=drain_s)
-        deadline = self.clock() + drain_s
+        started = self.clock()
+        deadline = started + drain_s
         while self.active_calls and self.clock() < deadline:
             await asyncio.sleep(0.05)
         if self.active_calls:
@@ -98,7 +102,14 @@ class BridgeState:
             deadline = self.clock() + goodbye_s
             while self.active_calls and self.clock() < deadline:
                 await asyncio.sleep(0.05)
-        log.info("bridge.drained", calls_left=len(self.active_calls))
+        deadline = self.clock() + AFTER_STREAM_GRACE_S
+        while self.outcomes.awaiting_redirect(started, self.clock()) and self.clock() < deadline:
+            await asyncio.sleep(0.05)
+        log.info(
+            "bridge.drained",
+            calls_left=len(self.active_calls),
+            redirects_unanswered=self.outcomes.awaiting_redirect(started, self.clock()),
+        )
 
 
 def _public_base(state: BridgeState, request: Request | WebSocket) -> str:

@@ -37,3 +37,11 @@ class CallOutcomes:
         if entry is None or entry[1] < now:
             return None
         return entry[0]
+
+    def awaiting_redirect(self, since: float, now: float) -> int:
+        """Streams ended since `since` with the caller still on the line, not yet asked about by Twilio."""
+        return sum(
+            1
+            for outcome, expires in self._entries.values()
+            if expires - self.keep_s >= since and expires >= now and outcome.reason is not EndReason.CALLER_HANGUP
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -16,6 +17,8 @@ from pathlib import Path
 import httpx
 from conftest import AUDIO, AUTH_TOKEN, caller_clip, read_wav, run, running_bridge
 
+from bridge.call_outcomes import CallOutcomes, Outcome
+from bridge.call_session import EndReason
 from bridge.phone import place_call
 from bridge.phone.caller import CallerPlan
 from twiml.signatures import TwilioSigner
@@ -109,3 +112,16 @@ def test_sigterm_drains_calls_in_flight_then_exits_0() -> None:
             server.kill()
     output = server.stdout.read() if server.stdout else ""
     assert '"event": "bridge.draining"' in output and '"event": "call.saying_goodbye"' in output
+    # The process stayed up until Twilio's after-stream request for the drained call was answered.
+    drained = next(json.loads(line) for line in output.splitlines() if '"event": "bridge.drained"' in line)
+    assert drained["calls_left"] == 0 and drained["redirects_unanswered"] == 0
+
+
+def test_outcomes_awaiting_twilio_redirect_are_those_ended_since_with_the_caller_on_the_line() -> None:
+    outcomes = CallOutcomes(keep_s=300.0)
+    outcomes.record("CA-before", Outcome(EndReason.DRAINED), now=1.0)
+    outcomes.record("CA-drained", Outcome(EndReason.DRAINED), now=10.0)
+    outcomes.record("CA-hung-up", Outcome(EndReason.CALLER_HANGUP), now=11.0)  # Twilio asks nothing
+    assert outcomes.awaiting_redirect(since=5.0, now=12.0) == 1
+    assert outcomes.take("CA-drained", now=12.5) is not None
+    assert outcomes.awaiting_redirect(since=5.0, now=13.0) == 0
