@@ -91,6 +91,29 @@ class CallerPath:
         return None if batch is None else self._append(self._transcode(batch.audio))
 
 
+class Tally:
+    """Frames received and connections open; prints the CPU per frame when the last one closes."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.open = 0
+        self.cpu0: float | None = None
+
+    def opened(self) -> None:
+        self.open += 1
+
+    def counted(self) -> None:
+        if self.cpu0 is None:
+            self.cpu0 = cpu_s()
+        self.frames += 1
+
+    def closed(self) -> None:
+        self.open -= 1
+        if self.open == 0 and self.frames and self.cpu0 is not None:
+            print(json.dumps({"us_per_msg": (cpu_s() - self.cpu0) / self.frames * 1e6, "msgs": self.frames}), flush=True)
+            os._exit(0)
+
+
 def serve_receiver(impl: str, app_kind: str, port: int, upstream_port: int = 0, append_ms: int = 20) -> None:
     """A receiver on MEASURED_CORE; prints the CPU per frame once every connection has closed.
 
@@ -104,21 +127,7 @@ def serve_receiver(impl: str, app_kind: str, port: int, upstream_port: int = 0, 
     """
     import uvloop
 
-    tally = {"frames": 0, "open": 0, "cpu0": None}
-
-    def counted() -> None:
-        if tally["cpu0"] is None:
-            tally["cpu0"] = cpu_s()
-        tally["frames"] += 1
-
-    def opened() -> None:
-        tally["open"] += 1
-
-    def closed() -> None:
-        tally["open"] -= 1
-        if tally["open"] == 0 and tally["frames"]:
-            print(json.dumps({"us_per_msg": (cpu_s() - tally["cpu0"]) / tally["frames"] * 1e6, "msgs": tally["frames"]}), flush=True)
-            os._exit(0)
+    tally = Tally()
 
     async def open_upstream():
         from websockets.asyncio.client import connect
@@ -126,31 +135,31 @@ def serve_receiver(impl: str, app_kind: str, port: int, upstream_port: int = 0, 
         return await connect(f"ws://127.0.0.1:{upstream_port}/", compression=None, max_size=None)
 
     async def count_frames(next_message) -> None:
-        opened()
+        tally.opened()
         upstream = await open_upstream() if upstream_port else None
         path = CallerPath(append_ms)
         while True:
             message = await next_message()
             if message["type"] == "websocket.disconnect":
                 break
-            counted()
+            tally.counted()
             if upstream is not None:
                 append = path.frame(message["text"])
                 if append is not None:
                     await upstream.send(append)
         if upstream is not None:
             await upstream.close()
-        closed()
+        tally.closed()
 
     if impl == "none":
-        serve_without_asgi(app_kind, port, (opened, counted, closed), open_upstream if upstream_port else None, append_ms)
+        serve_without_asgi(app_kind, port, tally, open_upstream if upstream_port else None, append_ms)
         return
     if impl == "websockets-server":
         async def handler(ws) -> None:
-            opened()
+            tally.opened()
             async for _ in ws:
-                counted()
-            closed()
+                tally.counted()
+            tally.closed()
 
         async def main() -> None:
             from websockets.asyncio.server import serve
@@ -181,7 +190,7 @@ def serve_receiver(impl: str, app_kind: str, port: int, upstream_port: int = 0, 
                 ws_per_message_deflate=False, log_level="warning")
 
 
-def serve_without_asgi(app_kind: str, port: int, tally, open_upstream, append_ms: int) -> None:
+def serve_without_asgi(app_kind: str, port: int, tally: Tally, open_upstream, append_ms: int) -> None:
     """One uvloop protocol per connection, the WebSocket handled by websockets' sans-I/O protocol.
 
     Frames are handled in `data_received` itself: no queue, no task wake-up per message. The
@@ -191,8 +200,6 @@ def serve_without_asgi(app_kind: str, port: int, tally, open_upstream, append_ms
     import uvloop
     from websockets.frames import Opcode
     from websockets.server import ServerProtocol
-
-    opened, counted, closed = tally
 
     class Connection(asyncio.Protocol):
         def connection_made(self, transport) -> None:
@@ -209,18 +216,18 @@ def serve_without_asgi(app_kind: str, port: int, tally, open_upstream, append_ms
                 for request in ws.events_received():
                     ws.send_response(ws.accept(request))
                 self.open = True
-                opened()
+                tally.opened()
                 if open_upstream is not None:
                     self.transport.pause_reading()  # frames wait until the upstream is open
                     asyncio.ensure_future(self.connect_upstream())
             elif app_kind == "bytes":
-                counted()
+                tally.counted()
                 return
             else:
                 for frame in ws.events_received():
                     if frame.opcode is not Opcode.TEXT:
                         continue
-                    counted()
+                    tally.counted()
                     if self.upstream is not None:
                         append = self.path.frame(frame.data.decode())
                         if append is not None:
@@ -242,7 +249,7 @@ def serve_without_asgi(app_kind: str, port: int, tally, open_upstream, append_ms
         def connection_lost(self, exc) -> None:
             if self.upstream is not None:
                 self.upstream.transport.close()
-            closed()
+            tally.closed()
 
     async def main() -> None:
         await asyncio.get_running_loop().create_server(Connection, "127.0.0.1", port)
