@@ -144,7 +144,7 @@ def test_tool_calls_through_the_bridge(tool: str, arguments: str, expect_ok: boo
     async def script(session: ScriptedSession) -> None:
         await _greet(session)
         await _function_call(session, "resp_tool", "call_1", tool, arguments)
-        output = await session.expect("conversation.item.create")
+        await session.expect("conversation.item.create")  # the output, checked after the call
         await session.expect("response.create")  # the model is asked to go on after the output
         await session.speak("resp_answer", "item_answer", GREETING[:12000].tobytes())
         await session.drain()
