@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .playback import ItemKey, PlaybackTracker
@@ -38,14 +38,14 @@ def plan_barge_in(
     active_response_id: str | None,
     last_item: ItemKey | None,
     now: float,
-    response_items: Sequence[ItemKey] = (),
+    response_items_of: Callable[[ItemKey], Sequence[ItemKey]] = lambda item: (),
 ) -> BargeInPlan:
     """Stop playback, cancel the response still being generated, truncate the item being heard,
     and delete the items of that response the caller heard nothing of.
 
     `last_item` is the newest item the model sent audio for; it is what the caller hears next
     when Twilio's buffer is momentarily empty while the response is still arriving.
-    `response_items` are the audio items of the response the heard item belongs to, in order.
+    `response_items_of(item)` gives the audio items of the response `item` belongs to, in order.
     """
     if not tracker.is_playing and active_response_id is None:
         return NOTHING
@@ -59,6 +59,7 @@ def plan_barge_in(
         heard_ms = math.floor(min(tracker.played_ms(*item, now=now), received_ms))
         if 0 < heard_ms < math.floor(received_ms) or (0 < heard_ms and active_response_id is not None):
             truncation = Truncation(item_id=item[0], content_index=item[1], audio_end_ms=heard_ms)
+        response_items = response_items_of(item)
         if item in response_items:
             # Playback is in order: whatever follows the item being heard was not heard at all.
             deletions = list(response_items[response_items.index(item) + 1 :])

@@ -505,6 +505,11 @@ class CallSession:
             level = self._log.info if event.code in BENIGN_UPSTREAM_ERRORS else self._log.warning
             level("upstream.error", code=event.code, error_type=event.error_type, message=event.message)
 
+    def _response_audio_items(self, item: ItemKey) -> list[ItemKey]:
+        """The audio items of the response `item` belongs to, in order."""
+        response_id = self._item_response.get(item)
+        return self._response_items.get(response_id, []) if response_id else []
+
     def _remember_response(self, response_id: str) -> None:
         """Keep per-response bookkeeping for the last few responses only: a long call stays flat."""
         self._recent_responses.append(response_id)
@@ -539,15 +544,12 @@ class CallSession:
 
     async def _barge_in(self) -> None:
         assert self.upstream is not None
-        now = self.clock()
-        heard_item = self.tracker.playing_item(now) or self._last_item
-        response_id = self._item_response.get(heard_item) if heard_item else None
         plan = plan_barge_in(
             self.tracker,
             self._active_response_id,
             self._last_item,
-            now,
-            response_items=self._response_items.get(response_id, []) if response_id else (),
+            self.clock(),
+            response_items_of=self._response_audio_items,
         )
         if plan.is_noop:
             self._log.info("caller.speech_started", barge_in=False)

@@ -129,7 +129,7 @@ def test_items_heard_not_at_all_are_deleted() -> None:
     tracker.chunk_sent("b", 0, 4000, now=0.0)
     tracker.chunk_sent("c", 0, 4000, now=0.0)
     tracker.mark_echoed(first, now=0.5)
-    plan = plan_barge_in(tracker, None, ("c", 0), now=0.6, response_items=[("a", 0), ("b", 0), ("c", 0)])
+    plan = plan_barge_in(tracker, None, ("c", 0), now=0.6, response_items_of=lambda item: [("a", 0), ("b", 0), ("c", 0)])
     assert plan.truncation is not None and (plan.truncation.item_id, plan.truncation.audio_end_ms) == ("b", 100)
     assert plan.deletions == (("c", 0),)
 
@@ -137,7 +137,7 @@ def test_items_heard_not_at_all_are_deleted() -> None:
 def test_an_item_not_heard_at_all_is_deleted_not_truncated() -> None:
     tracker = PlaybackTracker()
     tracker.audio_received("a", 0, 300.0)
-    plan = plan_barge_in(tracker, "resp", ("a", 0), now=0.0, response_items=[("a", 0)])
+    plan = plan_barge_in(tracker, "resp", ("a", 0), now=0.0, response_items_of=lambda item: [("a", 0)])
     assert plan.truncation is None and plan.deletions == (("a", 0),)
 
 
@@ -159,6 +159,6 @@ def test_barge_in_just_after_an_item_boundary_names_the_next_item_before_the_ech
     tracker.audio_received("b", 0, 300.0)
     tracker.chunk_sent("a", 0, 800, now=0.0)
     tracker.chunk_sent("b", 0, 2400, now=0.0)
-    plan = plan_barge_in(tracker, "resp", ("b", 0), now=0.12, response_items=[("a", 0), ("b", 0)])
+    plan = plan_barge_in(tracker, "resp", ("b", 0), now=0.12, response_items_of=lambda item: [("a", 0), ("b", 0)])
     assert plan.truncation is not None and (plan.truncation.item_id, plan.truncation.audio_end_ms) == ("b", 20)
     assert plan.deletions == ()
