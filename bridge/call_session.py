@@ -11,7 +11,7 @@ import contextlib
 import enum
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -322,13 +322,19 @@ class CallSession:
         control = self.setup.call_control
         if control is None:
             return
+        fallback = self.setup.fallback_number
+        if await self._twilio_rest("apologise", control.apologise(self.call_sid, fallback)):
+            self._log.warning("call.fallback", via="rest", dial=bool(fallback))
+
+    async def _twilio_rest(self, action: str, request: Awaitable[None]) -> bool:
+        """One Twilio REST request, bounded in time; a failure is logged (the caller decides the fallback)."""
         try:
             async with asyncio.timeout(TWILIO_REST_TIMEOUT_S):
-                await control.apologise(self.call_sid, self.setup.fallback_number)
-        except Exception as exc:  # the after-stream TwiML still apologises on this replica
-            self._log.error("call.control_failed", action="apologise", error=type(exc).__name__)
-            return
-        self._log.warning("call.fallback", via="rest", dial=bool(self.setup.fallback_number))
+                await request
+        except Exception as exc:
+            self._log.error("call.control_failed", action=action, error=type(exc).__name__)
+            return False
+        return True
 
     # --- caller → model ------------------------------------------------------------------------
 
@@ -621,20 +627,16 @@ class CallSession:
         """Hang up or transfer through Twilio REST; without REST, by ending the stream (see after-stream)."""
         assert self.call_sid is not None and self.setup is not None
         control = self.setup.call_control
-        try:
-            async with asyncio.timeout(TWILIO_REST_TIMEOUT_S):
-                if action == "transfer" and number:
-                    self.transfer_to = number
-                    if control is not None:
-                        await control.transfer(self.call_sid, number, handoff=None)
-                    self._end(EndReason.TRANSFERRED)
-                else:
-                    if control is not None:
-                        await control.hang_up(self.call_sid)
-                    self._end(EndReason.AGENT_HANGUP)
-        except Exception as exc:  # Twilio unreachable: closing the stream still ends or transfers the call
-            self._log.error("call.control_failed", action=action, error=type(exc).__name__)
-            self._end(EndReason.TRANSFERRED if action == "transfer" else EndReason.AGENT_HANGUP)
+        # If Twilio cannot be reached, closing the stream still ends or transfers the call.
+        if action == "transfer" and number:
+            self.transfer_to = number
+            if control is not None:
+                await self._twilio_rest(action, control.transfer(self.call_sid, number, handoff=None))
+            self._end(EndReason.TRANSFERRED)
+        else:
+            if control is not None:
+                await self._twilio_rest(action, control.hang_up(self.call_sid))
+            self._end(EndReason.AGENT_HANGUP)
         self._log.info("call.agent_action", action=action, via="rest" if control else "stream")
         self._stop.set()
 
