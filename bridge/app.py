@@ -92,24 +92,24 @@ class BridgeState:
         self.metrics.draining.set(1)
         log.info("bridge.draining", active_calls=len(self.active_calls), drain_s=drain_s)
         started = self.clock()
-        deadline = started + drain_s
-        while self.active_calls and self.clock() < deadline:
-            await asyncio.sleep(0.05)
+        await self._wait_while(lambda: bool(self.active_calls), drain_s)
         if self.active_calls:
             log.info("bridge.drain_deadline", active_calls=len(self.active_calls))
             for call in list(self.active_calls):
                 call.request_goodbye(EndReason.DRAINED)
-            deadline = self.clock() + goodbye_s
-            while self.active_calls and self.clock() < deadline:
-                await asyncio.sleep(0.05)
-        deadline = self.clock() + AFTER_STREAM_GRACE_S
-        while self.outcomes.awaiting_redirect(started, self.clock()) and self.clock() < deadline:
-            await asyncio.sleep(0.05)
+            await self._wait_while(lambda: bool(self.active_calls), goodbye_s)
+        await self._wait_while(lambda: self.outcomes.awaiting_redirect(started, self.clock()) > 0, AFTER_STREAM_GRACE_S)
         log.info(
             "bridge.drained",
             calls_left=len(self.active_calls),
             redirects_unanswered=self.outcomes.awaiting_redirect(started, self.clock()),
         )
+
+    async def _wait_while(self, condition: Callable[[], bool], seconds: float) -> None:
+        """Poll `condition` until it is false or `seconds` (on the bridge's clock) have passed."""
+        deadline = self.clock() + seconds
+        while condition() and self.clock() < deadline:
+            await asyncio.sleep(0.05)
 
 
 def _public_base(state: BridgeState, request: Request | WebSocket) -> str:
