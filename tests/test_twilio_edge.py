@@ -24,6 +24,7 @@ from bridge.phone.caller import CallerPlan
 from twiml.stream_tokens import StreamTokenError, StreamTokens
 
 SILENCE = b"\xff" * 160
+UNREACHABLE = "ws://127.0.0.1:9/v1/realtime"  # nothing listens on the discard port
 
 
 async def until_closed(ws: Any, timeout: float = 5.0) -> None:
@@ -243,7 +244,7 @@ def test_busy_when_full_and_admitted_again_after_the_call() -> None:
 
 def test_upstream_unreachable_apologises_and_dials_the_fallback_number() -> None:
     async def scenario() -> None:
-        async with running_bridge(speed=4.0, upstream_url="ws://127.0.0.1:9/v1/realtime", fallback_number="+15550123456") as (url, _):
+        async with running_bridge(speed=4.0, upstream_url=UNREACHABLE, fallback_number="+15550123456") as (url, _):
             with capture_logs() as logs:
                 report = await place_call(url, CallerPlan(max_call_s=40), auth_token=AUTH_TOKEN, speed=4.0)
         assert report.ended_by == "bridge" and report.close_code == 1011
@@ -255,25 +256,9 @@ def test_upstream_unreachable_apologises_and_dials_the_fallback_number() -> None
 
 def test_upstream_unreachable_without_fallback_apologises_and_hangs_up() -> None:
     async def scenario() -> None:
-        async with running_bridge(speed=4.0, upstream_url="ws://127.0.0.1:9/v1/realtime") as (url, _):
+        async with running_bridge(speed=4.0, upstream_url=UNREACHABLE) as (url, _):
             report = await place_call(url, CallerPlan(max_call_s=40), auth_token=AUTH_TOKEN, speed=4.0)
         assert report.after_stream_verbs == ["Say", "Hangup"]
-
-    run(scenario())
-
-
-def test_upstream_dropping_mid_call_takes_the_fallback_path() -> None:
-    async def drop(session: ScriptedSession) -> None:
-        await session.send("session.created", session={})
-        await session.expect("response.create")
-        await session.ws.transport.abort() if hasattr(session.ws, "transport") else await session.ws.close(1011)
-
-    async def scenario() -> None:
-        async with ScriptedUpstream(drop) as upstream:
-            async with running_bridge(speed=4.0, upstream_url=upstream.url, fallback_number="+15550123456") as (url, _):
-                report = await place_call(url, CallerPlan(max_call_s=40), auth_token=AUTH_TOKEN, speed=4.0)
-        assert report.ended_by == "bridge"
-        assert report.after_stream_verbs == ["Say", "Dial"]
 
     run(scenario())
 
@@ -284,6 +269,28 @@ async def _drop_mid_call(session: ScriptedSession) -> None:
     await session.ws.transport.abort()
 
 
+def test_upstream_dropping_mid_call_takes_the_fallback_path() -> None:
+    async def scenario() -> None:
+        async with ScriptedUpstream(_drop_mid_call) as upstream:
+            async with running_bridge(speed=4.0, upstream_url=upstream.url, fallback_number="+15550123456") as (url, _):
+                report = await place_call(url, CallerPlan(max_call_s=40), auth_token=AUTH_TOKEN, speed=4.0)
+        assert report.ended_by == "bridge"
+        assert report.after_stream_verbs == ["Say", "Dial"]
+
+    run(scenario())
+
+
+async def _call_with_twilio_rest(api: FakeTwilioApi, upstream_url: str) -> tuple[Any, list[dict[str, Any]]]:
+    """A call whose model fails, on a bridge with Twilio REST (at `api`): the report and the logs."""
+    async with running_bridge(
+        speed=4.0, upstream_url=upstream_url, fallback_number="+15550123456", twilio_client=api.client(asynchronous=True),
+    ) as (url, app):
+        with capture_logs() as logs:
+            report = await place_call(url, CallerPlan(max_call_s=40), auth_token=AUTH_TOKEN, speed=4.0)
+        await app.state.bridge.call_control._client.http_client.close()
+    return report, logs
+
+
 @pytest.mark.parametrize("failure", ["unreachable", "dropped"])
 def test_with_twilio_rest_the_apology_is_pushed_before_the_stream_closes(failure: str) -> None:
     """Any replica can take `/voice/after-stream`: with REST the apology does not depend on it."""
@@ -292,15 +299,7 @@ def test_with_twilio_rest_the_apology_is_pushed_before_the_stream_closes(failure
 
         async def scenario() -> Any:
             async with ScriptedUpstream(_drop_mid_call) as upstream:
-                upstream_url = "ws://127.0.0.1:9/v1/realtime" if failure == "unreachable" else upstream.url
-                async with running_bridge(
-                    speed=4.0, upstream_url=upstream_url, fallback_number="+15550123456",
-                    twilio_client=api.client(asynchronous=True),
-                ) as (url, app):
-                    with capture_logs() as logs:
-                        report = await place_call(url, CallerPlan(max_call_s=40), auth_token=AUTH_TOKEN, speed=4.0)
-                    await app.state.bridge.call_control._client.http_client.close()
-            return report, logs
+                return await _call_with_twilio_rest(api, UNREACHABLE if failure == "unreachable" else upstream.url)
 
         report, logs = run(scenario(), timeout=60)
         (request,) = api.requests
@@ -318,17 +317,7 @@ def test_when_twilio_rest_fails_the_after_stream_twiml_still_apologises() -> Non
     with api:
         pass  # the API is gone before the call: every request fails
 
-    async def scenario() -> Any:
-        async with running_bridge(
-            speed=4.0, upstream_url="ws://127.0.0.1:9/v1/realtime", fallback_number="+15550123456",
-            twilio_client=api.client(asynchronous=True),
-        ) as (url, app):
-            with capture_logs() as logs:
-                report = await place_call(url, CallerPlan(max_call_s=40), auth_token=AUTH_TOKEN, speed=4.0)
-            await app.state.bridge.call_control._client.http_client.close()
-        return report, logs
-
-    report, logs = run(scenario(), timeout=60)
+    report, logs = run(_call_with_twilio_rest(api, UNREACHABLE), timeout=60)
     failed = next(e for e in logs if e["event"] == "call.control_failed")
     assert failed["action"] == "apologise"
     assert report.after_stream_verbs == ["Say", "Dial"] and report.dialed == "+15550123456"
