@@ -13,6 +13,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .playback import parse_mark_name
+from .wire import WireJSONError, ascii_uint, json_uint, loads_bounded
+
 TWILIO_MEDIA_FORMAT = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
 
 
@@ -80,29 +83,44 @@ def _field(obj: dict[str, Any], name: str, kind: type, where: str) -> Any:
     return value
 
 
+def _optional_str(obj: dict[str, Any], name: str, where: str, default: str = "") -> str:
+    value = obj.get(name, default)
+    if not isinstance(value, str):
+        raise ProtocolError("invalid_field", f"{where}.{name} must be a string")
+    return value
+
+
 def _int_string(obj: dict[str, Any], name: str, where: str) -> int:
-    # Twilio sends every counter and timestamp as a decimal string.
+    # Twilio sends every counter and timestamp as a decimal string: ASCII digits, bounded length
+    # ("²".isdigit() is true, and int() of 5000 digits raises).
     value = obj.get(name)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    raise ProtocolError("invalid_field", f"{where}.{name} must be a decimal string")
+    number = ascii_uint(value) if isinstance(value, str) else json_uint(value)
+    if number is None:
+        raise ProtocolError("invalid_field", f"{where}.{name} must be a decimal string of at most 15 ASCII digits")
+    return number
+
+
+DTMF_DIGITS = frozenset("0123456789*#")
 
 
 def parse_twilio_message(text: str) -> TwilioEvent | None:
-    """One inbound text frame → a typed event; None for an event we do not know (to ignore)."""
+    """One inbound text frame → a typed event; None for an event we do not know (to ignore).
+
+    Anything else raises `ProtocolError` (and nothing else, whatever the frame holds).
+    """
     try:
-        message = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise ProtocolError("invalid_json", str(exc)) from None
+        message = loads_bounded(text)
+    except WireJSONError as exc:
+        raise ProtocolError("invalid_json", exc.detail) from None
     if not isinstance(message, dict):
         raise ProtocolError("invalid_json", "a message must be a JSON object")
     event = message.get("event")
     if not isinstance(event, str):
         raise ProtocolError("invalid_field", "event must be a string")
     if event == "connected":
-        return Connected(protocol=str(message.get("protocol", "")), version=str(message.get("version", "")))
+        return Connected(
+            protocol=_optional_str(message, "protocol", event), version=_optional_str(message, "version", event)
+        )
     if event not in ("start", "media", "dtmf", "mark", "stop"):
         return None
     stream_sid = _field(message, "streamSid", str, event)
@@ -112,13 +130,13 @@ def parse_twilio_message(text: str) -> TwilioEvent | None:
         if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
             raise ProtocolError("invalid_field", "start.customParameters must map names to strings")
         tracks = start.get("tracks") or []
-        if not isinstance(tracks, list):
-            raise ProtocolError("invalid_field", "start.tracks must be a list")
+        if not isinstance(tracks, list) or not all(isinstance(t, str) for t in tracks):
+            raise ProtocolError("invalid_field", "start.tracks must be a list of strings")
         return Start(
             stream_sid=stream_sid,
             call_sid=_field(start, "callSid", str, "start"),
-            account_sid=str(start.get("accountSid", "")),
-            tracks=tuple(str(t) for t in tracks),
+            account_sid=_optional_str(start, "accountSid", "start"),
+            tracks=tuple(tracks),
             custom_parameters=dict(params),
             media_format=dict(_field(start, "mediaFormat", dict, "start")),
         )
@@ -126,19 +144,26 @@ def parse_twilio_message(text: str) -> TwilioEvent | None:
         media = _field(message, "media", dict, event)
         try:
             payload = base64.b64decode(_field(media, "payload", str, "media"), validate=True)
-        except binascii.Error:
+        except (binascii.Error, ValueError):  # ValueError: non-ASCII text
             raise ProtocolError("invalid_base64", "media.payload is not base64") from None
         return Media(
             stream_sid=stream_sid,
-            track=str(media.get("track", "inbound")),
+            track=_optional_str(media, "track", "media", "inbound"),
             chunk=_int_string(media, "chunk", "media"),
             timestamp_ms=_int_string(media, "timestamp", "media"),
             payload=payload,
         )
     if event == "dtmf":
-        return Dtmf(stream_sid=stream_sid, digit=_field(_field(message, "dtmf", dict, event), "digit", str, "dtmf"))
+        digit = _field(_field(message, "dtmf", dict, event), "digit", str, "dtmf")
+        if digit not in DTMF_DIGITS:
+            raise ProtocolError("invalid_field", "dtmf.digit must be one of 0-9, * and #")
+        return Dtmf(stream_sid=stream_sid, digit=digit)
     if event == "mark":
-        return MarkEcho(stream_sid=stream_sid, name=_field(_field(message, "mark", dict, event), "name", str, "mark"))
+        name = _field(_field(message, "mark", dict, event), "name", str, "mark")
+        if parse_mark_name(name) is None:
+            # Twilio echoes the names the bridge sent, `<epoch>.<seq>`; nothing else is an echo.
+            raise ProtocolError("invalid_field", "mark.name is not a mark the bridge sends")
+        return MarkEcho(stream_sid=stream_sid, name=name)
     return Stop(stream_sid=stream_sid)
 
 
@@ -245,9 +270,9 @@ OutboundEvent = OutboundMedia | OutboundMark | OutboundClear
 def parse_outbound_message(text: str, stream_sid: str) -> OutboundEvent:
     """What Twilio does with a frame from the bridge: the simulator's side of the edge."""
     try:
-        message = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ProtocolError("invalid_json", str(exc)) from None
+        message = loads_bounded(text)
+    except WireJSONError as exc:
+        raise ProtocolError("invalid_json", exc.detail) from None
     if not isinstance(message, dict):
         raise ProtocolError("invalid_json", "a message must be a JSON object")
     if message.get("streamSid") != stream_sid:
@@ -257,7 +282,7 @@ def parse_outbound_message(text: str, stream_sid: str) -> OutboundEvent:
         media = _field(message, "media", dict, "media")
         try:
             return OutboundMedia(base64.b64decode(_field(media, "payload", str, "media"), validate=True))
-        except binascii.Error:
+        except (binascii.Error, ValueError):  # ValueError: non-ASCII text
             raise ProtocolError("invalid_base64", "media.payload is not base64") from None
     if event == "mark":
         return OutboundMark(_field(_field(message, "mark", dict, "mark"), "name", str, "mark"))

@@ -17,7 +17,18 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .wire import ascii_uint
+
 ItemKey = tuple[str, int]  # (item_id, content_index)
+
+
+def parse_mark_name(name: str) -> tuple[int, int] | None:
+    """`<epoch>.<seq>` (each 1-15 ASCII digits) → (epoch, seq); None for any other name."""
+    epoch_text, dot, seq_text = name.partition(".")
+    epoch, seq = ascii_uint(epoch_text), ascii_uint(seq_text)
+    if not dot or epoch is None or seq is None:
+        return None
+    return epoch, seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +78,10 @@ class PlaybackTracker:
 
     def mark_echoed(self, name: str, now: float) -> bool:
         """Twilio says the audio up to mark `name` has played. False for stale or unknown marks."""
-        epoch, _, seq_text = name.partition(".")
-        if epoch != str(self.epoch) or not seq_text.isdigit():
+        parsed = parse_mark_name(name)
+        if parsed is None or parsed[0] != self.epoch:
             return False
-        seq = int(seq_text)
+        seq = parsed[1]
         if not any(chunk.seq == seq for chunk in self._pending):
             return False
         while self._pending and self._pending[0].seq <= seq:
