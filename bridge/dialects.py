@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from .realtime_events import (
     AudioDelta,
+    BadEvent,
     AudioDone,
     FunctionCallRequested,
     Ignored,
@@ -40,10 +41,55 @@ from .realtime_events import (
     UpstreamError,
     UpstreamWarning,
 )
+from .wire import MAX_WIRE_INT, WireJSONError, json_uint, loads_bounded
 
 
 class UpstreamProtocolError(ValueError):
-    """A server event that does not have the shape its type promises."""
+    """A server event that does not have the shape its type promises.
+
+    `reason` is one of `BAD_EVENT_REASONS`; `detail` names the field in the bridge's words and
+    never quotes the event's content.
+    """
+
+    def __init__(self, detail: str, reason: str = "invalid_field") -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.reason = reason
+
+
+# Why a server event was skipped: a fixed set (metric label `reason`, log field `reason`).
+BAD_EVENT_REASONS = ("binary_frame", "invalid_json", "not_an_object", "missing_type", "invalid_field", "invalid_base64")
+# Error codes the Realtime services send (and the bridge knows of): the values of the metric label
+# `voice_bridge_upstream_errors_total{code}`; any other code is counted as `other` (and logged as sent).
+KNOWN_ERROR_CODES = frozenset(
+    {
+        "none",  # an error event without a code
+        "session_expired",
+        "response_cancel_not_active",
+        "conversation_already_has_active_response",
+        "invalid_value",
+        "invalid_type",
+        "invalid_event",
+        "invalid_json",
+        "item_not_found",
+        "missing_required_parameter",
+        "unknown_parameter",
+        "decimal_below_min_value",
+        "decimal_above_max_value",
+        "integer_below_min_value",
+        "integer_above_max_value",
+        "string_above_max_length",
+        "input_audio_buffer_commit_empty",
+        "rate_limit_exceeded",
+        "invalid_api_key",
+        "server_error",
+    }
+)
+MAX_ID_CHARS = 256  # ids the service makes up (item_…, resp_…, call_…) are a few dozen characters
+MAX_NAME_CHARS = 128  # function names (the Realtime API allows 64)
+MAX_TYPE_CHARS = 128  # an unknown event type kept for logs
+MAX_CODE_CHARS = 128  # error and warning codes and types, as logged
+MAX_MESSAGE_CHARS = 1000  # error and warning messages, as logged
 
 
 AUDIO_MODES = ("pcm24k", "g711")
@@ -173,39 +219,55 @@ def truncate_item(item_id: str, content_index: int, audio_end_ms: int) -> dict[s
     }
 
 
-def _str(message: dict[str, Any], name: str) -> str:
+def _str(message: dict[str, Any], name: str, max_chars: int | None = None) -> str:
     value = message.get(name)
     if not isinstance(value, str):
-        raise UpstreamProtocolError(f"{message.get('type')}: {name} must be a string")
+        raise UpstreamProtocolError(f"{name} must be a string")
+    if max_chars is not None and len(value) > max_chars:
+        raise UpstreamProtocolError(f"{name} is longer than {max_chars} characters")
     return value
 
 
+def _id(message: dict[str, Any], name: str) -> str:
+    return _str(message, name, MAX_ID_CHARS)
+
+
 def _int(message: dict[str, Any], name: str, default: int | None = None) -> int:
-    value = message.get(name, default)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise UpstreamProtocolError(f"{message.get('type')}: {name} must be an integer")
+    value = json_uint(message.get(name, default))
+    if value is None:
+        raise UpstreamProtocolError(f"{name} must be an integer from 0 to {MAX_WIRE_INT}")
     return value
 
 
 def _audio(message: dict[str, Any]) -> bytes:
     try:
         return base64.b64decode(_str(message, "delta"), validate=True)
-    except binascii.Error:
-        raise UpstreamProtocolError(f"{message.get('type')}: delta is not base64") from None
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII text
+        raise UpstreamProtocolError("delta is not base64", reason="invalid_base64") from None
 
 
 def _dict(message: dict[str, Any], name: str) -> dict[str, Any]:
     value = message.get(name)
     if not isinstance(value, dict):
-        raise UpstreamProtocolError(f"{message.get('type')}: {name} must be an object")
+        raise UpstreamProtocolError(f"{name} must be an object")
     return value
 
 
-def _optional_str(message: dict[str, Any], name: str) -> str | None:
+def _optional_str(message: dict[str, Any], name: str, max_chars: int | None = None) -> str | None:
     value = message.get(name)
-    if value is not None and not isinstance(value, str):
-        raise UpstreamProtocolError(f"{message.get('type')}: {name} must be a string")
-    return value
+    if value is None:
+        return None
+    return _str(message, name, max_chars)
+
+
+def _text(message: dict[str, Any], name: str, max_chars: int) -> str:
+    """A free-form informational field (error code, message): a string or a number, cut to `max_chars`."""
+    value = message.get(name)
+    if isinstance(value, str):
+        return value[:max_chars]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)[:max_chars]  # JSON numbers are bounded by the decoder (4300 digits at most)
+    return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,39 +288,39 @@ class _EventParser:
             "session.created": lambda m: SessionReady(updated=False),
             "session.updated": lambda m: SessionReady(updated=True),
             "input_audio_buffer.speech_started": lambda m: SpeechStarted(
-                item_id=_str(m, "item_id"), audio_start_ms=_int(m, "audio_start_ms", 0)
+                item_id=_id(m, "item_id"), audio_start_ms=_int(m, "audio_start_ms", 0)
             ),
             "input_audio_buffer.speech_stopped": lambda m: SpeechStopped(
-                item_id=_str(m, "item_id"), audio_end_ms=_int(m, "audio_end_ms", 0)
+                item_id=_id(m, "item_id"), audio_end_ms=_int(m, "audio_end_ms", 0)
             ),
-            "response.created": lambda m: ResponseStarted(response_id=_str(_dict(m, "response"), "id")),
+            "response.created": lambda m: ResponseStarted(response_id=_id(_dict(m, "response"), "id")),
             "response.output_item.added": _output_item_added,
             names.audio_delta: lambda m: AudioDelta(
-                response_id=_str(m, "response_id"),
-                item_id=_str(m, "item_id"),
+                response_id=_id(m, "response_id"),
+                item_id=_id(m, "item_id"),
                 content_index=_int(m, "content_index", 0),
                 audio=_audio(m),
             ),
             names.audio_done: lambda m: AudioDone(
-                response_id=_str(m, "response_id"), item_id=_str(m, "item_id"), content_index=_int(m, "content_index", 0)
+                response_id=_id(m, "response_id"), item_id=_id(m, "item_id"), content_index=_int(m, "content_index", 0)
             ),
             names.transcript_done: lambda m: OutputTranscriptDone(
-                item_id=_str(m, "item_id"), transcript=str(m.get("transcript", ""))
+                item_id=_id(m, "item_id"), transcript=_optional_str(m, "transcript") or ""
             ),
             names.item_added: _item_added,
             "conversation.item.input_audio_transcription.completed": lambda m: InputTranscriptDone(
-                item_id=_str(m, "item_id"), content_index=_int(m, "content_index", 0), transcript=_str(m, "transcript")
+                item_id=_id(m, "item_id"), content_index=_int(m, "content_index", 0), transcript=_str(m, "transcript")
             ),
             "response.function_call_arguments.done": lambda m: FunctionCallRequested(
-                response_id=_str(m, "response_id"),
-                item_id=_str(m, "item_id"),
-                call_id=_str(m, "call_id"),
-                name=_str(m, "name"),
+                response_id=_id(m, "response_id"),
+                item_id=_id(m, "item_id"),
+                call_id=_id(m, "call_id"),
+                name=_str(m, "name", MAX_NAME_CHARS),
                 arguments=_str(m, "arguments"),
             ),
             "response.done": _response_done,
             "conversation.item.truncated": lambda m: ItemTruncated(
-                item_id=_str(m, "item_id"), content_index=_int(m, "content_index", 0), audio_end_ms=_int(m, "audio_end_ms")
+                item_id=_id(m, "item_id"), content_index=_int(m, "content_index", 0), audio_end_ms=_int(m, "audio_end_ms")
             ),
             "error": _error,
             "warning": _warning,
@@ -267,43 +329,66 @@ class _EventParser:
     def parse(self, message: dict[str, Any]) -> ServerEvent:
         kind = message.get("type")
         if not isinstance(kind, str):
-            raise UpstreamProtocolError("event without a type")
+            raise UpstreamProtocolError("event without a type", reason="missing_type")
         handler = self._handlers.get(kind)
-        return handler(message) if handler is not None else Ignored(wire_type=kind)
+        return handler(message) if handler is not None else Ignored(wire_type=kind[:MAX_TYPE_CHARS])
+
+
+def parse_server_frame(dialect: Dialect, raw: str | bytes) -> ServerEvent:
+    """Any frame the upstream can send → an event in the bridge's vocabulary; never raises.
+
+    What cannot be read (not JSON, nested too deep, not an object, a field of the wrong type or
+    size) becomes `BadEvent`: the call skips it, logs it and counts it, and goes on.
+    """
+    if isinstance(raw, bytes):
+        return BadEvent("binary_frame", None, f"{len(raw)} bytes")
+    try:
+        message = loads_bounded(raw)
+    except WireJSONError as exc:
+        return BadEvent("invalid_json", None, exc.detail)
+    if not isinstance(message, dict):
+        return BadEvent("not_an_object", None, f"a JSON {type(message).__name__}")
+    kind = message.get("type")
+    try:
+        return dialect.parse(message)
+    except UpstreamProtocolError as exc:
+        return BadEvent(exc.reason, kind[:MAX_TYPE_CHARS] if isinstance(kind, str) else None, exc.detail)
 
 
 def _output_item_added(message: dict[str, Any]) -> OutputItemAdded:
     item = _dict(message, "item")
     return OutputItemAdded(
-        response_id=_str(message, "response_id"), item_id=_str(item, "id"), item_type=str(item.get("type"))
+        response_id=_id(message, "response_id"), item_id=_id(item, "id"), item_type=_text(item, "type", MAX_CODE_CHARS)
     )
 
 
 def _item_added(message: dict[str, Any]) -> ItemAdded:
     item = _dict(message, "item")
     return ItemAdded(
-        item_id=_str(item, "id"),
-        item_type=_str(item, "type"),
-        role=str(item.get("role") or ""),
-        previous_item_id=_optional_str(message, "previous_item_id"),
+        item_id=_id(item, "id"),
+        item_type=_str(item, "type", MAX_CODE_CHARS),
+        role=_text(item, "role", MAX_CODE_CHARS),
+        previous_item_id=_optional_str(message, "previous_item_id", MAX_ID_CHARS),
     )
 
 
 def _response_done(message: dict[str, Any]) -> ResponseFinished:
     response = _dict(message, "response")
-    return ResponseFinished(response_id=_str(response, "id"), status=str(response.get("status", "")))
+    return ResponseFinished(response_id=_id(response, "id"), status=_text(response, "status", MAX_CODE_CHARS))
 
 
 def _error(message: dict[str, Any]) -> UpstreamError:
     error = _dict(message, "error")
     return UpstreamError(
-        code=str(error.get("code") or ""), message=str(error.get("message") or ""), error_type=str(error.get("type") or "")
+        code=_text(error, "code", MAX_CODE_CHARS),
+        message=_text(error, "message", MAX_MESSAGE_CHARS),
+        error_type=_text(error, "type", MAX_CODE_CHARS),
     )
 
 
 def _warning(message: dict[str, Any]) -> UpstreamWarning:
     warning = _dict(message, "warning")
-    return UpstreamWarning(code=str(warning.get("code") or ""), message=str(warning.get("message") or ""))
+    return UpstreamWarning(code=_text(warning, "code", MAX_CODE_CHARS), message=_text(warning, "message", MAX_MESSAGE_CHARS))
 
 
 def _function_tools(config: SessionConfig) -> dict[str, Any]:

@@ -125,6 +125,15 @@ class Ignored:
     wire_type: str
 
 
+@dataclass(frozen=True, slots=True)
+class BadEvent:
+    """A server event the bridge cannot read: skipped, logged (`upstream.bad_event`) and counted."""
+
+    reason: str  # one of `bridge.dialects.BAD_EVENT_REASONS`
+    wire_type: str | None  # the event's type when it had one (cut short)
+    detail: str  # which field and why, in the bridge's words: never the event's content
+
+
 ServerEvent = (
     SessionReady
     | SpeechStarted
@@ -142,4 +151,5 @@ ServerEvent = (
     | FunctionCallRequested
     | UpstreamWarning
     | Ignored
+    | BadEvent
 )

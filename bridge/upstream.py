@@ -24,7 +24,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from .auth import HeaderSource, TokenUnavailable
-from .dialects import Dialect, UpstreamProtocolError
+from .dialects import Dialect, parse_server_frame
 from .logs import get_logger
 from .realtime_events import ServerEvent
 from .recording import UpstreamTap
@@ -221,22 +221,13 @@ class UpstreamConnection:
             self.tap.sent(text)
 
     async def events(self) -> AsyncIterator[ServerEvent]:
-        """Server events until the upstream closes; unreadable ones are logged and skipped."""
+        """Server events until the upstream closes; unreadable ones come out as `BadEvent`."""
         try:
             async for raw in self._ws:
                 self.received_at = time.perf_counter()
-                if isinstance(raw, bytes):
-                    log.warning("upstream.bad_event", reason="binary_frame", size=len(raw))
-                    continue
-                if self.tap is not None:
+                if self.tap is not None and isinstance(raw, str):
                     self.tap.received(raw)
-                try:
-                    message = json.loads(raw)
-                    if not isinstance(message, dict):
-                        raise UpstreamProtocolError("event is not a JSON object")
-                    yield self.dialect.parse(message)
-                except (json.JSONDecodeError, UpstreamProtocolError) as exc:
-                    log.warning("upstream.bad_event", reason=str(exc))
+                yield parse_server_frame(self.dialect, raw)
         except websockets.ConnectionClosedError as exc:
             log.warning("upstream.dropped", code=exc.rcvd.code if exc.rcvd else None)
         if self.tap is not None and not self._closing:
