@@ -39,7 +39,7 @@ from .recording import Recorder, RecordOptions, TwilioTap, UpstreamTap
 from .profiles import ProfileBook, default_profile, session_config
 from .logs import get_logger
 from .settings import Settings
-from .telemetry import Metrics
+from .telemetry import Metrics, bounded_label
 from .tools import ToolRegistry, default_registry
 from .twilio_stream import CLOSE_INTERNAL, CLOSE_POLICY, TwilioStream
 from .upstream import UpstreamTarget
@@ -143,7 +143,8 @@ async def _signed_form(request: Request) -> dict[str, str] | Response:
     if not state.signer.is_valid(url, form, request.headers.get(SIGNATURE_HEADER)):
         log.warning("webhook.rejected", reason="bad_signature", url=url)
         state.metrics.rejections.labels(reason="bad_signature").inc()
-        state.metrics.webhooks.labels(route=request.url.path, result="forbidden").inc()
+        route = bounded_label(request.url.path, (VOICE_PATH, AFTER_STREAM_PATH, STATUS_PATH))
+        state.metrics.webhooks.labels(route=route, result="forbidden").inc()
         return PlainTextResponse("invalid Twilio signature", status_code=403)
     return form
 

@@ -29,6 +29,7 @@ from .logs import get_logger
 from .playback import ItemKey, PlaybackTracker
 from .realtime_events import (
     AudioDelta,
+    BadEvent,
     AudioDone,
     FunctionCallRequested,
     InputTranscriptDone,
@@ -41,8 +42,9 @@ from .realtime_events import (
     SpeechStopped,
     UpstreamError,
 )
-from .telemetry import Metrics
+from .telemetry import Metrics, bounded_label
 from .tools import ToolResult
+from .tools.registry import TOOL_OUTCOMES
 from .turn_timeline import TurnTimeline
 from .twilio_stream import CLOSE_INTERNAL, CLOSE_NORMAL, StreamClosed, TwilioStream, close_code_for
 from .upstream import UpstreamConnection
@@ -504,8 +506,13 @@ class CallSession:
             self._remember("assistant", event.transcript)
         elif isinstance(event, InputTranscriptDone):
             self._remember("user", event.transcript)
+        elif isinstance(event, BadEvent):
+            # Skipped: one unreadable event must not end a healthy call. Never its content in the log.
+            self.metrics.upstream_bad_events.labels(reason=bounded_label(event.reason, dialects.BAD_EVENT_REASONS)).inc()
+            self._log.warning("upstream.bad_event", reason=event.reason, event_type=event.wire_type, detail=event.detail)
         elif isinstance(event, UpstreamError):
-            self.metrics.upstream_errors.labels(code=event.code or "none").inc()
+            code_label = bounded_label(event.code or "none", dialects.KNOWN_ERROR_CODES)
+            self.metrics.upstream_errors.labels(code=code_label).inc()
             if event.message.startswith("Audio content of") or "truncat" in event.message.lower():
                 self.metrics.truncate_errors.inc()
             level = self._log.info if event.code in BENIGN_UPSTREAM_ERRORS else self._log.warning
@@ -597,10 +604,13 @@ class CallSession:
 
     async def _answer_tools(self, response_id: str) -> None:
         """Every call of the finished response gets its output, then the model may go on."""
+        assert self.setup is not None
         for call_id, task in self._tool_runs.pop(response_id, []):
             result = await task
             name = task.get_name().removeprefix("tool_")
-            self.metrics.tool_calls.labels(tool=name if result.outcome != "unknown_tool" else "unknown", outcome=result.outcome).inc()
+            # The tool's name is the model's: only the names of registered tools become label values.
+            tool_label = name if result.outcome != "unknown_tool" and name in self.setup.tools.tools else "unknown"
+            self.metrics.tool_calls.labels(tool=tool_label, outcome=bounded_label(result.outcome, TOOL_OUTCOMES)).inc()
             self._log.info("tool.answered", tool=name, call_id=call_id, outcome=result.outcome)
             await self._send_upstream(dialects.function_call_output(call_id, result.output))
         marker = self._response_seq

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+OTHER = "other"
+
+
+def bounded_label(value: str, allowed: Collection[str]) -> str:
+    """A label value fed from outside (a peer, the model): one of `allowed`, else `other`.
+
+    Every distinct label value is a series held for the life of the process: a peer that can
+    choose values could grow `/metrics` and memory without bound.
+    """
+    return value if value in allowed else OTHER
 
 # Latency buckets for telephony: what matters is tens to hundreds of milliseconds.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
@@ -63,6 +76,10 @@ class Metrics:
             registry=r,
         )
         self.draining = Gauge("voice_bridge_draining", "1 while the process drains before exit.", registry=r)
+        # issue 13 (wire, class 1): upstream events that could not be read, skipped; reason from BAD_EVENT_REASONS.
+        self.upstream_bad_events = Counter(
+            "voice_bridge_upstream_bad_events", "Upstream events skipped as unreadable, by reason.", ["reason"], registry=r
+        )
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition format and its content type, for `GET /metrics`."""
