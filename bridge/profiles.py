@@ -40,6 +40,7 @@ from .dialects import (
     TurnDetection,
 )
 from .settings import ConfigError, Settings
+from .tools.registry import TOOL_DATA_NOTICE
 
 DTMF_MODES = ("off", "forward", "collect")
 DEFAULT_PROFILE_NAME = "default"
@@ -106,8 +107,12 @@ def session_config(
     if missing:
         known = ", ".join(sorted(available)) or "none yet"
         raise ProfileError(f"profile {profile.name!r}: unknown tool(s) {', '.join(missing)} (known: {known})")
+    instructions = profile.instructions
+    if profile.tools:
+        # Tool results may carry text a third party chose: the model must read them as data.
+        instructions = f"{instructions}\n\n{TOOL_DATA_NOTICE}"
     return SessionConfig(
-        instructions=profile.instructions,
+        instructions=instructions,
         voice=profile.voice.name,
         audio_mode=audio_mode,
         voice_type=profile.voice.type,
