@@ -3,7 +3,7 @@
 Python's own readers are not safe for that: `str.isdigit()` is true for "²" and other Unicode
 digits that `int()` refuses; `int()` refuses decimal strings over 4300 digits (`ValueError`);
 `json.loads` raises `ValueError` for such integers and `RecursionError` for deep nesting, and
-accepts `NaN` and `Infinity`. Every number and JSON document the bridge reads from Twilio or from
+accepts `NaN` and `Infinity` (and reads `1e400` as infinity). Every number and JSON document the bridge reads from Twilio or from
 the model goes through here, so each of those is one typed refusal (`None`, or `WireJSONError`).
 
 Imports nothing from the project: `twiml` may use it as well as `bridge`.
@@ -12,6 +12,7 @@ Imports nothing from the project: `twiml` may use it as well as `bridge`.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 MAX_DIGITS = 15  # a wire integer is 1-15 ASCII digits: any counter, timestamp or index a peer can honestly send
@@ -45,8 +46,15 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 overflows to inf: Infinity by another name
+        raise ValueError("a number out of the float range")
+    return value
+
+
 # One decoder, built once (json.loads with keyword arguments builds one per call).
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 def loads_bounded(text: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:

@@ -76,6 +76,7 @@ TWILIO_CASES: list[tuple[str, Any, str]] = [
     ("nested 30000 deep", lambda sid: '{"event": "media", "streamSid": "' + sid + '", "x": ' + "[" * 30_000 + "]" * 30_000 + "}", "invalid_json"),
     ("nested 500 deep", lambda sid: _media(sid, track="__n__").replace('"__n__"', "[" * 500 + "]" * 500), "invalid_json"),
     ("NaN", lambda sid: _media(sid, chunk="__n__").replace('"__n__"', "NaN"), "invalid_json"),
+    ("a float overflowing to infinity", lambda sid: _media(sid, chunk="__n__").replace('"__n__"', "-1e400"), "invalid_json"),
     ("mark 0.²", lambda sid: ms.mark_echo_message(sid, "0.²", 4), "invalid_field"),
     ("mark of 5000 digits", lambda sid: ms.mark_echo_message(sid, "0." + "1" * 5000, 4), "invalid_field"),
     ("dtmf ²", lambda sid: ms.dtmf_message(sid, "²", 4), "invalid_field"),

@@ -121,7 +121,7 @@ def test_loads_bounded_returns_a_value_or_refuses(text: str | bytes) -> None:
         assert len(exc.detail) < 100
 
 
-@pytest.mark.parametrize("raw", [r for r in RAW_JSON if r not in ("1e400", "-0", "1.5")], ids=lambda r: r[:12])
+@pytest.mark.parametrize("raw", [r for r in RAW_JSON if r not in ("-0", "1.5")], ids=lambda r: r[:12])
 def test_json_python_cannot_read_safely_is_refused(raw: str) -> None:
     with pytest.raises(WireJSONError):
         loads_bounded(f'{{"n": {raw}}}')
