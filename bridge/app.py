@@ -143,8 +143,8 @@ async def _signed_form(request: Request) -> dict[str, str] | Response:
     if not state.signer.is_valid(url, form, request.headers.get(SIGNATURE_HEADER)):
         log.warning("webhook.rejected", reason="bad_signature", url=url)
         state.metrics.rejections.labels(reason="bad_signature").inc()
-        route = bounded_label(request.url.path, (VOICE_PATH, AFTER_STREAM_PATH, STATUS_PATH))
-        state.metrics.webhooks.labels(route=route, result="forbidden").inc()
+        routes = (VOICE_PATH, AFTER_STREAM_PATH, STATUS_PATH)
+        state.metrics.webhooks.labels(route=bounded_label(request.url.path, routes), result="forbidden").inc()
         return PlainTextResponse("invalid Twilio signature", status_code=403)
     return form
 

@@ -511,8 +511,7 @@ class CallSession:
             self.metrics.upstream_bad_events.labels(reason=bounded_label(event.reason, dialects.BAD_EVENT_REASONS)).inc()
             self._log.warning("upstream.bad_event", reason=event.reason, event_type=event.wire_type, detail=event.detail)
         elif isinstance(event, UpstreamError):
-            code_label = bounded_label(event.code or "none", dialects.KNOWN_ERROR_CODES)
-            self.metrics.upstream_errors.labels(code=code_label).inc()
+            self.metrics.upstream_errors.labels(code=bounded_label(event.code or "none", dialects.KNOWN_ERROR_CODES)).inc()
             if event.message.startswith("Audio content of") or "truncat" in event.message.lower():
                 self.metrics.truncate_errors.inc()
             level = self._log.info if event.code in BENIGN_UPSTREAM_ERRORS else self._log.warning
@@ -609,8 +608,11 @@ class CallSession:
             result = await task
             name = task.get_name().removeprefix("tool_")
             # The tool's name is the model's: only the names of registered tools become label values.
-            tool_label = name if result.outcome != "unknown_tool" and name in self.setup.tools.tools else "unknown"
-            self.metrics.tool_calls.labels(tool=tool_label, outcome=bounded_label(result.outcome, TOOL_OUTCOMES)).inc()
+            known = result.outcome != "unknown_tool" and name in self.setup.tools.tools
+            self.metrics.tool_calls.labels(
+                tool=bounded_label(name, self.setup.tools.tools) if known else "unknown",
+                outcome=bounded_label(result.outcome, TOOL_OUTCOMES),
+            ).inc()
             self._log.info("tool.answered", tool=name, call_id=call_id, outcome=result.outcome)
             await self._send_upstream(dialects.function_call_output(call_id, result.output))
         marker = self._response_seq

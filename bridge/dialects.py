@@ -240,8 +240,9 @@ def _int(message: dict[str, Any], name: str, default: int | None = None) -> int:
 
 
 def _audio(message: dict[str, Any]) -> bytes:
+    text = _str(message, "delta")
     try:
-        return base64.b64decode(_str(message, "delta"), validate=True)
+        return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):  # ValueError: non-ASCII text
         raise UpstreamProtocolError("delta is not base64", reason="invalid_base64") from None
 

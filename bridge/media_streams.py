@@ -142,8 +142,9 @@ def parse_twilio_message(text: str) -> TwilioEvent | None:
         )
     if event == "media":
         media = _field(message, "media", dict, event)
+        text = _field(media, "payload", str, "media")
         try:
-            payload = base64.b64decode(_field(media, "payload", str, "media"), validate=True)
+            payload = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):  # ValueError: non-ASCII text
             raise ProtocolError("invalid_base64", "media.payload is not base64") from None
         return Media(
@@ -280,8 +281,9 @@ def parse_outbound_message(text: str, stream_sid: str) -> OutboundEvent:
     event = message.get("event")
     if event == "media":
         media = _field(message, "media", dict, "media")
+        text = _field(media, "payload", str, "media")
         try:
-            return OutboundMedia(base64.b64decode(_field(media, "payload", str, "media"), validate=True))
+            return OutboundMedia(base64.b64decode(text, validate=True))
         except (binascii.Error, ValueError):  # ValueError: non-ASCII text
             raise ProtocolError("invalid_base64", "media.payload is not base64") from None
     if event == "mark":

@@ -326,3 +326,13 @@ def test_error_fields_from_the_model_are_cut_for_logs() -> None:
     event = _upstream_outcome(GADialect(), raw)
     assert len(event.code) == 128 and len(event.message) == 1000 and event.error_type == "5"
 
+
+
+def test_a_missing_payload_is_a_missing_field_not_bad_base64() -> None:
+    media = json.loads(json.dumps(TWILIO_MESSAGES[2]))
+    del media["media"]["payload"]
+    assert _twilio_outcome(json.dumps(media)) == "invalid_field"
+    delta = {"type": "response.output_audio.delta", "response_id": "r", "item_id": "i", "delta": 5}
+    assert _upstream_outcome(GADialect(), json.dumps(delta)) == BadEvent(
+        "invalid_field", "response.output_audio.delta", "delta must be a string"
+    )
