@@ -36,6 +36,7 @@ from .call_setup import CallSetup, open_session
 from .dialects import SessionConfig, dialect_for
 from .prewarm import Prewarm
 from .recording import Recorder, RecordOptions, TwilioTap, UpstreamTap
+from .recording_format import make_private_dir
 from .profiles import ProfileBook, default_profile, session_config
 from .logs import get_logger
 from .settings import Settings
@@ -377,7 +378,7 @@ def _recorder(settings: Settings, state: BridgeState, upstream_url: str) -> Reco
     assert settings.record_dir is not None and state.upstream is not None
     directory = Path(settings.record_dir)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        make_private_dir(directory, exist_ok=True)  # each call's folder inside is 0700 in any case
     except OSError as exc:
         log.error("recording.unavailable", dir=str(directory), error=type(exc).__name__, detail=str(exc))
         return None

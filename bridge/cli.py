@@ -32,7 +32,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.metrics_port is not None and settings.metrics_port == args.port:
         print(f"voice-bridge: configuration error: VOICE_BRIDGE_METRICS_PORT={settings.metrics_port} is the main port too", file=sys.stderr)
         return 2
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, redact=settings.secret_values())
     if settings.uses_embedded_agent:
         log.info("voice-bridge.starting", upstream="local", note="using the embedded local agent: no cloud account needed")
     else:

@@ -162,6 +162,23 @@ class Settings:
                 "VOICE_BRIDGE_INSECURE_DEV=1 to run without signature checks on a development machine."
             )
 
+    def secret_values(self) -> list[str]:
+        """Every credential in the settings, for the log masker: tokens, keys, and what the upstream
+        URL carries in its user info or secret-looking query parameters."""
+        from .upstream import url_secrets
+
+        values = [
+            self.twilio_auth_token,
+            self.azure_voicelive_api_key,
+            self.azure_openai_api_key,
+            self.openai_api_key,
+            self.stream_token_key,
+        ]
+        found = [v for v in values if v]
+        if self.upstream_url:
+            found += url_secrets(self.upstream_url)
+        return found
+
     @property
     def uses_embedded_agent(self) -> bool:
         return self.upstream == "local" and not self.upstream_url
