@@ -165,7 +165,10 @@ from bridge.serving import uvicorn_config
 
 config = uvicorn_config(Starlette(), "127.0.0.1", 0)
 config.load()
-http = config.http_protocol_class.__name__
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+# The bridge's protocol is httptools' with a header deadline and a connection cap (bridge/serving.py).
+assert issubclass(config.http_protocol_class, HttpToolsProtocol), config.http_protocol_class.__mro__
+http = "HttpToolsProtocol"
 ws = config.ws_protocol_class.__name__ if config.ws_protocol_class else None
 factory = config.get_loop_factory() if hasattr(config, "get_loop_factory") else None
 loop = factory() if factory else asyncio.new_event_loop()

@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
@@ -36,6 +36,7 @@ from .call_setup import CallSetup, open_session
 from .dialects import SessionConfig, dialect_for
 from .prewarm import Prewarm
 from .recording import Recorder, RecordOptions, TwilioTap, UpstreamTap
+from .recording_format import make_private_dir
 from .profiles import ProfileBook, default_profile, session_config
 from .logs import get_logger
 from .settings import Settings
@@ -52,6 +53,7 @@ AFTER_STREAM_PATH = "/voice/after-stream"
 STATUS_PATH = "/voice/status"
 MEDIA_STREAM_PATH = "/media-stream"
 MAX_WEBHOOK_BYTES = 64 * 1024
+WEBHOOK_BODY_TIMEOUT_S = 10.0  # Twilio sends its few hundred bytes at once; a body that dribbles is not Twilio
 STREAM_TOKEN_PARAMETER = "StreamToken"
 GOODBYE_GRACE_S = 15.0  # after the drain deadline: time for goodbyes to be said and heard
 # After the last call: Twilio asks /voice/after-stream right after a stream closes; a refused
@@ -113,12 +115,11 @@ class BridgeState:
 
 
 def _public_base(state: BridgeState, request: Request | WebSocket) -> str:
+    # The scheme is the request's as uvicorn set it: X-Forwarded-Proto is applied by its
+    # proxy-headers middleware, and only for peers in FORWARDED_ALLOW_IPS. No forwarded header is
+    # read here (any client could send one).
     return public_base_url(
-        state.settings.public_url,
-        scheme=request.url.scheme,
-        host=request.headers.get("host", request.url.netloc),
-        forwarded_proto=request.headers.get("x-forwarded-proto"),
-        forwarded_host=request.headers.get("x-forwarded-host"),
+        state.settings.public_url, scheme=request.url.scheme, host=request.headers.get("host", request.url.netloc)
     )
 
 
@@ -126,14 +127,53 @@ def _xml(twiml: str) -> Response:
     return Response(twiml, media_type="application/xml")
 
 
+def _refuse_body(state: BridgeState, request: Request, reason: str, status: int, text: str) -> Response:
+    """Refuse a webhook for its body, and close the connection (whatever is still coming is not read)."""
+    log.warning("webhook.rejected", reason=reason, path=request.url.path)
+    state.metrics.rejections.labels(reason=reason).inc()
+    return PlainTextResponse(text, status_code=status, headers={"Connection": "close"})
+
+
+async def _limited_body(request: Request, state: BridgeState) -> bytes | Response:
+    """The request body, read while counting: at most MAX_WEBHOOK_BYTES, within WEBHOOK_BODY_TIMEOUT_S.
+
+    A declared Content-Length over the limit is refused before a byte of the body is read; a
+    chunked (or lying) body is refused as soon as the bytes received pass the limit. Either way
+    nothing bigger than the limit is ever held, and no signature work is done for it.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and not _fits(declared, MAX_WEBHOOK_BYTES):
+        return _refuse_body(state, request, "body_too_large", 413, "request body too large")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(WEBHOOK_BODY_TIMEOUT_S):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_WEBHOOK_BYTES:
+                    return _refuse_body(state, request, "body_too_large", 413, "request body too large")
+                chunks.append(chunk)
+    except TimeoutError:
+        return _refuse_body(state, request, "body_timeout", 408, "request body not received in time")
+    except ClientDisconnect:
+        log.info("webhook.abandoned", path=request.url.path, reason="client_disconnected")
+        return Response(status_code=400)  # nobody is there to read it
+    return b"".join(chunks)
+
+
+def _fits(declared: str, limit: int) -> bool:
+    """A Content-Length value is ASCII digits of bounded length, and at most `limit`."""
+    return declared.isascii() and declared.isdigit() and len(declared) <= 12 and int(declared) <= limit
+
+
 async def _signed_form(request: Request) -> dict[str, str] | Response:
     """The webhook's form fields, or the error response when the request is not Twilio's."""
     state: BridgeState = request.app.state.bridge
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
         return PlainTextResponse("expected application/x-www-form-urlencoded", status_code=415)
-    body = await request.body()
-    if len(body) > MAX_WEBHOOK_BYTES:
-        return PlainTextResponse("request body too large", status_code=413)
+    body = await _limited_body(request, state)
+    if isinstance(body, Response):
+        return body
     # Twilio posts urlencoded forms only; the stdlib parses them (no multipart parser needed).
     form = dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
     if state.signer is None:
@@ -339,7 +379,7 @@ def _recorder(settings: Settings, state: BridgeState, upstream_url: str) -> Reco
     assert settings.record_dir is not None and state.upstream is not None
     directory = Path(settings.record_dir)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        make_private_dir(directory, exist_ok=True)  # each call's folder inside is 0700 in any case
     except OSError as exc:
         log.error("recording.unavailable", dir=str(directory), error=type(exc).__name__, detail=str(exc))
         return None
@@ -451,17 +491,25 @@ def create_app(
             if state.agent is not None:
                 await state.agent.stop()
 
-    app = Starlette(
-        routes=[
-            Route(VOICE_PATH, voice_webhook, methods=["POST"]),
-            Route(AFTER_STREAM_PATH, after_stream, methods=["POST"]),
-            Route(STATUS_PATH, call_status, methods=["POST"]),
-            WebSocketRoute(MEDIA_STREAM_PATH, media_stream),
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            Route("/metrics", metrics),
-        ],
-        lifespan=lifespan,
-    )
+    routes = [
+        Route(VOICE_PATH, voice_webhook, methods=["POST"]),
+        Route(AFTER_STREAM_PATH, after_stream, methods=["POST"]),
+        Route(STATUS_PATH, call_status, methods=["POST"]),
+        WebSocketRoute(MEDIA_STREAM_PATH, media_stream),
+        Route("/healthz", healthz),
+    ]
+    if settings.metrics_port is None:
+        routes += [Route("/readyz", readyz), Route("/metrics", metrics)]
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.bridge = state
     return app
+
+
+def create_internal_app(app: Starlette) -> Starlette:
+    """The internal port's app (VOICE_BRIDGE_METRICS_PORT): `/metrics`, `/readyz` and `/healthz` of
+    the bridge `app`, which then serves only `/healthz` of the three. Nothing here on the public port
+    tells an outsider how many calls are in progress or anything a metric says. Serve it in the same
+    event loop as `app`; it has no lifespan of its own (readiness is "starting" until `app`'s is done)."""
+    internal = Starlette(routes=[Route("/metrics", metrics), Route("/readyz", readyz), Route("/healthz", healthz)])
+    internal.state.bridge = app.state.bridge
+    return internal

@@ -24,15 +24,26 @@ def _settings_or_exit() -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .app import create_app
-    from .serving import DrainingServer, uvicorn_config
+    from .app import create_app, create_internal_app
+    from .serving import DrainingServer, default_limit_concurrency, uvicorn_config
+    from .upstream import redact_url
 
     settings = _settings_or_exit()
-    configure_logging(settings.log_format, settings.log_level)
+    if settings.metrics_port is not None and settings.metrics_port == args.port:
+        print(f"voice-bridge: configuration error: VOICE_BRIDGE_METRICS_PORT={settings.metrics_port} is the main port too", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level, redact=settings.secret_values())
     if settings.uses_embedded_agent:
         log.info("voice-bridge.starting", upstream="local", note="using the embedded local agent: no cloud account needed")
     else:
-        log.info("voice-bridge.starting", upstream=settings.upstream, upstream_url=settings.upstream_url)
+        upstream_url = redact_url(settings.upstream_url) if settings.upstream_url else None
+        log.info("voice-bridge.starting", upstream=settings.upstream, upstream_url=upstream_url)
+    if settings.public_url is None and settings.twilio_auth_token is not None:
+        log.info(
+            "voice-bridge.public_url_unset",
+            note="signatures are checked against the request's Host header (and X-Forwarded-Proto from "
+            "FORWARDED_ALLOW_IPS only); set VOICE_BRIDGE_PUBLIC_URL in production",
+        )
     if settings.twilio_auth_token is None:
         log.warning(
             "voice-bridge.insecure",
@@ -44,8 +55,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"voice-bridge: configuration error: {exc}", file=sys.stderr)
         return 2
     # On SIGTERM the server drains the calls first (see DrainingServer), then exits 0.
+    edge = {
+        "header_timeout_s": args.header_timeout,
+        "limit_concurrency": args.limit_concurrency or default_limit_concurrency(settings.max_calls),
+        "forwarded_allow_ips": args.forwarded_allow_ips,
+    }
+    internal = None
+    if settings.metrics_port is not None:
+        internal = uvicorn_config(create_internal_app(app), args.host, settings.metrics_port, lifespan="off", **edge)
+        log.info("voice-bridge.internal_port", port=settings.metrics_port, routes="/metrics /readyz /healthz")
     server = DrainingServer(
-        uvicorn_config(app, args.host, args.port), drain=lambda: app.state.bridge.drain(settings.drain_seconds)
+        uvicorn_config(app, args.host, args.port, **edge),
+        drain=lambda: app.state.bridge.drain(settings.drain_seconds),
+        internal=internal,
     )
     server.run()
     return 0
@@ -236,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the bridge (POST /voice, WS /media-stream, /healthz, /readyz)")
     serve.add_argument("--host", default=os.environ.get("VOICE_BRIDGE_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    serve.add_argument("--forwarded-allow-ips", default=None, metavar="IPS",
+                       help="comma-separated addresses/networks of the proxies whose X-Forwarded-Proto/-For are "
+                       "believed (uvicorn's; default $FORWARDED_ALLOW_IPS, else 127.0.0.1,::1; '*' trusts every peer)")
+    serve.add_argument("--limit-concurrency", type=int, default=None, metavar="N",
+                       help="open connections at most (calls' WebSockets included): beyond, 503 and close "
+                       "(default 4 x VOICE_BRIDGE_MAX_CALLS + 100)")
+    serve.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                       help="seconds a request's line and headers may take to arrive before 408 and close (default 10)")
     serve.set_defaults(func=cmd_serve)
 
     agent = sub.add_parser("agent", help="run the local Realtime agent on its own")

@@ -8,16 +8,25 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
+from typing import Any
 
 import structlog
 
 
-def configure_logging(log_format: str = "console", level: str = "info") -> None:
+def configure_logging(log_format: str = "console", level: str = "info", redact: Iterable[str] = ()) -> None:
     """structlog for our events; the standard library's loggers (uvicorn, websockets, twilio)
-    are rendered the same way, so a JSON deployment gets one line of JSON per event."""
+    are rendered the same way, so a JSON deployment gets one line of JSON per event.
+
+    `redact`: secret values (the settings' keys and tokens) masked as `***` in every rendered line,
+    whichever logger wrote it and whatever it quoted (an exception's text, a URL), at every level:
+    the last line of defence behind not logging them in the first place."""
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if log_format == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
+    secrets = sorted({value for value in redact if value and len(value) >= 4}, key=len, reverse=True)
+    if secrets:
+        renderer = _masking(renderer, secrets)
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -41,6 +50,18 @@ def configure_logging(log_format: str = "console", level: str = "info") -> None:
     root.handlers[:] = [handler]
     # Library chatter stays at warning and above unless we debug.
     root.setLevel(max(numeric_level, logging.WARNING) if numeric_level > logging.DEBUG else numeric_level)
+
+
+def _masking(renderer: structlog.types.Processor, secrets: list[str]) -> structlog.types.Processor:
+    def render(logger: Any, name: str, event_dict: Any) -> Any:
+        line = renderer(logger, name, event_dict)
+        if isinstance(line, str):
+            for secret in secrets:
+                if secret in line:
+                    line = line.replace(secret, "***")
+        return line
+
+    return render
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -49,7 +49,9 @@ from .recording_format import (
     WavAppender,
     audio_slot,
     decode_audio,
+    make_private_dir,
     mask_identifiers,
+    open_private,
     profile_record,
     redact_text,
     to_model_track,
@@ -297,7 +299,7 @@ class _CallFiles:
     """The open files of one recording (writer thread only)."""
 
     def __init__(self, directory: Path, meta: dict[str, Any], t0: float, options: RecordOptions) -> None:
-        directory.mkdir(parents=True, exist_ok=False)
+        make_private_dir(directory)  # 0700, files 0600: a recording is the call's audio and words
         self.directory = directory
         self.meta = meta
         self.t0 = t0
@@ -305,13 +307,14 @@ class _CallFiles:
         self.options = options
         self.lines = 0
         self.wavs: dict[str, WavAppender] = {}
-        self._events = open(directory / EVENTS_FILE, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._events = open_private(directory / EVENTS_FILE, "w")  # closed in close()
         self.write_meta()
 
     def write_meta(self, **final: Any) -> None:
         meta = {**self.meta, **final}
         tmp = self.directory / (META_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        with open_private(tmp, "w") as file:
+            file.write(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
         tmp.replace(self.directory / META_FILE)
 
     def write(self, entry: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -160,6 +161,37 @@ def mask_identifiers(channel: str, msg: dict[str, Any]) -> None:
                 params[name] = MASKED
 
 
+# --- private files: recordings hold calls' audio and words ----------------------------------
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def make_private_dir(path: Path, exist_ok: bool = False) -> None:
+    """`mkdir` with mode 0700 whatever the umask (the mode is set again after creation); an
+    existing folder (exist_ok) is left as it is. Missing parents are made like `mkdir -p` does."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=PRIVATE_DIR_MODE)
+    except FileExistsError:
+        if not exist_ok or not path.is_dir():
+            raise
+        return
+    os.chmod(path, PRIVATE_DIR_MODE)
+
+
+def open_private(path: Path, mode: str = "w") -> Any:
+    """`open(path, mode)` for writing ("w", "wb"), the file created (or truncated) with mode 0600
+    whatever the umask, and never through a symlink planted at `path`."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), PRIVATE_FILE_MODE)
+    try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+        return os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 # --- WAV files (PCM16 and G.711 μ-law, written as they grow) ----------------------------------
 
 _WAVE_PCM = 1
@@ -173,7 +205,7 @@ class WavAppender:
         self.track = track
         self.samples = 0
         self._bytes = 0
-        self._file: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._file: BinaryIO = open_private(path, "wb")  # closed in close()
         fmt_tag = _WAVE_MULAW if track.encoding == "mulaw" else _WAVE_PCM
         width = track.sample_bytes
         fmt = struct.pack("<HHIIHH", fmt_tag, 1, track.rate, track.rate * width, width, 8 * width)

@@ -47,7 +47,7 @@ def _on_unless_off(env: Mapping[str, str], name: str) -> bool:
 @dataclass(frozen=True, slots=True)
 class Settings:
     upstream: str = "local"
-    upstream_url: str | None = None
+    upstream_url: str | None = field(default=None, repr=False)  # may carry a key (query, user info)
     audio: str = "pcm24k"
     twilio_auth_token: str | None = field(default=None, repr=False)
     twilio_account_sid: str | None = None
@@ -81,6 +81,7 @@ class Settings:
     record_dir: str | None = None  # record every call into this folder (off when None)
     record_transcripts: bool = True  # False: recordings keep "[redacted]" instead of transcripts and text
     record_audio: bool = True  # False: recordings keep audio lengths only, no WAV files
+    metrics_port: int | None = None  # /metrics and /readyz on this internal port instead of the main one
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -121,6 +122,7 @@ class Settings:
             record_dir=(env.get("VOICE_BRIDGE_RECORD_DIR") or "").strip() or None,
             record_transcripts=_on_unless_off(env, "VOICE_BRIDGE_RECORD_TRANSCRIPTS"),
             record_audio=_on_unless_off(env, "VOICE_BRIDGE_RECORD_AUDIO"),
+            metrics_port=_int(env, "VOICE_BRIDGE_METRICS_PORT", 0) or None,
         )
         settings.validate()
         return settings
@@ -138,6 +140,8 @@ class Settings:
             raise ConfigError(f"VOICE_BRIDGE_LOG_FORMAT={self.log_format!r}: expected console or json")
         if self.drain_seconds < 0:
             raise ConfigError("VOICE_BRIDGE_DRAIN_SECONDS must not be negative")
+        if self.metrics_port is not None and not 1 <= self.metrics_port <= 65535:
+            raise ConfigError(f"VOICE_BRIDGE_METRICS_PORT={self.metrics_port}: expected a TCP port, 1 to 65535")
         if self.max_calls < 1:
             raise ConfigError("VOICE_BRIDGE_MAX_CALLS must be at least 1")
         try:
@@ -157,6 +161,23 @@ class Settings:
                 "TWILIO_AUTH_TOKEN is not set, so Twilio signatures cannot be checked. Set it, or set "
                 "VOICE_BRIDGE_INSECURE_DEV=1 to run without signature checks on a development machine."
             )
+
+    def secret_values(self) -> list[str]:
+        """Every credential in the settings, for the log masker: tokens, keys, and what the upstream
+        URL carries in its user info or secret-looking query parameters."""
+        from .upstream import url_secrets
+
+        values = [
+            self.twilio_auth_token,
+            self.azure_voicelive_api_key,
+            self.azure_openai_api_key,
+            self.openai_api_key,
+            self.stream_token_key,
+        ]
+        found = [v for v in values if v]
+        if self.upstream_url:
+            found += url_secrets(self.upstream_url)
+        return found
 
     @property
     def uses_embedded_agent(self) -> bool:

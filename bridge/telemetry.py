@@ -80,6 +80,13 @@ class Metrics:
         self.upstream_bad_events = Counter(
             "voice_bridge_upstream_bad_events", "Upstream events skipped as unreadable, by reason.", ["reason"], registry=r
         )
+        # issue 13 class 4 (HTTP edge): connections closed before a request reached the app
+        self.http_refused = Counter(
+            "voice_bridge_http_refused",
+            "Connections refused by the HTTP edge, by reason (header_timeout, too_many_connections).",
+            ["reason"],
+            registry=r,
+        )
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition format and its content type, for `GET /metrics`."""

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
@@ -41,7 +41,28 @@ CLOSE_TIMEOUT_S = 2.0
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # a long response's audio can arrive in large deltas
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
-_SECRET_PARAM = re.compile(r"key|token|secret|sig|password|auth", re.IGNORECASE)
+_SECRET_PARAM = re.compile(r"key|token|secret|sig|pass|pwd|auth|credential|session|code", re.IGNORECASE)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The credentials a URL carries: user info, and the values of secret-looking query parameters."""
+    try:
+        parts = urlsplit(url)
+        found = [parts.username or "", parts.password or ""]
+    except ValueError:
+        return []
+    found += [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if _SECRET_PARAM.search(k)]
+    for secret in list(found):  # as they may appear in text: raw and percent-encoded
+        found.append(quote(secret, safe=""))
+    return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` (an exception's message, say) with `url` and the credentials it carries masked."""
+    text = text.replace(url, redact_url(url))
+    for secret in url_secrets(url):
+        text = text.replace(secret, "***")
+    return text
 
 
 def redact_url(url: str) -> str:
@@ -69,7 +90,7 @@ class UpstreamUnavailable(ConnectionError):
         self.url = redact_url(url)
         self.attempts = attempts
         self.status = status
-        super().__init__(f"upstream {self.url} unavailable after {attempts} attempt(s): {_describe(cause, status)}")
+        super().__init__(f"upstream {self.url} unavailable after {attempts} attempt(s): {_describe(cause, status, url)}")
 
 
 def _status(exc: BaseException) -> int | None:
@@ -78,7 +99,12 @@ def _status(exc: BaseException) -> int | None:
     return None
 
 
-def _describe(exc: BaseException, status: int | None) -> str:
+def _describe(exc: BaseException, status: int | None, url: str) -> str:
+    """What went wrong, for the log: never the URL's credentials (some exceptions quote the URL)."""
+    return scrub(_cause(exc, status), url)
+
+
+def _cause(exc: BaseException, status: int | None) -> str:
     if isinstance(exc, TokenUnavailable):
         return str(exc)
     if status in (401, 403):
@@ -204,7 +230,7 @@ class UpstreamConnection:
                 if not _retryable(exc) or loop.time() + delay - started >= policy.budget_s:
                     raise UpstreamUnavailable(target.url, attempt, exc, status) from exc  # the caller logs it
                 log.warning(
-                    "upstream.connect_retry", url=url, attempt=attempt, error=_describe(exc, status), delay_s=round(delay, 3)
+                    "upstream.connect_retry", url=url, attempt=attempt, error=_describe(exc, status, target.url), delay_s=round(delay, 3)
                 )
                 await sleep(delay)
                 continue

@@ -5,26 +5,20 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 
-def public_base_url(
-    configured: str | None,
-    scheme: str,
-    host: str,
-    forwarded_proto: str | None = None,
-    forwarded_host: str | None = None,
-) -> str:
+def public_base_url(configured: str | None, scheme: str, host: str) -> str:
     """`scheme://host` as Twilio sees this service.
 
-    A configured `VOICE_BRIDGE_PUBLIC_URL` wins; behind a proxy the forwarded headers tell the
-    outside scheme and host; otherwise the request itself.
+    A configured `VOICE_BRIDGE_PUBLIC_URL` wins. Otherwise the request's own scheme and `Host`
+    header. Forwarded headers are never read here: uvicorn's proxy-headers middleware applies
+    `X-Forwarded-Proto` to the request's scheme, and only for peers in `FORWARDED_ALLOW_IPS`
+    (`voice-bridge serve --forwarded-allow-ips`). `X-Forwarded-Host` is not honoured at all:
+    behind a proxy that rewrites `Host`, set `VOICE_BRIDGE_PUBLIC_URL`.
     """
     if configured:
         parts = urlsplit(configured)
         return f"{parts.scheme}://{parts.netloc}"
-    proto = (forwarded_proto or scheme).split(",")[0].strip()
-    netloc = (forwarded_host or host).split(",")[0].strip()
-    if proto in ("ws", "wss"):
-        proto = "https" if proto == "wss" else "http"
-    return f"{proto}://{netloc}"
+    proto = {"ws": "http", "wss": "https"}.get(scheme, scheme)
+    return f"{proto}://{host}"
 
 
 def websocket_url(base_url: str, path: str) -> str:

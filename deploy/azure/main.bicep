@@ -4,7 +4,7 @@
 // identity (granted "Cognitive Services User" on the existing Azure AI Services / AI Foundry account,
 // and AcrPull on the registry if one is named), and the container app itself: external HTTPS
 // ingress to port 8000 (WebSockets included), the Twilio auth token and the stream-token key as
-// Container Apps secrets, probes on /healthz and /readyz, at least one replica, an HTTP concurrency
+// Container Apps secrets, probes on /healthz and (on the internal metrics port) /readyz, at least one replica, an HTTP concurrency
 // scale rule, and a termination grace period that covers the bridge's drain on SIGTERM.
 //
 // Replicas: each call is a POST /voice webhook, then a WebSocket, then (if the stream ends with the
@@ -81,6 +81,11 @@ param publicUrl string = ''
 @description('VOICE_BRIDGE_DRAIN_SECONDS: after SIGTERM, how long calls in progress may continue before the bridge says goodbye and ends them. The grace period before SIGKILL is this plus 20 s.')
 @minValue(0)
 param drainSeconds int = 30
+
+@description('VOICE_BRIDGE_METRICS_PORT: the internal port serving /metrics and /readyz (the public port then serves neither). Reachable inside the Container Apps environment only (an internal additional port mapping), e.g. by a Prometheus or OpenTelemetry collector app there; the readiness probe uses it.')
+@minValue(1024)
+@maxValue(65535)
+param metricsPort int = 9090
 
 @description('Ingress transport. The container speaks HTTP/1.1 (uvicorn); Twilio\'s WebSocket is an HTTP/1.1 Upgrade, which Container Apps passes with either value.')
 @allowed([
@@ -262,6 +267,12 @@ var baseEnv = [
     name: 'PORT'
     value: string(containerPort)
   }
+  {
+    name: 'VOICE_BRIDGE_METRICS_PORT'
+    value: string(metricsPort)
+  }
+  // FORWARDED_ALLOW_IPS is not set: VOICE_BRIDGE_PUBLIC_URL is always set above, so no forwarded
+  // header decides a signature URL (the ingress's own address is not a fixed, documented range).
 ]
 
 var accountSidEnv = empty(twilioAccountSid) ? [] : [
@@ -297,6 +308,13 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
         targetPort: containerPort
         transport: ingressTransport
         allowInsecure: false // HTTPS only: plain HTTP is redirected, Twilio is given https:// and wss:// URLs
+        // /metrics and /readyz: inside the environment only, never on the public endpoint.
+        additionalPortMappings: [
+          {
+            external: false
+            targetPort: metricsPort
+          }
+        ]
         traffic: [
           {
             latestRevision: true
@@ -364,7 +382,7 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
               type: 'Readiness'
               httpGet: {
                 path: '/readyz'
-                port: containerPort
+                port: metricsPort // the internal port: /readyz is not served on the public one
               }
               periodSeconds: 5
               timeoutSeconds: 3
