@@ -19,6 +19,8 @@ REVIEWED = {
     ("bridge/call_session.py", "reason"),  # _reject(reason, ...): a literal or exc.reason (checked below)
     ("bridge/call_session.py", "exc.reason"),  # ProtocolError reasons: literals (checked below)
     ("bridge/call_session.py", "stage"),  # TurnTimeline stages: turn_timeline.STAGES
+    ("bridge/app.py", "reason"),  # _refuse_body(state, request, reason, ...): literals (body_too_large, body_timeout)
+    ("bridge/serving.py", "reason"),  # guard.refused(reason, ...): literals (too_many_connections, header_timeout)
 }
 # Exceptions whose `reason` becomes a label: built with a literal (or passing another one's reason on).
 REASON_CARRIERS = {"ProtocolError", "StreamTokenError", "StartRefused", "_reject"}
