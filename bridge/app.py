@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import wave
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from .prewarm import Prewarm
 from .recording import Recorder, RecordOptions, TwilioTap, UpstreamTap
 from .profiles import ProfileBook, default_profile, session_config
 from .logs import get_logger
-from .settings import Settings
+from .settings import ConfigError, Settings
 from .telemetry import Metrics
 from .tools import ToolRegistry, default_registry
 from .twilio_stream import CLOSE_INTERNAL, CLOSE_POLICY, TwilioStream
@@ -359,6 +360,14 @@ def _recorder(settings: Settings, state: BridgeState, upstream_url: str) -> Reco
     return recorder
 
 
+def _embedded_agent(settings: Settings, agent_clips: str | None) -> LocalAgent:
+    """The embedded agent with its clips loaded now: a bad clips folder is a ConfigError before start."""
+    try:
+        return LocalAgent(clips=agent_clips or settings.agent_clips_dir)
+    except (OSError, EOFError, ValueError, KeyError, TypeError, wave.Error) as exc:
+        raise ConfigError(f"VOICE_BRIDGE_AGENT_CLIPS: the local agent's clips cannot be loaded: {exc}") from None
+
+
 def create_app(
     settings: Settings,
     agent_clips: str | None = None,
@@ -374,6 +383,7 @@ def create_app(
     replaces the REST client built from TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN; `credential`
     replaces DefaultAzureCredential for Entra ID (the app owns it and closes it)."""
     check_upstream_settings(settings)
+    agent = _embedded_agent(settings, agent_clips) if settings.uses_embedded_agent else None
     tools = tools or default_registry(settings.orders_file)
     profiles = ProfileBook.load(settings.profiles_path, default_profile(settings))
     profiles.check(dialect_for(settings.upstream), settings.audio, tools.specs())
@@ -386,14 +396,14 @@ def create_app(
         admission=Admission(settings.max_calls),
         profiles=profiles,
         tools=tools,
+        agent=agent,
         clock=clock,
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         local_url = None
-        if settings.uses_embedded_agent:
-            state.agent = LocalAgent(clips=agent_clips or settings.agent_clips_dir)
+        if state.agent is not None:
             await state.agent.start()
             local_url = state.agent.url
         spec = upstream_spec(settings, local_url=local_url)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from .logs import configure_logging, get_logger
-from .settings import ConfigError, Settings
+from .settings import ConfigError, Settings, check_clips_folder
 
 log = get_logger("bridge.cli")
 
@@ -28,6 +28,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .serving import DrainingServer, uvicorn_config
 
     settings = _settings_or_exit()
+    # Everything that can be wrong with the configuration is found before the first log line, so a
+    # mistake is one line on stderr (and exit 2), never a traceback.
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:
+        print(f"voice-bridge: configuration error: {exc}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_format, settings.log_level)
     if settings.uses_embedded_agent:
         log.info("voice-bridge.starting", upstream="local", note="using the embedded local agent: no cloud account needed")
@@ -38,15 +45,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "voice-bridge.insecure",
             note="VOICE_BRIDGE_INSECURE_DEV=1: Twilio signatures are NOT checked; never expose this server",
         )
-    try:
-        app = create_app(settings)
-    except ConfigError as exc:
-        print(f"voice-bridge: configuration error: {exc}", file=sys.stderr)
-        return 2
     # On SIGTERM the server drains the calls first (see DrainingServer), then exits 0.
-    server = DrainingServer(
-        uvicorn_config(app, args.host, args.port), drain=lambda: app.state.bridge.drain(settings.drain_seconds)
-    )
+    host = args.host if args.host is not None else settings.host
+    port = args.port if args.port is not None else settings.port
+    server = DrainingServer(uvicorn_config(app, host, port), drain=lambda: app.state.bridge.drain(settings.drain_seconds))
     server.run()
     return 0
 
@@ -54,10 +56,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_agent(args: argparse.Namespace) -> int:
     from .agent import LocalAgent
 
-    configure_logging(os.environ.get("VOICE_BRIDGE_LOG_FORMAT", "console"))
+    from .settings import LOG_FORMATS, env_choice
+
+    try:
+        log_format = env_choice(os.environ, "VOICE_BRIDGE_LOG_FORMAT", "console", LOG_FORMATS)
+        agent = LocalAgent(host=args.host, port=args.port, clips=check_clips_folder(args.clips) if args.clips else None, pace=args.pace)
+    except ConfigError as exc:
+        print(f"voice-bridge agent: {str(exc).replace('VOICE_BRIDGE_AGENT_CLIPS', '--clips')}", file=sys.stderr)
+        return 2
+    configure_logging(log_format)
 
     async def run() -> None:
-        agent = LocalAgent(host=args.host, port=args.port, clips=args.clips, pace=args.pace)
         await agent.start()
         print(f"local agent listening on {agent.url}", flush=True)
         try:
@@ -72,11 +81,33 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+class _BadArgument(Exception):
+    """A command-line argument that cannot work; printed as one line, exit 2."""
+
+
 def _plan(args: argparse.Namespace) -> object:
+    """The caller's plan; each `--say` file is read now, and `--record`'s folder checked, before any call."""
+    import wave
+
     from .phone.caller import CallerPlan, load_caller_audio
 
+    utterances = []
+    for name in args.say:
+        path = Path(name)
+        if not path.is_file():
+            raise _BadArgument(f"--say {name}: no such file")
+        try:
+            utterances.append(load_caller_audio(path))
+        except (OSError, EOFError, ValueError, wave.Error) as exc:
+            raise _BadArgument(f"--say {name}: not a readable 16-bit WAV file ({exc})") from None
+    if args.record:
+        folder = Path(args.record).resolve().parent
+        if not folder.is_dir():
+            raise _BadArgument(f"--record {args.record}: no such folder {folder}")
+        if not os.access(folder, os.W_OK):
+            raise _BadArgument(f"--record {args.record}: the folder {folder} is not writable")
     return CallerPlan(
-        utterances=tuple(load_caller_audio(Path(p)) for p in args.say),
+        utterances=tuple(utterances),
         pause_s=args.pause,
         barge_in_after_s=args.barge_in_after,
         hangup_after_s=args.hangup_after,
@@ -98,11 +129,16 @@ def cmd_call(args: argparse.Namespace) -> int:
     from .phone import place_call
     from .phone.simulator import SimulatorError
 
+    try:
+        plan = _plan(args)
+    except _BadArgument as exc:
+        print(f"voice-bridge call: {exc}", file=sys.stderr)
+        return 2
     configure_logging("console", "warning")
     token = args.auth_token or os.environ.get("TWILIO_AUTH_TOKEN")
     try:
         report = asyncio.run(
-            place_call(args.url, _plan(args), auth_token=token, to=args.to, from_=args.from_, speed=args.speed)  # type: ignore[arg-type]
+            place_call(args.url, plan, auth_token=token, to=args.to, from_=args.from_, speed=args.speed)  # type: ignore[arg-type]
         )
     except (SimulatorError, OSError) as exc:
         print(f"voice-bridge call: {exc}", file=sys.stderr)
@@ -120,14 +156,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     # A throwaway auth token: the demo signs and checks every request, as production does.
     token = secrets.token_hex(16)
-    settings = Settings(twilio_auth_token=token, audio=args.audio, agent_clips_dir=os.environ.get("VOICE_BRIDGE_AGENT_CLIPS"))
-    settings.validate()
+    try:
+        plan = _plan(args)
+        clips = (os.environ.get("VOICE_BRIDGE_AGENT_CLIPS") or "").strip()
+        settings = Settings(twilio_auth_token=token, audio=args.audio, agent_clips_dir=check_clips_folder(clips) if clips else None)
+        settings.validate()
+        app = create_app(settings, clock=scaled_clock(args.speed))
+    except _BadArgument as exc:
+        print(f"voice-bridge demo: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"voice-bridge: configuration error: {exc}", file=sys.stderr)
+        return 2
     configure_logging("console", args.log_level)
 
     async def run() -> object:
         # The bridge keeps time with the phone, so --speed is real time for both of them.
-        async with serving(create_app(settings, clock=scaled_clock(args.speed))) as url:
-            return await place_call(url, _plan(args), auth_token=token, speed=args.speed)  # type: ignore[arg-type]
+        async with serving(app) as url:
+            return await place_call(url, plan, auth_token=token, speed=args.speed)  # type: ignore[arg-type]
 
     report = asyncio.run(run())
     _finish_call(report, args.record)
@@ -215,6 +261,22 @@ def cmd_twilio(args: argparse.Namespace) -> int:
         return 1
 
 
+def _port(raw: str) -> int:
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a port number (1-65535)")
+    return int(raw)
+
+
+def _positive(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
+    if not 0 < value < 1e6:
+        raise argparse.ArgumentTypeError(f"{raw!r} must be a positive number")
+    return value
+
+
 def _add_call_options(parser: argparse.ArgumentParser, default_say: list[str]) -> None:
     parser.add_argument("--say", action="append", default=None, metavar="WAV",
                         help="what the caller says, in turn, each after the agent goes quiet (repeatable)")
@@ -224,7 +286,7 @@ def _add_call_options(parser: argparse.ArgumentParser, default_say: list[str]) -
                         help="interrupt the agent S seconds into what it says instead of waiting")
     parser.add_argument("--hangup-after", type=float, default=1.5, help="seconds of silence after the last answer before hanging up")
     parser.add_argument("--max-seconds", type=float, default=60.0, help="hang up after this long whatever happens")
-    parser.add_argument("--speed", type=float, default=1.0, help="run the phone's clock this many times faster than real time (a bridge started by `serve` keeps "
+    parser.add_argument("--speed", type=_positive, default=1.0, help="run the phone's clock this many times faster than real time (a bridge started by `serve` keeps "
                         "real time and will see a faster phone as a flood; `demo` scales both)")
     parser.set_defaults(default_say=default_say)
 
@@ -234,15 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the bridge (POST /voice, WS /media-stream, /healthz, /readyz)")
-    serve.add_argument("--host", default=os.environ.get("VOICE_BRIDGE_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    # Defaults come from VOICE_BRIDGE_HOST and PORT, read (and checked) with the other settings:
+    # a bad PORT must not break `--help`.
+    serve.add_argument("--host", default=None, help="address to listen on (default: $VOICE_BRIDGE_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=_port, default=None, help="port to listen on (default: $PORT or 8000)")
     serve.set_defaults(func=cmd_serve)
 
     agent = sub.add_parser("agent", help="run the local Realtime agent on its own")
     agent.add_argument("--host", default="127.0.0.1")
-    agent.add_argument("--port", type=int, default=9000)
+    agent.add_argument("--port", type=_port, default=9000)
     agent.add_argument("--clips", default=os.environ.get("VOICE_BRIDGE_AGENT_CLIPS"), help="folder with clips.json")
-    agent.add_argument("--pace", type=float, default=4.0, help="how many times faster than real time it streams audio")
+    agent.add_argument("--pace", type=_positive, default=4.0, help="how many times faster than real time it streams audio")
     agent.set_defaults(func=cmd_agent)
 
     fixture = str(Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "caller_question.wav")
@@ -264,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="a whole simulated call against an in-process bridge and local agent")
     demo.add_argument("--audio", choices=("pcm24k", "g711"), default="pcm24k")
-    demo.add_argument("--log-level", default="info")
+    demo.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error", "critical"))
     _add_call_options(demo, [fixture])
     demo.set_defaults(func=cmd_demo)
 
