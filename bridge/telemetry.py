@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from .logs import dropped_log_lines
+
 # Latency buckets for telephony: what matters is tens to hundreds of milliseconds.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 _DURATION_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
@@ -63,6 +65,12 @@ class Metrics:
             registry=r,
         )
         self.draining = Gauge("voice_bridge_draining", "1 while the process drains before exit.", registry=r)
+
+        # class 9 (ops): log lines lost to a failing stderr (a broken pipe), and upstream readiness.
+        self.dropped_log_lines = Gauge(
+            "voice_bridge_dropped_log_lines", "Log lines lost because stderr could not be written (since start).", registry=r
+        )
+        self.dropped_log_lines.set_function(dropped_log_lines)
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition format and its content type, for `GET /metrics`."""
