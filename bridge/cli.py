@@ -220,10 +220,43 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+TWILIO_TIMEOUT_S = 10.0  # each Twilio REST request: a black-holed API must not hang the command
+
+
+def twilio_argument_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with `--number` / `--url` (checked before Twilio is contacted), or None."""
+    from .settings import E164, ConfigError, check_url
+
+    if not E164.fullmatch(args.number):
+        return f"--number {args.number!r}: expected an E.164 number like +15551234567"
+    try:
+        check_url("--url", args.url, ("https",))
+    except ConfigError as exc:
+        return str(exc)
+    if "?" in args.url or "#" in args.url:
+        return "--url must be the service's base URL (https://host[/path]), without a query or fragment"
+    return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())[:300]
+
+
 def run_twilio_command(args: argparse.Namespace, client: object) -> int:
-    """`twilio configure` / `twilio check` against a `twilio.rest.Client` (injected for tests)."""
+    """`twilio configure` / `twilio check` against a `twilio.rest.Client` (injected for tests).
+
+    Exit 0: done (check: it points here); 1: Twilio said no, could not be reached, or (check) the
+    number points elsewhere; 2: bad arguments, refused before any request. Errors are one line.
+    """
+    import requests
+    from twilio.base.exceptions import TwilioException, TwilioRestException
+
     from twiml.rest import NumberNotFound, configure_number, expected_webhooks, number_webhooks, points_here
 
+    problem = twilio_argument_error(args)
+    if problem is not None:
+        print(f"voice-bridge twilio: {problem}", file=sys.stderr)
+        return 2
     try:
         if args.twilio_command == "configure":
             before, after = configure_number(client, args.number, args.url)  # type: ignore[arg-type]
@@ -236,6 +269,18 @@ def run_twilio_command(args: argparse.Namespace, client: object) -> int:
     except NumberNotFound as exc:
         print(f"voice-bridge twilio: {exc}", file=sys.stderr)
         return 1
+    except TwilioRestException as exc:
+        print(f"voice-bridge twilio: Twilio answered HTTP {exc.status}: {_one_line(exc.msg)}", file=sys.stderr)
+        return 1
+    except requests.Timeout:
+        print(f"voice-bridge twilio: the Twilio API did not answer within {TWILIO_TIMEOUT_S:g} s", file=sys.stderr)
+        return 1
+    except (requests.RequestException, OSError) as exc:
+        print(f"voice-bridge twilio: cannot reach the Twilio API ({type(exc).__name__})", file=sys.stderr)
+        return 1
+    except TwilioException as exc:
+        print(f"voice-bridge twilio: Twilio refused: {_one_line(' '.join(map(str, exc.args)))}", file=sys.stderr)
+        return 1
     differences = points_here(webhooks, args.url)
     if differences:
         print(f"{webhooks.phone_number} does NOT point at {args.url}:")
@@ -247,18 +292,18 @@ def run_twilio_command(args: argparse.Namespace, client: object) -> int:
 
 
 def cmd_twilio(args: argparse.Namespace) -> int:
-    from twilio.base.exceptions import TwilioException
+    from twilio.http.http_client import TwilioHttpClient
     from twilio.rest import Client
 
+    problem = twilio_argument_error(args)
+    if problem is not None:
+        print(f"voice-bridge twilio: {problem}", file=sys.stderr)
+        return 2
     sid, token = os.environ.get("TWILIO_ACCOUNT_SID"), os.environ.get("TWILIO_AUTH_TOKEN")
     if not sid or not token:
         print("voice-bridge twilio: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN", file=sys.stderr)
         return 2
-    try:
-        return run_twilio_command(args, Client(sid, token))
-    except TwilioException as exc:
-        print(f"voice-bridge twilio: {exc}", file=sys.stderr)
-        return 1
+    return run_twilio_command(args, Client(sid, token, http_client=TwilioHttpClient(timeout=TWILIO_TIMEOUT_S)))
 
 
 def _port(raw: str) -> int:

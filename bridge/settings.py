@@ -29,7 +29,7 @@ class ConfigError(ValueError):
     """The configuration cannot work; the message says which variable and why."""
 
 
-_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
 MAX_CALLS_LIMIT = 10_000
 MAX_DRAIN_S = 3600
@@ -242,9 +242,9 @@ class Settings:
             raise ConfigError(f"VOICE_BRIDGE_APPEND_MS={self.append_ms}: {exc}") from None
         if self.stream_token_key is not None and len(self.stream_token_key) < 32:
             raise ConfigError("VOICE_BRIDGE_STREAM_TOKEN_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`)")
-        if self.fallback_number is not None and not _E164.fullmatch(self.fallback_number):
+        if self.fallback_number is not None and not E164.fullmatch(self.fallback_number):
             raise ConfigError("VOICE_BRIDGE_FALLBACK_NUMBER must be an E.164 number like +15551234567")
-        if self.transfer_number is not None and not _E164.fullmatch(self.transfer_number):
+        if self.transfer_number is not None and not E164.fullmatch(self.transfer_number):
             raise ConfigError("VOICE_BRIDGE_TRANSFER_NUMBER must be an E.164 number like +15551234567")
         if self.dtmf not in DTMF_MODES:
             raise ConfigError(f"VOICE_BRIDGE_DTMF={self.dtmf!r}: expected off, forward or collect")
