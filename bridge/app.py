@@ -43,7 +43,8 @@ from .settings import ConfigError, Settings
 from .telemetry import Metrics
 from .tools import ToolRegistry, default_registry
 from .twilio_stream import CLOSE_INTERNAL, CLOSE_POLICY, TwilioStream
-from .upstream import UpstreamTarget
+from .readiness import ReadinessMonitor
+from .upstream import UpstreamConnection, UpstreamTarget, UpstreamUnavailable, probe_upstream
 from .upstream_config import check_upstream_settings, upstream_spec
 
 log = get_logger("bridge.app")
@@ -77,6 +78,7 @@ class BridgeState:
     recorder: Recorder | None = None  # VOICE_BRIDGE_RECORD_DIR
     upstream: UpstreamTarget | None = None
     agent: LocalAgent | None = None
+    readiness: ReadinessMonitor | None = None  # the upstream probe; None: not probed (embedded agent, or off)
     active_calls: set[CallSession] = field(default_factory=set)
     draining: bool = False
     clock: Callable[[], float] = time.monotonic
@@ -168,7 +170,7 @@ async def voice_webhook(request: Request) -> Response:
         config = _session_config(state, form.get("To"))
         tap = _upstream_tap(state, call_sid, form.get("To"))  # recorded from its first event
         state.prewarm.start(
-            call_sid, lambda: open_session(state.upstream_target(), config, state.metrics, greet=True, tap=tap)
+            call_sid, lambda: _open_session(state, state.upstream_target(), config, greet=True, tap=tap)
         )
     parameters = {
         "CallSid": call_sid,
@@ -225,6 +227,21 @@ def _upstream_tap(state: BridgeState, call_sid: str, to: str | None) -> Upstream
     return state.recorder.call(call_sid, to, state.profiles.for_number(to)).upstream_tap()
 
 
+async def _open_session(
+    state: BridgeState, target: UpstreamTarget, config: SessionConfig, greet: bool, tap: UpstreamTap | None
+) -> UpstreamConnection:
+    """`open_session`, its connect's outcome told to the readiness monitor."""
+    try:
+        connection = await open_session(target, config, state.metrics, greet=greet, tap=tap)
+    except UpstreamUnavailable as exc:
+        if state.readiness is not None:
+            state.readiness.connect_failed(exc.reason, str(exc))
+        raise
+    if state.readiness is not None:
+        state.readiness.connect_succeeded()
+    return connection
+
+
 def _prepare_call(state: BridgeState, twilio_tap: TwilioTap | None = None) -> Callable[[ms.Start], CallSetup]:
     """Accept a stream's `start` (its token) and hand the call its profile and upstream session."""
 
@@ -248,8 +265,8 @@ def _prepare_call(state: BridgeState, twilio_tap: TwilioTap | None = None) -> Ca
         call_sid = start.call_sid
         return CallSetup(
             session_config=config,
-            upstream=upstream or open_session(target, config, state.metrics, greet=True, tap=_upstream_tap(state, call_sid, to)),
-            reconnect=lambda: open_session(target, config, state.metrics, greet=False, tap=_upstream_tap(state, call_sid, to)),
+            upstream=upstream or _open_session(state, target, config, greet=True, tap=_upstream_tap(state, call_sid, to)),
+            reconnect=lambda: _open_session(state, target, config, greet=False, tap=_upstream_tap(state, call_sid, to)),
             profile_name=profile.name,
             max_call_s=profile.max_call_seconds,
             tools=state.tools,
@@ -315,6 +332,8 @@ async def readyz(request: Request) -> Response:
         return JSONResponse({"status": "starting"}, status_code=503)
     if state.draining:
         return JSONResponse({"status": "draining", "active_calls": len(state.active_calls)}, status_code=503)
+    if state.readiness is not None and not state.readiness.ready:
+        return JSONResponse({**state.readiness.body(), "active_calls": len(state.active_calls)}, status_code=503)
     if not state.admission.has_room(state.clock()):
         return JSONResponse({"status": "full", "active_calls": len(state.active_calls)}, status_code=503)
     return JSONResponse({"status": "ready", "active_calls": len(state.active_calls)})
@@ -428,6 +447,17 @@ def create_app(
         if twilio_rest is not None:
             state.call_control = CallControl(twilio_rest)
         lag_monitor = asyncio.create_task(_watch_loop_lag(state.metrics), name="loop_lag")
+        prober = None
+        if settings.upstream_probe and state.agent is None:
+            target = state.upstream
+            state.readiness = ReadinessMonitor(
+                lambda: probe_upstream(target),
+                on_probe=lambda result: state.metrics.upstream_probes.labels(result=result).inc(),
+                on_change=state.metrics.upstream_ready.set,
+            )
+            prober = asyncio.create_task(state.readiness.run_forever(), name="upstream_probe")
+        else:
+            state.metrics.upstream_ready.set(1)  # the embedded agent runs in this process
         sweeper = (
             asyncio.create_task(state.prewarm.sweep_forever(), name="prewarm_sweeper")
             if state.prewarm is not None
@@ -446,9 +476,10 @@ def create_app(
             yield
         finally:
             lag_monitor.cancel()
-            if sweeper is not None:
-                sweeper.cancel()
-            await asyncio.gather(lag_monitor, *([sweeper] if sweeper else []), return_exceptions=True)
+            background = [task for task in (sweeper, prober) if task is not None]
+            for task in background:
+                task.cancel()
+            await asyncio.gather(lag_monitor, *background, return_exceptions=True)
             if state.prewarm is not None:
                 await state.prewarm.aclose()
             if state.recorder is not None:

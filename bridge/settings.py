@@ -155,6 +155,7 @@ class Settings:
     record_dir: str | None = None  # record every call into this folder (off when None)
     record_transcripts: bool = True  # False: recordings keep "[redacted]" instead of transcripts and text
     record_audio: bool = True  # False: recordings keep audio lengths only, no WAV files
+    upstream_probe: bool = True  # VOICE_BRIDGE_UPSTREAM_PROBE: /readyz follows an upstream probe (bridge/readiness.py)
     port: int = 8000  # PORT: `serve`'s default --port
     host: str = "127.0.0.1"  # VOICE_BRIDGE_HOST: `serve`'s default --host
 
@@ -205,6 +206,7 @@ class Settings:
             record_dir=text("VOICE_BRIDGE_RECORD_DIR"),
             record_transcripts=_bool(env, "VOICE_BRIDGE_RECORD_TRANSCRIPTS", True),
             record_audio=_bool(env, "VOICE_BRIDGE_RECORD_AUDIO", True),
+            upstream_probe=_bool(env, "VOICE_BRIDGE_UPSTREAM_PROBE", True),
             port=_int(env, "PORT", 8000, 1, 65535),
             host=text("VOICE_BRIDGE_HOST") or "127.0.0.1",
         )

@@ -71,6 +71,12 @@ class Metrics:
             "voice_bridge_dropped_log_lines", "Log lines lost because stderr could not be written (since start).", registry=r
         )
         self.dropped_log_lines.set_function(dropped_log_lines)
+        self.upstream_ready = Gauge(
+            "voice_bridge_upstream_ready", "1 while the upstream is believed reachable (probe or last connect), else 0.", registry=r
+        )
+        self.upstream_probes = Counter(
+            "voice_bridge_upstream_probes", "Upstream readiness probes, by result (ok, or the failure reason).", ["result"], registry=r
+        )
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition format and its content type, for `GET /metrics`."""
