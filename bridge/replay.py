@@ -152,8 +152,7 @@ def replay_settings(meta: dict[str, Any], upstream: ReplayUpstream, record_dir: 
         path = workdir / "profiles.toml"
         path.write_text(profiles_toml(profile, called_number(meta)), encoding="utf-8")
         fields["profiles_path"] = str(path)
-    # No readiness probe: the replayed upstream serves the recorded sessions, in order, and nothing else.
-    settings = Settings(**fields, upstream_probe=False)
+    settings = Settings(**fields)
     settings.validate()
     return settings
 

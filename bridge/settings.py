@@ -155,7 +155,10 @@ class Settings:
     record_dir: str | None = None  # record every call into this folder (off when None)
     record_transcripts: bool = True  # False: recordings keep "[redacted]" instead of transcripts and text
     record_audio: bool = True  # False: recordings keep audio lengths only, no WAV files
-    upstream_probe: bool = True  # VOICE_BRIDGE_UPSTREAM_PROBE: /readyz follows an upstream probe (bridge/readiness.py)
+    # VOICE_BRIDGE_UPSTREAM_PROBE: /readyz follows an upstream probe (bridge/readiness.py). On by default
+    # in the environment (`serve`); off for Settings() built in code (tests, benchmarks, replay), whose
+    # scripted upstreams take every session for a call.
+    upstream_probe: bool = False
     port: int = 8000  # PORT: `serve`'s default --port
     host: str = "127.0.0.1"  # VOICE_BRIDGE_HOST: `serve`'s default --host
 

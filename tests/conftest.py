@@ -51,8 +51,7 @@ async def running_bridge(speed: float = 1.0, **overrides: Any) -> AsyncIterator[
     twilio_client = overrides.pop("twilio_client", None)
     tool_registry = overrides.pop("tool_registry", None)
     credential = overrides.pop("credential", None)
-    # The upstream probe (an extra session at start) is off unless a test asks: scripted upstreams count sessions.
-    settings = Settings(**{"twilio_auth_token": AUTH_TOKEN, "upstream_probe": False, **overrides})
+    settings = Settings(**{"twilio_auth_token": AUTH_TOKEN, **overrides})
     settings.validate()
     app = create_app(
         settings, clock=scaled_clock(speed), tools=tool_registry, twilio_client=twilio_client, credential=credential
