@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import wave
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +40,12 @@ from .recording import Recorder, RecordOptions, TwilioTap, UpstreamTap
 from .recording_format import make_private_dir
 from .profiles import ProfileBook, default_profile, session_config
 from .logs import get_logger
-from .settings import Settings
+from .settings import ConfigError, Settings
 from .telemetry import Metrics, bounded_label
 from .tools import ToolRegistry, default_registry
 from .twilio_stream import CLOSE_INTERNAL, CLOSE_POLICY, TwilioStream
-from .upstream import UpstreamTarget
+from .readiness import ReadinessMonitor
+from .upstream import UpstreamConnection, UpstreamTarget, UpstreamUnavailable, probe_upstream
 from .upstream_config import check_upstream_settings, upstream_spec
 
 log = get_logger("bridge.app")
@@ -78,6 +80,7 @@ class BridgeState:
     recorder: Recorder | None = None  # VOICE_BRIDGE_RECORD_DIR
     upstream: UpstreamTarget | None = None
     agent: LocalAgent | None = None
+    readiness: ReadinessMonitor | None = None  # the upstream probe; None: not probed (embedded agent, or off)
     active_calls: set[CallSession] = field(default_factory=set)
     draining: bool = False
     clock: Callable[[], float] = time.monotonic
@@ -208,7 +211,7 @@ async def voice_webhook(request: Request) -> Response:
         config = _session_config(state, form.get("To"))
         tap = _upstream_tap(state, call_sid, form.get("To"))  # recorded from its first event
         state.prewarm.start(
-            call_sid, lambda: open_session(state.upstream_target(), config, state.metrics, greet=True, tap=tap)
+            call_sid, lambda: _open_session(state, state.upstream_target(), config, greet=True, tap=tap)
         )
     parameters = {
         "CallSid": call_sid,
@@ -265,6 +268,21 @@ def _upstream_tap(state: BridgeState, call_sid: str, to: str | None) -> Upstream
     return state.recorder.call(call_sid, to, state.profiles.for_number(to)).upstream_tap()
 
 
+async def _open_session(
+    state: BridgeState, target: UpstreamTarget, config: SessionConfig, greet: bool, tap: UpstreamTap | None
+) -> UpstreamConnection:
+    """`open_session`, its connect's outcome told to the readiness monitor."""
+    try:
+        connection = await open_session(target, config, state.metrics, greet=greet, tap=tap)
+    except UpstreamUnavailable as exc:
+        if state.readiness is not None:
+            state.readiness.connect_failed(exc.reason, str(exc))
+        raise
+    if state.readiness is not None:
+        state.readiness.connect_succeeded()
+    return connection
+
+
 def _prepare_call(state: BridgeState, twilio_tap: TwilioTap | None = None) -> Callable[[ms.Start], CallSetup]:
     """Accept a stream's `start` (its token) and hand the call its profile and upstream session."""
 
@@ -288,8 +306,8 @@ def _prepare_call(state: BridgeState, twilio_tap: TwilioTap | None = None) -> Ca
         call_sid = start.call_sid
         return CallSetup(
             session_config=config,
-            upstream=upstream or open_session(target, config, state.metrics, greet=True, tap=_upstream_tap(state, call_sid, to)),
-            reconnect=lambda: open_session(target, config, state.metrics, greet=False, tap=_upstream_tap(state, call_sid, to)),
+            upstream=upstream or _open_session(state, target, config, greet=True, tap=_upstream_tap(state, call_sid, to)),
+            reconnect=lambda: _open_session(state, target, config, greet=False, tap=_upstream_tap(state, call_sid, to)),
             profile_name=profile.name,
             max_call_s=profile.max_call_seconds,
             tools=state.tools,
@@ -355,6 +373,8 @@ async def readyz(request: Request) -> Response:
         return JSONResponse({"status": "starting"}, status_code=503)
     if state.draining:
         return JSONResponse({"status": "draining", "active_calls": len(state.active_calls)}, status_code=503)
+    if state.readiness is not None and not state.readiness.ready:
+        return JSONResponse({**state.readiness.body(), "active_calls": len(state.active_calls)}, status_code=503)
     if not state.admission.has_room(state.clock()):
         return JSONResponse({"status": "full", "active_calls": len(state.active_calls)}, status_code=503)
     return JSONResponse({"status": "ready", "active_calls": len(state.active_calls)})
@@ -400,6 +420,14 @@ def _recorder(settings: Settings, state: BridgeState, upstream_url: str) -> Reco
     return recorder
 
 
+def _embedded_agent(settings: Settings, agent_clips: str | None) -> LocalAgent:
+    """The embedded agent with its clips loaded now: a bad clips folder is a ConfigError before start."""
+    try:
+        return LocalAgent(clips=agent_clips or settings.agent_clips_dir)
+    except (OSError, EOFError, ValueError, KeyError, TypeError, wave.Error) as exc:
+        raise ConfigError(f"VOICE_BRIDGE_AGENT_CLIPS: the local agent's clips cannot be loaded: {exc}") from None
+
+
 def create_app(
     settings: Settings,
     agent_clips: str | None = None,
@@ -415,6 +443,7 @@ def create_app(
     replaces the REST client built from TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN; `credential`
     replaces DefaultAzureCredential for Entra ID (the app owns it and closes it)."""
     check_upstream_settings(settings)
+    agent = _embedded_agent(settings, agent_clips) if settings.uses_embedded_agent else None
     tools = tools or default_registry(settings.orders_file)
     profiles = ProfileBook.load(settings.profiles_path, default_profile(settings))
     profiles.check(dialect_for(settings.upstream), settings.audio, tools.specs())
@@ -427,14 +456,14 @@ def create_app(
         admission=Admission(settings.max_calls),
         profiles=profiles,
         tools=tools,
+        agent=agent,
         clock=clock,
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         local_url = None
-        if settings.uses_embedded_agent:
-            state.agent = LocalAgent(clips=agent_clips or settings.agent_clips_dir)
+        if state.agent is not None:
             await state.agent.start()
             local_url = state.agent.url
         spec = upstream_spec(settings, local_url=local_url)
@@ -459,6 +488,17 @@ def create_app(
         if twilio_rest is not None:
             state.call_control = CallControl(twilio_rest)
         lag_monitor = asyncio.create_task(_watch_loop_lag(state.metrics), name="loop_lag")
+        prober = None
+        if settings.upstream_probe and state.agent is None:
+            target = state.upstream
+            state.readiness = ReadinessMonitor(
+                lambda: probe_upstream(target),
+                on_probe=lambda result: state.metrics.upstream_probes.labels(result=result).inc(),
+                on_change=state.metrics.upstream_ready.set,
+            )
+            prober = asyncio.create_task(state.readiness.run_forever(), name="upstream_probe")
+        else:
+            state.metrics.upstream_ready.set(1)  # the embedded agent runs in this process
         sweeper = (
             asyncio.create_task(state.prewarm.sweep_forever(), name="prewarm_sweeper")
             if state.prewarm is not None
@@ -477,9 +517,10 @@ def create_app(
             yield
         finally:
             lag_monitor.cancel()
-            if sweeper is not None:
-                sweeper.cancel()
-            await asyncio.gather(lag_monitor, *([sweeper] if sweeper else []), return_exceptions=True)
+            background = [task for task in (sweeper, prober) if task is not None]
+            for task in background:
+                task.cancel()
+            await asyncio.gather(lag_monitor, *background, return_exceptions=True)
             if state.prewarm is not None:
                 await state.prewarm.aclose()
             if state.recorder is not None:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from .logs import configure_logging, get_logger
-from .settings import ConfigError, Settings
+from .settings import ConfigError, Settings, check_clips_folder
 
 log = get_logger("bridge.cli")
 
@@ -29,8 +29,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .upstream import redact_url
 
     settings = _settings_or_exit()
-    if settings.metrics_port is not None and settings.metrics_port == args.port:
+    host = args.host if args.host is not None else settings.host
+    port = args.port if args.port is not None else settings.port
+    if settings.metrics_port is not None and settings.metrics_port == port:
         print(f"voice-bridge: configuration error: VOICE_BRIDGE_METRICS_PORT={settings.metrics_port} is the main port too", file=sys.stderr)
+        return 2
+    # Everything that can be wrong with the configuration is found before the first log line, so a
+    # mistake is one line on stderr (and exit 2), never a traceback.
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:
+        print(f"voice-bridge: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level, redact=settings.secret_values())
     if settings.uses_embedded_agent:
@@ -49,11 +58,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "voice-bridge.insecure",
             note="VOICE_BRIDGE_INSECURE_DEV=1: Twilio signatures are NOT checked; never expose this server",
         )
-    try:
-        app = create_app(settings)
-    except ConfigError as exc:
-        print(f"voice-bridge: configuration error: {exc}", file=sys.stderr)
-        return 2
     # On SIGTERM the server drains the calls first (see DrainingServer), then exits 0.
     edge = {
         "header_timeout_s": args.header_timeout,
@@ -62,10 +66,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     }
     internal = None
     if settings.metrics_port is not None:
-        internal = uvicorn_config(create_internal_app(app), args.host, settings.metrics_port, lifespan="off", **edge)
+        internal = uvicorn_config(create_internal_app(app), host, settings.metrics_port, lifespan="off", **edge)
         log.info("voice-bridge.internal_port", port=settings.metrics_port, routes="/metrics /readyz /healthz")
     server = DrainingServer(
-        uvicorn_config(app, args.host, args.port, **edge),
+        uvicorn_config(app, host, port, **edge),
         drain=lambda: app.state.bridge.drain(settings.drain_seconds),
         internal=internal,
     )
@@ -76,10 +80,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_agent(args: argparse.Namespace) -> int:
     from .agent import LocalAgent
 
-    configure_logging(os.environ.get("VOICE_BRIDGE_LOG_FORMAT", "console"))
+    from .settings import LOG_FORMATS, env_choice
+
+    try:
+        log_format = env_choice(os.environ, "VOICE_BRIDGE_LOG_FORMAT", "console", LOG_FORMATS)
+        agent = LocalAgent(host=args.host, port=args.port, clips=check_clips_folder(args.clips) if args.clips else None, pace=args.pace)
+    except ConfigError as exc:
+        print(f"voice-bridge agent: {str(exc).replace('VOICE_BRIDGE_AGENT_CLIPS', '--clips')}", file=sys.stderr)
+        return 2
+    configure_logging(log_format)
 
     async def run() -> None:
-        agent = LocalAgent(host=args.host, port=args.port, clips=args.clips, pace=args.pace)
         await agent.start()
         print(f"local agent listening on {agent.url}", flush=True)
         try:
@@ -94,11 +105,33 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+class _BadArgument(Exception):
+    """A command-line argument that cannot work; printed as one line, exit 2."""
+
+
 def _plan(args: argparse.Namespace) -> object:
+    """The caller's plan; each `--say` file is read now, and `--record`'s folder checked, before any call."""
+    import wave
+
     from .phone.caller import CallerPlan, load_caller_audio
 
+    utterances = []
+    for name in args.say:
+        path = Path(name)
+        if not path.is_file():
+            raise _BadArgument(f"--say {name}: no such file")
+        try:
+            utterances.append(load_caller_audio(path))
+        except (OSError, EOFError, ValueError, wave.Error) as exc:
+            raise _BadArgument(f"--say {name}: not a readable 16-bit WAV file ({exc})") from None
+    if args.record:
+        folder = Path(args.record).resolve().parent
+        if not folder.is_dir():
+            raise _BadArgument(f"--record {args.record}: no such folder {folder}")
+        if not os.access(folder, os.W_OK):
+            raise _BadArgument(f"--record {args.record}: the folder {folder} is not writable")
     return CallerPlan(
-        utterances=tuple(load_caller_audio(Path(p)) for p in args.say),
+        utterances=tuple(utterances),
         pause_s=args.pause,
         barge_in_after_s=args.barge_in_after,
         hangup_after_s=args.hangup_after,
@@ -120,11 +153,16 @@ def cmd_call(args: argparse.Namespace) -> int:
     from .phone import place_call
     from .phone.simulator import SimulatorError
 
+    try:
+        plan = _plan(args)
+    except _BadArgument as exc:
+        print(f"voice-bridge call: {exc}", file=sys.stderr)
+        return 2
     configure_logging("console", "warning")
     token = args.auth_token or os.environ.get("TWILIO_AUTH_TOKEN")
     try:
         report = asyncio.run(
-            place_call(args.url, _plan(args), auth_token=token, to=args.to, from_=args.from_, speed=args.speed)  # type: ignore[arg-type]
+            place_call(args.url, plan, auth_token=token, to=args.to, from_=args.from_, speed=args.speed)  # type: ignore[arg-type]
         )
     except (SimulatorError, OSError) as exc:
         print(f"voice-bridge call: {exc}", file=sys.stderr)
@@ -142,14 +180,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     # A throwaway auth token: the demo signs and checks every request, as production does.
     token = secrets.token_hex(16)
-    settings = Settings(twilio_auth_token=token, audio=args.audio, agent_clips_dir=os.environ.get("VOICE_BRIDGE_AGENT_CLIPS"))
-    settings.validate()
+    try:
+        plan = _plan(args)
+        clips = (os.environ.get("VOICE_BRIDGE_AGENT_CLIPS") or "").strip()
+        settings = Settings(twilio_auth_token=token, audio=args.audio, agent_clips_dir=check_clips_folder(clips) if clips else None)
+        settings.validate()
+        app = create_app(settings, clock=scaled_clock(args.speed))
+    except _BadArgument as exc:
+        print(f"voice-bridge demo: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"voice-bridge: configuration error: {exc}", file=sys.stderr)
+        return 2
     configure_logging("console", args.log_level)
 
     async def run() -> object:
         # The bridge keeps time with the phone, so --speed is real time for both of them.
-        async with serving(create_app(settings, clock=scaled_clock(args.speed))) as url:
-            return await place_call(url, _plan(args), auth_token=token, speed=args.speed)  # type: ignore[arg-type]
+        async with serving(app) as url:
+            return await place_call(url, plan, auth_token=token, speed=args.speed)  # type: ignore[arg-type]
 
     report = asyncio.run(run())
     _finish_call(report, args.record)
@@ -196,10 +244,43 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+TWILIO_TIMEOUT_S = 10.0  # each Twilio REST request: a black-holed API must not hang the command
+
+
+def twilio_argument_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with `--number` / `--url` (checked before Twilio is contacted), or None."""
+    from .settings import E164, ConfigError, check_url
+
+    if not E164.fullmatch(args.number):
+        return f"--number {args.number!r}: expected an E.164 number like +15551234567"
+    try:
+        check_url("--url", args.url, ("https",))
+    except ConfigError as exc:
+        return str(exc)
+    if "?" in args.url or "#" in args.url:
+        return "--url must be the service's base URL (https://host[/path]), without a query or fragment"
+    return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())[:300]
+
+
 def run_twilio_command(args: argparse.Namespace, client: object) -> int:
-    """`twilio configure` / `twilio check` against a `twilio.rest.Client` (injected for tests)."""
+    """`twilio configure` / `twilio check` against a `twilio.rest.Client` (injected for tests).
+
+    Exit 0: done (check: it points here); 1: Twilio said no, could not be reached, or (check) the
+    number points elsewhere; 2: bad arguments, refused before any request. Errors are one line.
+    """
+    import requests
+    from twilio.base.exceptions import TwilioException, TwilioRestException
+
     from twiml.rest import NumberNotFound, configure_number, expected_webhooks, number_webhooks, points_here
 
+    problem = twilio_argument_error(args)
+    if problem is not None:
+        print(f"voice-bridge twilio: {problem}", file=sys.stderr)
+        return 2
     try:
         if args.twilio_command == "configure":
             before, after = configure_number(client, args.number, args.url)  # type: ignore[arg-type]
@@ -212,6 +293,18 @@ def run_twilio_command(args: argparse.Namespace, client: object) -> int:
     except NumberNotFound as exc:
         print(f"voice-bridge twilio: {exc}", file=sys.stderr)
         return 1
+    except TwilioRestException as exc:
+        print(f"voice-bridge twilio: Twilio answered HTTP {exc.status}: {_one_line(exc.msg)}", file=sys.stderr)
+        return 1
+    except requests.Timeout:
+        print(f"voice-bridge twilio: the Twilio API did not answer within {TWILIO_TIMEOUT_S:g} s", file=sys.stderr)
+        return 1
+    except (requests.RequestException, OSError) as exc:
+        print(f"voice-bridge twilio: cannot reach the Twilio API ({type(exc).__name__})", file=sys.stderr)
+        return 1
+    except TwilioException as exc:
+        print(f"voice-bridge twilio: Twilio refused: {_one_line(' '.join(map(str, exc.args)))}", file=sys.stderr)
+        return 1
     differences = points_here(webhooks, args.url)
     if differences:
         print(f"{webhooks.phone_number} does NOT point at {args.url}:")
@@ -223,18 +316,34 @@ def run_twilio_command(args: argparse.Namespace, client: object) -> int:
 
 
 def cmd_twilio(args: argparse.Namespace) -> int:
-    from twilio.base.exceptions import TwilioException
+    from twilio.http.http_client import TwilioHttpClient
     from twilio.rest import Client
 
+    problem = twilio_argument_error(args)
+    if problem is not None:
+        print(f"voice-bridge twilio: {problem}", file=sys.stderr)
+        return 2
     sid, token = os.environ.get("TWILIO_ACCOUNT_SID"), os.environ.get("TWILIO_AUTH_TOKEN")
     if not sid or not token:
         print("voice-bridge twilio: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN", file=sys.stderr)
         return 2
+    return run_twilio_command(args, Client(sid, token, http_client=TwilioHttpClient(timeout=TWILIO_TIMEOUT_S)))
+
+
+def _port(raw: str) -> int:
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a port number (1-65535)")
+    return int(raw)
+
+
+def _positive(raw: str) -> float:
     try:
-        return run_twilio_command(args, Client(sid, token))
-    except TwilioException as exc:
-        print(f"voice-bridge twilio: {exc}", file=sys.stderr)
-        return 1
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
+    if not 0 < value < 1e6:
+        raise argparse.ArgumentTypeError(f"{raw!r} must be a positive number")
+    return value
 
 
 def _add_call_options(parser: argparse.ArgumentParser, default_say: list[str]) -> None:
@@ -246,7 +355,7 @@ def _add_call_options(parser: argparse.ArgumentParser, default_say: list[str]) -
                         help="interrupt the agent S seconds into what it says instead of waiting")
     parser.add_argument("--hangup-after", type=float, default=1.5, help="seconds of silence after the last answer before hanging up")
     parser.add_argument("--max-seconds", type=float, default=60.0, help="hang up after this long whatever happens")
-    parser.add_argument("--speed", type=float, default=1.0, help="run the phone's clock this many times faster than real time (a bridge started by `serve` keeps "
+    parser.add_argument("--speed", type=_positive, default=1.0, help="run the phone's clock this many times faster than real time (a bridge started by `serve` keeps "
                         "real time and will see a faster phone as a flood; `demo` scales both)")
     parser.set_defaults(default_say=default_say)
 
@@ -256,8 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the bridge (POST /voice, WS /media-stream, /healthz, /readyz)")
-    serve.add_argument("--host", default=os.environ.get("VOICE_BRIDGE_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    # Defaults come from VOICE_BRIDGE_HOST and PORT, read (and checked) with the other settings:
+    # a bad PORT must not break `--help`.
+    serve.add_argument("--host", default=None, help="address to listen on (default: $VOICE_BRIDGE_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=_port, default=None, help="port to listen on (default: $PORT or 8000)")
     serve.add_argument("--forwarded-allow-ips", default=None, metavar="IPS",
                        help="comma-separated addresses/networks of the proxies whose X-Forwarded-Proto/-For are "
                        "believed (uvicorn's; default $FORWARDED_ALLOW_IPS, else 127.0.0.1,::1; '*' trusts every peer)")
@@ -270,9 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     agent = sub.add_parser("agent", help="run the local Realtime agent on its own")
     agent.add_argument("--host", default="127.0.0.1")
-    agent.add_argument("--port", type=int, default=9000)
+    agent.add_argument("--port", type=_port, default=9000)
     agent.add_argument("--clips", default=os.environ.get("VOICE_BRIDGE_AGENT_CLIPS"), help="folder with clips.json")
-    agent.add_argument("--pace", type=float, default=4.0, help="how many times faster than real time it streams audio")
+    agent.add_argument("--pace", type=_positive, default=4.0, help="how many times faster than real time it streams audio")
     agent.set_defaults(func=cmd_agent)
 
     fixture = str(Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "caller_question.wav")
@@ -294,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="a whole simulated call against an in-process bridge and local agent")
     demo.add_argument("--audio", choices=("pcm24k", "g711"), default="pcm24k")
-    demo.add_argument("--log-level", default="info")
+    demo.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error", "critical"))
     _add_call_options(demo, [fixture])
     demo.set_defaults(func=cmd_demo)
 

@@ -206,9 +206,12 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._draining is None and self._loop is not None and not self.should_exit:
-            log.info("bridge.signal", signal=signal.Signals(sig).name, action="drain")
-            # A signal handler may interrupt the loop anywhere: hand over through the thread-safe door.
+            # The drain is handed over first, logged after: whatever logging does (stderr a broken
+            # pipe, a full disk), the drain has started. A signal handler may interrupt the loop
+            # anywhere: hand over through the thread-safe door.
             self._loop.call_soon_threadsafe(self._start_draining)
+            with contextlib.suppress(Exception):
+                log.info("bridge.signal", signal=signal.Signals(sig).name, action="drain")
             return
         super().handle_exit(sig, frame)
 

@@ -6,6 +6,8 @@ from collections.abc import Collection
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from .logs import dropped_log_lines
+
 OTHER = "other"
 
 
@@ -16,6 +18,7 @@ def bounded_label(value: str, allowed: Collection[str]) -> str:
     choose values could grow `/metrics` and memory without bound.
     """
     return value if value in allowed else OTHER
+
 
 # Latency buckets for telephony: what matters is tens to hundreds of milliseconds.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
@@ -86,6 +89,18 @@ class Metrics:
             "Connections refused by the HTTP edge, by reason (header_timeout, too_many_connections).",
             ["reason"],
             registry=r,
+        )
+
+        # class 9 (ops): log lines lost to a failing stderr (a broken pipe), and upstream readiness.
+        self.dropped_log_lines = Gauge(
+            "voice_bridge_dropped_log_lines", "Log lines lost because stderr could not be written (since start).", registry=r
+        )
+        self.dropped_log_lines.set_function(dropped_log_lines)
+        self.upstream_ready = Gauge(
+            "voice_bridge_upstream_ready", "1 while the upstream is believed reachable (probe or last connect), else 0.", registry=r
+        )
+        self.upstream_probes = Counter(
+            "voice_bridge_upstream_probes", "Upstream readiness probes, by result (ok, or the failure reason).", ["result"], registry=r
         )
 
     def exposition(self) -> tuple[bytes, str]:

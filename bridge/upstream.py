@@ -14,6 +14,7 @@ import json
 import logging
 import random
 import re
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -90,6 +91,7 @@ class UpstreamUnavailable(ConnectionError):
         self.url = redact_url(url)
         self.attempts = attempts
         self.status = status
+        self.reason = failure_reason(cause, status)  # one of readiness.REASONS, for /readyz
         super().__init__(f"upstream {self.url} unavailable after {attempts} attempt(s): {_describe(cause, status, url)}")
 
 
@@ -116,6 +118,53 @@ def _cause(exc: BaseException, status: int | None) -> str:
     if isinstance(exc, TimeoutError):
         return "TimeoutError: the opening handshake did not complete in time"
     return f"{type(exc).__name__}: {exc}"
+
+
+def failure_reason(exc: BaseException, status: int | None = None) -> str:
+    """Why a connect failed, as one of a fixed set of words (for /readyz and metric labels)."""
+    if isinstance(exc, TokenUnavailable) or status in (401, 403):
+        return "auth"
+    if status == 404:
+        return "not_found"
+    if status is not None:
+        return "rejected"
+    if isinstance(exc, ssl.SSLError):
+        return "tls"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, OSError):  # refused, reset, unreachable, DNS
+        return "unreachable"
+    return "protocol"  # not a WebSocket server, a bad URI, a broken handshake
+
+
+async def probe_upstream(target: UpstreamTarget, policy: ConnectPolicy | None = None) -> tuple[str | None, str]:
+    """Could a call connect now? Headers (an Entra ID token), TCP, TLS and the opening handshake, then
+    closed at once, nothing sent: (None, "") or (reason, a log-safe description). One attempt."""
+    policy = policy or ConnectPolicy(open_timeout_s=5.0, close_timeout_s=1.0)
+    try:
+        headers = await target.handshake_headers()
+    except TokenUnavailable as exc:
+        return "auth", str(exc)
+    try:
+        ws = await connect(
+            target.url,
+            additional_headers=headers,
+            open_timeout=policy.open_timeout_s,
+            ping_interval=None,
+            close_timeout=policy.close_timeout_s,
+            compression=None,
+            proxy=None,
+            logger=_WEBSOCKETS_LOG,
+        )
+    except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+        status = _status(exc)
+        return failure_reason(exc, status), _describe(exc, status, target.url)
+    try:
+        async with asyncio.timeout(policy.close_timeout_s + 1.0):
+            await ws.close()
+    except (TimeoutError, OSError):
+        ws.transport.abort()
+    return None, ""
 
 
 def _retryable(exc: BaseException) -> bool:

@@ -15,6 +15,7 @@ import urllib.parse
 from pathlib import Path
 
 import httpx
+import pytest
 from conftest import AUDIO, AUTH_TOKEN, caller_clip, read_wav, run, running_bridge
 
 from bridge.call_outcomes import CallOutcomes, Outcome
@@ -125,3 +126,53 @@ def test_outcomes_awaiting_twilio_redirect_are_those_ended_since_with_the_caller
     assert outcomes.awaiting_redirect(since=5.0, now=12.0) == 1
     assert outcomes.take("CA-drained", now=12.5) is not None
     assert outcomes.awaiting_redirect(since=5.0, now=13.0) == 0
+
+
+def _serve_with_broken_output(port: int, streams: str) -> subprocess.Popen[bytes]:
+    """`voice-bridge serve` whose stdout (and stderr, with streams="both") is a pipe nobody reads any more."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VOICE_BRIDGE_", "TWILIO_"))}
+    env.update(TWILIO_AUTH_TOKEN=AUTH_TOKEN, VOICE_BRIDGE_DRAIN_SECONDS="2", VOICE_BRIDGE_LOG_FORMAT="json")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to the pipe now fails with EPIPE
+    try:
+        return subprocess.Popen(
+            [str(BIN), "serve", "--port", str(port)],
+            env=env,
+            stdout=write_end,
+            stderr=write_end if streams == "both" else subprocess.DEVNULL,
+        )
+    finally:
+        os.close(write_end)
+
+
+def _wait_ready(url: str, server: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline and server.poll() is None, "serve did not start"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("streams", ["stdout", "both"])
+def test_sigterm_drains_and_exits_even_when_the_output_pipe_is_broken(streams: str) -> None:
+    port = _free_port()
+    server = _serve_with_broken_output(port, streams)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, server)
+        # Logging has failed since the first line; the server runs on and counts what it lost.
+        metrics = httpx.get(f"{url}/metrics", timeout=5).text
+        lost = _metric(metrics, "voice_bridge_dropped_log_lines")
+        assert lost >= 1 if streams == "both" else lost == 0
+        server.send_signal(signal.SIGTERM)
+        # No call in flight: the drain ends at once; its bound is VOICE_BRIDGE_DRAIN_SECONDS (2 s) plus
+        # the after-stream grace, well inside 10 s. SIGTERM ignored would time out here.
+        assert server.wait(timeout=10) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
