@@ -44,7 +44,7 @@ from .settings import ConfigError, Settings
 from .telemetry import Metrics, bounded_label
 from .tools import ToolRegistry, default_registry
 from .twilio_stream import CLOSE_INTERNAL, CLOSE_POLICY, TwilioStream
-from .readiness import ReadinessMonitor
+from .readiness import PROBE_RESULTS, ReadinessMonitor
 from .upstream import UpstreamConnection, UpstreamTarget, UpstreamUnavailable, probe_upstream
 from .upstream_config import check_upstream_settings, upstream_spec
 
@@ -493,7 +493,7 @@ def create_app(
             target = state.upstream
             state.readiness = ReadinessMonitor(
                 lambda: probe_upstream(target),
-                on_probe=lambda result: state.metrics.upstream_probes.labels(result=result).inc(),
+                on_probe=lambda result: state.metrics.upstream_probes.labels(result=bounded_label(result, PROBE_RESULTS)).inc(),
                 on_change=state.metrics.upstream_ready.set,
             )
             prober = asyncio.create_task(state.readiness.run_forever(), name="upstream_probe")

@@ -32,6 +32,7 @@ log = get_logger("bridge.readiness")
 
 # Why the upstream is unavailable: a fixed set (also the probe metric's label values).
 REASONS = ("auth", "not_found", "rejected", "unreachable", "timeout", "tls", "protocol")
+PROBE_RESULTS = ("ok", *REASONS)  # the values of voice_bridge_upstream_probes_total{result}
 
 
 class Phase(Enum):
