@@ -205,3 +205,215 @@ def test_a_token_expiry_that_is_not_bounded_ascii_digits_is_malformed(expiry: st
 def test_malformed_tokens(token: str) -> None:
     with pytest.raises(StreamTokenError, match="malformed_stream_token"):
         StreamTokens(key=b"k" * 32).redeem(token, "CA1", now=1000.0)
+
+
+# --- over real sockets: the bridge under uvicorn, a scripted upstream that counts its sockets ----
+
+SIGNER = TwilioSigner(AUTH_TOKEN)
+
+
+class CountingUpstream(ScriptedUpstream):
+    """A model server that says nothing, reads everything, and counts the sockets open to it."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.opened = 0
+        super().__init__(self._script)
+
+    async def _script(self, session: ScriptedSession) -> None:
+        self.open += 1
+        self.opened += 1
+        try:
+            await session.drain()
+        finally:
+            self.open -= 1
+
+
+def capture_logs():  # noqa: ANN201
+    return structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars])
+
+
+def new_form(call_sid: str | None = None) -> dict[str, str]:
+    return {
+        "CallSid": call_sid or "CA" + secrets.token_hex(16),
+        "AccountSid": "AC" + "0" * 32,
+        "From": "+15550199999",
+        "To": "+15550100000",
+    }
+
+
+async def post_voice(url: str, form: dict[str, str]) -> httpx.Response:
+    """A signed `POST /voice`, as Twilio sends it (and as anyone who captured it can send it again)."""
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": SIGNER.sign(f"{url}/voice", form)}
+    async with httpx.AsyncClient() as http:
+        return await http.post(f"{url}/voice", content=urllib.parse.urlencode(form), headers=headers)
+
+
+async def start_stream(answer: httpx.Response, params: dict[str, str] | None = None) -> Any:
+    """Open the signed stream the TwiML names and send `connected` and `start` with its parameters."""
+    stream_url, twiml_params = parse_stream_twiml(answer.text)
+    params = params or twiml_params
+    ws = await connect(stream_url, proxy=None, additional_headers={"X-Twilio-Signature": SIGNER.sign(stream_url, {})})
+    stream_sid = "MZ" + secrets.token_hex(16)
+    await ws.send(ms.connected_message())
+    await ws.send(ms.start_message(stream_sid, params["CallSid"], "AC" + "0" * 32, params))
+    ws.stream_sid = stream_sid  # type: ignore[attr-defined]
+    return ws
+
+
+async def closed(ws: Any, timeout: float = 5.0) -> tuple[int | None, str | None]:
+    """Read until the bridge closes the stream; its close code and reason."""
+    async with asyncio.timeout(timeout):
+        try:
+            async for _ in ws:
+                pass
+        except websockets.ConnectionClosed:
+            pass
+    return ws.close_code, ws.close_reason
+
+
+async def hang_up(ws: Any, call_sid: str) -> None:
+    await ws.send(ms.stop_message(ws.stream_sid, call_sid, "AC", 9))
+    await closed(ws)
+
+
+def rejected(metrics: Any, reason: str) -> float:
+    return metrics.rejections.labels(reason=reason)._value.get()
+
+
+def test_a_replayed_webhook_gets_no_stream_while_the_call_is_live_nor_after_it_ended() -> None:
+    async def scenario() -> None:
+        async with CountingUpstream() as upstream, running_bridge(upstream_url=upstream.url) as (url, app):
+            state = app.state.bridge
+            form = new_form()
+            call_sid = form["CallSid"]
+            with capture_logs() as logs:
+                first = await post_voice(url, form)
+                assert first.status_code == 200 and "<Stream" in first.text
+                ws = await start_stream(first)
+                assert await settle(lambda: state.admission.is_streaming(call_sid), 3.0)
+                assert await settle(lambda: upstream.open == 1, 3.0)
+
+                await asyncio.sleep(1.0)  # the replay, a second later
+                replay = await post_voice(url, form)
+                assert replay.status_code == 409 and "<Stream" not in replay.text
+                assert {"event": "webhook.rejected", "reason": "call_in_progress"}.items() <= _event(logs, "webhook.rejected").items()
+                assert rejected(state.metrics, "call_in_progress") == 1
+                await asyncio.sleep(0.3)
+                assert upstream.opened == 1  # no second model session was opened for the replay
+                assert ws.close_code is None  # the live call goes on
+
+                await hang_up(ws, call_sid)
+                assert await settle(lambda: upstream.open == 0, 3.0)
+                after = await post_voice(url, form)  # the replay after the call ended
+                assert after.status_code == 409 and "<Stream" not in after.text
+                assert rejected(state.metrics, "call_ended") == 1
+                # And the old token, replayed on a new stream, starts nothing.
+                again = await start_stream(first)
+                assert await closed(again) == (1008, "reused_stream_token")
+                await asyncio.sleep(0.3)
+                assert upstream.opened == 1 and state.admission.active(state.clock()) == 0
+
+    run(scenario())
+
+
+def _event(logs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return next(e for e in reversed(logs) if e["event"] == name)
+
+
+def test_two_tokens_for_one_call_sid_start_one_stream() -> None:
+    """A duplicate webhook while the first awaits its stream (Twilio's retry) gets the same reservation."""
+
+    async def scenario() -> None:
+        async with CountingUpstream() as upstream, running_bridge(upstream_url=upstream.url) as (url, app):
+            state = app.state.bridge
+            form = new_form()
+            first = await post_voice(url, form)
+            await asyncio.sleep(1.1)  # a token of another second: two different tokens
+            second = await post_voice(url, form)
+            assert first.status_code == second.status_code == 200
+            token_1 = parse_stream_twiml(first.text)[1]["StreamToken"]
+            token_2 = parse_stream_twiml(second.text)[1]["StreamToken"]
+            assert token_1 != token_2 and token_1.split(".")[1] == token_2.split(".")[1]  # one reservation
+            assert state.admission.active(state.clock()) == 1
+            with capture_logs() as logs:
+                ws_1 = await start_stream(first)
+                assert await settle(lambda: state.admission.is_streaming(form["CallSid"]), 3.0)
+                ws_2 = await start_stream(second)
+                assert await closed(ws_2) == (1008, "stream_already_live")
+                assert _event(logs, "call.rejected")["reason"] == "stream_already_live"
+                assert rejected(state.metrics, "stream_already_live") == 1
+                await asyncio.sleep(0.3)
+                assert ws_1.close_code is None and state.admission.is_streaming(form["CallSid"])
+                assert upstream.opened == 1  # one pre-warmed session, claimed by the first stream
+                await hang_up(ws_1, form["CallSid"])
+            assert await settle(lambda: upstream.open == 0, 3.0)
+
+    run(scenario())
+
+
+def test_a_stream_after_its_reservation_lapsed_is_refused_when_the_process_is_full() -> None:
+    async def scenario() -> None:
+        async with CountingUpstream() as upstream, running_bridge(upstream_url=upstream.url, max_calls=1) as (url, app):
+            state = app.state.bridge
+            state.admission.reservation_s = 0.5  # the app's clock is real time here
+            late, other = new_form(), new_form()
+            late_answer = await post_voice(url, late)
+            await asyncio.sleep(0.7)  # the reservation lapses: the slot is free again
+            other_answer = await post_voice(url, other)
+            assert "<Stream" in other_answer.text
+            ws_other = await start_stream(other_answer)
+            assert await settle(lambda: state.admission.is_streaming(other["CallSid"]), 3.0)
+            with capture_logs() as logs:
+                ws_late = await start_stream(late_answer)  # its token is still valid
+                assert await closed(ws_late) == (1013, "no_room")
+            assert _event(logs, "call.rejected")["reason"] == "no_room"
+            assert rejected(state.metrics, "no_room") == 1
+            assert state.admission.active(state.clock()) == 1 and ws_other.close_code is None
+            busy = await post_voice(url, new_form())
+            assert busy.status_code == 200 and "<Hangup" in busy.text and "<Stream" not in busy.text
+            await hang_up(ws_other, other["CallSid"])
+            assert await settle(lambda: upstream.open == 0, 3.0)
+
+    run(scenario())
+
+
+def test_max_calls_is_never_exceeded_under_a_concurrent_burst() -> None:
+    max_calls, burst = 3, 10
+
+    async def scenario() -> None:
+        async with CountingUpstream() as upstream, running_bridge(upstream_url=upstream.url, max_calls=max_calls) as (url, app):
+            state = app.state.bridge
+            state.admission.reservation_s = 0.5
+            peak = 0
+            sampling = True
+
+            async def sample() -> None:
+                nonlocal peak
+                while sampling:
+                    peak = max(peak, state.admission.active(state.clock()), len([c for c in state.active_calls if c.call_sid]))
+                    await asyncio.sleep(0.005)
+
+            sampler = asyncio.create_task(sample())
+            # Two waves of webhooks at once; the first wave's reservations lapse in between.
+            wave_1 = await asyncio.gather(*(post_voice(url, new_form()) for _ in range(burst)))
+            await asyncio.sleep(0.7)
+            wave_2 = await asyncio.gather(*(post_voice(url, new_form()) for _ in range(burst)))
+            streamed = [a for a in (*wave_1, *wave_2) if "<Stream" in a.text]
+            assert len([a for a in wave_1 if "<Stream" in a.text]) == max_calls
+            assert len([a for a in wave_2 if "<Stream" in a.text]) == max_calls
+            # All six tokens are valid; all six streams start at once: only three may run.
+            streams = await asyncio.gather(*(start_stream(a) for a in streamed))
+            await asyncio.sleep(1.0)
+            refused = [ws for ws in streams if ws.close_code is not None]
+            live = [ws for ws in streams if ws.close_code is None]
+            assert len(live) == max_calls, [(ws.close_code, ws.close_reason) for ws in streams]
+            assert {(ws.close_code, ws.close_reason) for ws in refused} == {(1013, "no_room")}
+            for ws in live:
+                await ws.close()
+            sampling = False
+            await sampler
+            assert peak <= max_calls
+            assert await settle(lambda: upstream.open == 0 and not state.active_calls, 5.0)
+
+    run(scenario())
