@@ -417,3 +417,81 @@ def test_max_calls_is_never_exceeded_under_a_concurrent_burst() -> None:
             assert await settle(lambda: upstream.open == 0 and not state.active_calls, 5.0)
 
     run(scenario())
+
+
+# --- class 5: every pre-warmed model session is closed by a deadline, concurrently ----------------
+
+
+class StallingUpstream(CountingUpstream):
+    """Every `stall_every`-th session stops reading (so the bridge's closing handshake cannot finish)
+    for `stall_s`, then reads again; the others read until the bridge closes them."""
+
+    def __init__(self, stall_every: int, stall_s: float) -> None:
+        super().__init__()
+        self.stall_every, self.stall_s = stall_every, stall_s
+
+    async def _script(self, session: ScriptedSession) -> None:
+        self.open += 1
+        self.opened += 1
+        try:
+            if self.opened % self.stall_every == 0:
+                session.ws.transport.pause_reading()
+                await asyncio.sleep(self.stall_s)
+                session.ws.transport.resume_reading()
+            await session.drain()
+        finally:
+            self.open -= 1
+
+
+def test_prewarmed_sessions_of_a_burst_of_bad_or_missing_streams_all_close_by_the_deadline() -> None:
+    from bridge.prewarm import CLOSE_S, SWEEP_S
+
+    n, unclaimed_s, stall_s = 16, 1.0, 4.0
+    deadline_s = unclaimed_s + SWEEP_S + CLOSE_S + 0.5  # after the last webhook; the old sequential
+    # close took 2 s per stalled session (16 here: over 8 s for those alone).
+
+    async def scenario() -> None:
+        async with StallingUpstream(stall_every=4, stall_s=stall_s) as upstream, running_bridge(
+            upstream_url=upstream.url, max_calls=40
+        ) as (url, app):
+            state = app.state.bridge
+            state.prewarm.unclaimed_s = unclaimed_s
+            with capture_logs() as logs:
+                answers = await asyncio.gather(*(post_voice(url, new_form()) for _ in range(n)))
+                posted = asyncio.get_running_loop().time()
+                assert all("<Stream" in a.text for a in answers)
+                assert await settle(lambda: upstream.opened == n, 3.0)
+                quarter = n // 4
+                # A quarter never stream; a quarter open the stream and leave before `start`;
+                # a quarter start with a bad token (refused); a quarter send frames out of order.
+                bad_token, early_leave, out_of_order = answers[:quarter], answers[quarter : 2 * quarter], answers[2 * quarter : 3 * quarter]
+                refused = []
+                for answer in bad_token:
+                    params = dict(parse_stream_twiml(answer.text)[1])
+                    expiry, rid, mac = params["StreamToken"].split(".")
+                    params["StreamToken"] = f"{expiry}.{rid}.{'0' * 64}"
+                    refused.append(await start_stream(answer, params))
+                for answer in early_leave:
+                    stream_url = parse_stream_twiml(answer.text)[0]
+                    ws = await connect(stream_url, proxy=None, additional_headers={"X-Twilio-Signature": SIGNER.sign(stream_url, {})})
+                    await ws.close()
+                for answer in out_of_order:
+                    stream_url = parse_stream_twiml(answer.text)[0]
+                    ws = await connect(stream_url, proxy=None, additional_headers={"X-Twilio-Signature": SIGNER.sign(stream_url, {})})
+                    await ws.send(json.dumps({"event": "media", "streamSid": "MZ1", "media": {"track": "inbound", "chunk": "1", "timestamp": "0", "payload": "//8="}}))
+                    assert await closed(ws) == (1008, "event_before_start")
+                for ws in refused:
+                    assert await closed(ws) == (1008, "invalid_stream_token")
+                stalled = n // 4
+                # Every session that can still be read from is closed by the deadline ...
+                assert await settle(lambda: upstream.open <= stalled, deadline_s - (asyncio.get_running_loop().time() - posted))
+                # ... and the stalled ones were given up on (transport aborted) by then too.
+                await asyncio.sleep(max(0.0, posted + deadline_s - asyncio.get_running_loop().time()))
+                assert len(state.prewarm) == 0 and state.prewarm.closing == 0
+                assert len([e for e in logs if e["event"] == "prewarm.close_timeout"]) == stalled
+                discarded = {e["call_sid"] for e in logs if e["event"] == "prewarm.discarded"}
+                assert discarded == {parse_stream_twiml(a.text)[1]["CallSid"] for a in bad_token}
+            # Once the stalled server reads again it finds its connections gone.
+            assert await settle(lambda: upstream.open == 0, stall_s + 1.0)
+
+    run(scenario())
