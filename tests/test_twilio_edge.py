@@ -133,7 +133,9 @@ CASES = [
     Case("mistyped start", _raw(lambda s, p: _start(s, p, customParameters=["x"])), 1007, "invalid_field", False),
     Case("flood of frames", _flood, 1008, "flood"),
     Case("no stream token", _raw(_token(None)), 1008, "missing_stream_token", False),
-    Case("forged stream token", _raw(_token("9999999999." + "0" * 64)), 1008, "invalid_stream_token", False),
+    Case("forged stream token", _raw(_token("9999999999.00000000000000a1." + "0" * 64)), 1008, "invalid_stream_token", False),
+    Case("stream token expiry not ASCII digits", _raw(_token("²." + "a" * 16 + "." + "0" * 64)), 1008, "malformed_stream_token", False),
+    Case("stream token expiry of 5000 digits", _raw(_token("9" * 5000 + ".a." + "0" * 64)), 1008, "malformed_stream_token", False),
 ]
 
 
