@@ -28,7 +28,7 @@ from twiml.stream_tokens import StreamTokenError, StreamTokens
 from twiml.urls import public_base_url, websocket_url
 
 from . import media_streams as ms
-from .admission import Admission
+from .admission import Admission, AdmissionRefused
 from .agent import LocalAgent
 from .call_outcomes import CallOutcomes, Outcome
 from .auth import EntraTokens, TokenUnavailable
@@ -57,6 +57,7 @@ MEDIA_STREAM_PATH = "/media-stream"
 MAX_WEBHOOK_BYTES = 64 * 1024
 WEBHOOK_BODY_TIMEOUT_S = 10.0  # Twilio sends its few hundred bytes at once; a body that dribbles is not Twilio
 STREAM_TOKEN_PARAMETER = "StreamToken"
+STREAM_TOKEN_TTL_S = 60.0
 GOODBYE_GRACE_S = 15.0  # after the drain deadline: time for goodbyes to be said and heard
 # After the last call: Twilio asks /voice/after-stream right after a stream closes; a refused
 # request would make it speak an application error to the caller who just heard our goodbye.
@@ -201,10 +202,23 @@ async def voice_webhook(request: Request) -> Response:
     call_sid = form.get("CallSid", "")
     if not call_sid:
         return PlainTextResponse("CallSid is required", status_code=400)
-    if state.draining or not state.admission.try_reserve(call_sid, state.clock()):
-        log.warning("webhook.busy", call_sid=call_sid, max_calls=state.admission.max_calls, draining=state.draining)
-        state.metrics.webhooks.labels(route=VOICE_PATH, result="busy").inc()
-        return _xml(documents.busy())
+    if state.draining:
+        return _busy(state, call_sid)
+    try:
+        reservation_id = state.admission.reserve(call_sid, state.clock())
+    except AdmissionRefused as exc:
+        if exc.reason == "busy":
+            return _busy(state, call_sid)
+        # A replayed webhook (the call is streaming, or ended): no stream, no model session. The
+        # answer goes to whoever sent it, not to a live call (Twilio never posts /voice twice for
+        # a call it has already connected), so it is a plain 409.
+        log.warning("webhook.rejected", reason=exc.reason, call_sid=call_sid)
+        if exc.reason == "call_in_progress":
+            state.metrics.rejections.labels(reason="call_in_progress").inc()
+        else:
+            state.metrics.rejections.labels(reason="call_ended").inc()
+        state.metrics.webhooks.labels(route=VOICE_PATH, result="replay").inc()
+        return PlainTextResponse(f"no stream: {exc.reason}", status_code=409)
     base = _public_base(state, request)
     if state.prewarm is not None:
         # Connect and configure the model while Twilio sets up the stream.
@@ -217,7 +231,7 @@ async def voice_webhook(request: Request) -> Response:
         "CallSid": call_sid,
         "From": form.get("From", ""),
         "To": form.get("To", ""),
-        STREAM_TOKEN_PARAMETER: state.tokens.issue(call_sid, state.wall_clock()),
+        STREAM_TOKEN_PARAMETER: state.tokens.issue(call_sid, reservation_id, state.wall_clock()),
     }
     twiml = documents.connect_stream(
         websocket_url(base, MEDIA_STREAM_PATH), parameters, after_stream_url=f"{base}{AFTER_STREAM_PATH}"
@@ -225,6 +239,12 @@ async def voice_webhook(request: Request) -> Response:
     log.info("webhook.answered", call_sid=call_sid)
     state.metrics.webhooks.labels(route=VOICE_PATH, result="stream").inc()
     return _xml(twiml)
+
+
+def _busy(state: BridgeState, call_sid: str) -> Response:
+    log.warning("webhook.busy", call_sid=call_sid, max_calls=state.admission.max_calls, draining=state.draining)
+    state.metrics.webhooks.labels(route=VOICE_PATH, result="busy").inc()
+    return _xml(documents.busy())
 
 
 async def after_stream(request: Request) -> Response:
@@ -253,7 +273,11 @@ async def call_status(request: Request) -> Response:
     status = form.get("CallStatus", "")
     log.info("call.status", call_sid=form.get("CallSid", ""), status=status, duration_s=form.get("CallDuration"))
     if status in ("completed", "busy", "failed", "no-answer", "canceled"):
-        state.admission.stream_ended(form.get("CallSid", ""))
+        call_sid = form.get("CallSid", "")
+        if not state.admission.is_streaming(call_sid):  # a live stream's end is its own to report
+            state.admission.end(call_sid, state.clock())
+            if state.prewarm is not None:
+                state.prewarm.discard_soon(call_sid)
     return Response(status_code=204)
 
 
@@ -283,19 +307,33 @@ async def _open_session(
     return connection
 
 
+def _refused_start(state: BridgeState, call_sid: str, discard_prewarm: bool) -> None:
+    if not discard_prewarm:
+        return
+    if state.prewarm is not None:
+        state.prewarm.discard_soon(call_sid)
+    if state.recorder is not None:
+        state.recorder.finish(call_sid, "unauthorized")  # the pre-warmed session's recording
+
+
 def _prepare_call(state: BridgeState, twilio_tap: TwilioTap | None = None) -> Callable[[ms.Start], CallSetup]:
     """Accept a stream's `start` (its token) and hand the call its profile and upstream session."""
 
     def prepare(start: ms.Start) -> CallSetup:
         try:
-            state.tokens.redeem(start.custom_parameters.get(STREAM_TOKEN_PARAMETER), start.call_sid, state.wall_clock())
+            reservation_id = state.tokens.redeem(
+                start.custom_parameters.get(STREAM_TOKEN_PARAMETER), start.call_sid, state.wall_clock()
+            )
         except StreamTokenError as exc:
-            if state.prewarm is not None:
-                asyncio.get_running_loop().create_task(state.prewarm.discard(start.call_sid))
-            if state.recorder is not None:
-                state.recorder.finish(start.call_sid, "unauthorized")  # the pre-warmed session's recording
+            _refused_start(state, start.call_sid, discard_prewarm=True)
             raise StartRefused(exc.reason) from None
-        state.admission.stream_started(start.call_sid)
+        try:
+            state.admission.start(start.call_sid, reservation_id, state.clock())
+        except AdmissionRefused as exc:
+            # A second stream for a live call must not take the live call's pre-warmed session;
+            # any other refusal leaves nobody to claim it.
+            _refused_start(state, start.call_sid, discard_prewarm=exc.reason != "stream_already_live")
+            raise StartRefused(exc.reason) from None
         to = start.custom_parameters.get("To")
         profile = state.profiles.for_number(to)
         config = session_config(profile, state.settings.audio, state.tools.specs())
@@ -358,7 +396,7 @@ async def media_stream(websocket: WebSocket) -> None:
     finally:
         state.active_calls.discard(call)
         if call.call_sid is not None:
-            state.admission.stream_ended(call.call_sid)
+            state.admission.end(call.call_sid, state.clock())
             if state.recorder is not None:
                 state.recorder.finish(call.call_sid, (call.end_reason or EndReason.INTERNAL_ERROR).value)
 
@@ -452,8 +490,9 @@ def create_app(
     state = BridgeState(
         settings=settings,
         signer=signer,
-        tokens=StreamTokens(key=key),
-        admission=Admission(settings.max_calls),
+        tokens=StreamTokens(key=key, ttl_s=STREAM_TOKEN_TTL_S),
+        # Ended calls are remembered longer than a stream token lives: a replay gets no stream.
+        admission=Admission(settings.max_calls, remember_s=STREAM_TOKEN_TTL_S + 15.0),
         profiles=profiles,
         tools=tools,
         agent=agent,

@@ -33,6 +33,9 @@ class CallSetup:
     call_control: CallControl | None = None  # Twilio REST, when TWILIO_ACCOUNT_SID is configured
 
 
+SETUP_CLOSE_S = 0.5  # a session abandoned during setup: the closing handshake, then the transport is cut
+
+
 async def open_session(
     target: UpstreamTarget, config: SessionConfig, metrics: Metrics, greet: bool, tap: UpstreamTap | None = None
 ) -> UpstreamConnection:
@@ -45,6 +48,7 @@ async def open_session(
         if greet:
             await connection.send(dialects.greeting_response(config))
     except BaseException:
-        await connection.close()
+        # Cancelled (the call ended, an unclaimed pre-warm) or failed: never wait out a slow close.
+        await connection.close_within(SETUP_CLOSE_S)
         raise
     return connection

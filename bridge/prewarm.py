@@ -2,13 +2,18 @@
 
 `POST /voice` starts connecting and configuring (and asks for the greeting); the media stream
 claims the session when its `start` arrives, so the caller's first second is not spent on a TLS
-and WebSocket handshake. Sessions nobody claims are closed after `unclaimed_s`.
+and WebSocket handshake.
+
+Every session nobody claims is closed by a deadline (issue 13, class 5): unclaimed ones after
+`unclaimed_s` (checked every `SWEEP_S`), a refused stream's at once (`discard_soon`), all at
+shutdown; all of them concurrently, each with a `close_s` closing handshake after which its
+transport is cut. So the last unclaimed session is gone `unclaimed_s + SWEEP_S + close_s` after
+its webhook at most, however many there are.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -16,6 +21,9 @@ from .logs import get_logger
 from .upstream import UpstreamConnection
 
 log = get_logger("bridge.prewarm")
+
+SWEEP_S = 0.25  # how often unclaimed sessions are looked for
+CLOSE_S = 0.5  # a discarded session's closing handshake; then its transport is aborted
 
 
 @dataclass(slots=True)
@@ -25,13 +33,19 @@ class _Pending:
 
 
 class Prewarm:
-    def __init__(self, clock: Callable[[], float], unclaimed_s: float = 15.0) -> None:
+    def __init__(self, clock: Callable[[], float], unclaimed_s: float = 15.0, close_s: float = CLOSE_S) -> None:
         self.clock = clock
         self.unclaimed_s = unclaimed_s
+        self.close_s = close_s
         self._pending: dict[str, _Pending] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # discards under way (kept referenced)
 
     def __len__(self) -> int:
         return len(self._pending)
+
+    @property
+    def closing(self) -> int:
+        return len(self._closing)
 
     def start(self, call_sid: str, open_session: Callable[[], Awaitable[UpstreamConnection]]) -> None:
         if call_sid in self._pending:
@@ -46,35 +60,46 @@ class Prewarm:
     async def discard(self, call_sid: str) -> None:
         pending = self._pending.pop(call_sid, None)
         if pending is not None:
-            await _close(pending.task)
+            await _close(pending.task, self.close_s)
+
+    def discard_soon(self, call_sid: str) -> None:
+        """Close the call's session in the background (its stream was refused, or the call is over)."""
+        pending = self._pending.pop(call_sid, None)
+        if pending is None:
+            return
+        log.info("prewarm.discarded", call_sid=call_sid)
+        closing = asyncio.create_task(_close(pending.task, self.close_s), name=f"prewarm_close_{call_sid}")
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     async def close_unclaimed(self) -> int:
         now = self.clock()
         expired = [sid for sid, p in self._pending.items() if p.expires_at <= now]
         for call_sid in expired:
             log.info("prewarm.unclaimed", call_sid=call_sid)
-            await _close(self._pending.pop(call_sid).task)
+        await asyncio.gather(*(_close(self._pending.pop(sid).task, self.close_s) for sid in expired))
         return len(expired)
 
-    async def sweep_forever(self, every_s: float = 1.0) -> None:
+    async def sweep_forever(self, every_s: float = SWEEP_S) -> None:
         while True:
             await asyncio.sleep(every_s)
             await self.close_unclaimed()
 
     async def aclose(self) -> None:
-        for call_sid in list(self._pending):
-            await _close(self._pending.pop(call_sid).task)
+        pending = [self._pending.pop(sid).task for sid in list(self._pending)]
+        await asyncio.gather(*(_close(task, self.close_s) for task in pending), *self._closing)
 
 
 async def _run(open_session: Callable[[], Awaitable[UpstreamConnection]]) -> UpstreamConnection:
     return await open_session()
 
 
-async def _close(task: asyncio.Task[UpstreamConnection]) -> None:
+async def _close(task: asyncio.Task[UpstreamConnection], close_s: float) -> None:
+    """Cancel the session's setup or close the session: `close_s` for the handshake, then abort."""
     if not task.done():
-        task.cancel()
+        task.cancel()  # open_session closes what it opened, within its own short deadline
         await asyncio.wait({task})  # unlike awaiting the task, this does not re-raise its error
     if task.cancelled() or task.exception() is not None:
         return
-    with contextlib.suppress(OSError, TimeoutError):
-        await task.result().close()
+    if not await task.result().close_within(close_s):
+        log.warning("prewarm.close_timeout")

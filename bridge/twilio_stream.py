@@ -19,6 +19,7 @@ CLOSE_INVALID_PAYLOAD = 1007
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN = 1013
 
 # Malformed content is 1007; a binary frame 1003; everything else (order, identity, flooding) 1008.
 _CLOSE_CODES = {
@@ -26,6 +27,7 @@ _CLOSE_CODES = {
     "invalid_base64": CLOSE_INVALID_PAYLOAD,
     "invalid_field": CLOSE_INVALID_PAYLOAD,
     "binary_frame": CLOSE_UNSUPPORTED_DATA,
+    "no_room": CLOSE_TRY_AGAIN,  # a stream whose reservation lapsed, with the process full
 }
 
 

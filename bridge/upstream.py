@@ -315,6 +315,19 @@ class UpstreamConnection:
             self.tap.closed(1000, by="bridge")
         await self._ws.close()
 
+    async def close_within(self, seconds: float) -> bool:
+        """Close, waiting at most `seconds` for the closing handshake, then cut the connection.
+
+        True when the handshake finished in time. Never raises for a peer that misbehaves.
+        """
+        try:
+            async with asyncio.timeout(seconds):
+                await self.close()
+            return True
+        except (TimeoutError, OSError, websockets.WebSocketException):
+            self.abort()
+            return False
+
     def abort(self) -> None:
         """Drop the TCP connection at once (when the closing handshake cannot finish)."""
         self._ws.transport.abort()

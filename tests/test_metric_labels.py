@@ -23,7 +23,7 @@ REVIEWED = {
     ("bridge/serving.py", "reason"),  # guard.refused(reason, ...): literals (too_many_connections, header_timeout)
 }
 # Exceptions whose `reason` becomes a label: built with a literal (or passing another one's reason on).
-REASON_CARRIERS = {"ProtocolError", "StreamTokenError", "StartRefused", "_reject"}
+REASON_CARRIERS = {"ProtocolError", "StreamTokenError", "StartRefused", "_reject", "AdmissionRefused"}
 
 
 def _calls(name: str) -> list[tuple[str, ast.Call]]:

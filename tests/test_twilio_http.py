@@ -87,7 +87,7 @@ def test_routes_check_signatures_and_answer_twiml() -> None:
                 assert stream_url == "wss://pub.example.com/media-stream"
                 token = params.pop("StreamToken")
                 assert params == {"CallSid": form["CallSid"], "From": "+15550001", "To": "+15550002"}
-                assert token.count(".") == 1
+                assert token.count(".") == 2  # <expiry>.<reservation id>.<hmac>
                 wrong_url = {**headers, "X-Twilio-Signature": signer.sign(f"{url}/voice", form)}
                 assert (await http.post("/voice", content=body, headers=wrong_url)).status_code == 403
                 assert (await http.post("/voice", content=body, headers=headers)).status_code == 403
