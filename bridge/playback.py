@@ -44,6 +44,8 @@ class _SentChunk:
 PROBE_PREFIX = "rtt."  # probe marks: "rtt.<n>", sent while nothing plays
 PROBE_INTERVAL_S = 1.0  # at most one probe a second
 PROBE_LOST_S = 10.0  # a probe not echoed by then is given up (another may be sent)
+MIN_WEIGHT = 0.1  # the newest echo's least share in the anchor
+SNAP_S = 0.015  # an echo this far from the prediction (or 4 spreads) is taken as is
 CLEAR_MARGIN_S = 0.02  # a clear sample is taken only if the mark's audio had this much longer to play
 
 
@@ -65,6 +67,7 @@ class PlaybackTracker:
         self._probes = 0
         self._probe_sent_at: float | None = None  # the outstanding probe's send time
         self._last_probe_at = float("-inf")
+        self._anchor_weight_n = 1  # echoes averaged into the anchor since the last gap
         self.epoch = 0
         self._seq = 0
         self._pending: deque[_SentChunk] = deque()
@@ -135,11 +138,39 @@ class PlaybackTracker:
         if head.into_empty and head.seq == seq:
             # The first echo after audio went into an empty buffer: round trip + playout delay + its length.
             self.network.first_echo_sample(now - head.sent_at, head.samples / self.sample_rate)
+        self._last_echo_at = self._anchor(seq, now)
         while self._pending and self._pending[0].seq <= seq:
             chunk = self._pending.popleft()
             self._confirmed[chunk.item] = chunk.item_samples_after
-        self._last_echo_at = now
         return True
+
+    def _anchor(self, seq: int, now: float) -> float:
+        """When the echoed chunk's echo was due, for the clock to run on from.
+
+        Each echo is late by its own uplink jitter, so while playback runs without a gap the
+        anchor is the running mean of what the echoes say against the clock's prediction (at
+        least `MIN_WEIGHT` for the newest, to follow a drift); the first echo after a gap is
+        weighed equally against the prediction from its send time, once the round trip and the
+        playout delay are known. An echo that surprises by more than the jitter explains is
+        taken as is (a stall, a gap the clock did not see)."""
+        network = self.network
+        if network.round_trip_s is None:
+            self._anchor_weight_n = 1
+            return now
+        free_at = self._last_echo_at
+        gap = free_at is None
+        for chunk, started in self._chunk_times(network.lead_s, network.playout_delay_s):
+            gap = gap or started != free_at
+            free_at = started + chunk.samples / self.sample_rate
+            if chunk.seq == seq:
+                break
+        assert free_at is not None
+        surprise = now - free_at
+        if abs(surprise) > max(SNAP_S, 4 * network.spread_s) or (gap and not network.has_playout_delay):
+            self._anchor_weight_n = 1
+            return now
+        self._anchor_weight_n = 2 if gap else self._anchor_weight_n + 1
+        return free_at + max(1.0 / self._anchor_weight_n, MIN_WEIGHT) * surprise
 
     def cleared(self, now: float | None = None) -> None:
         """Twilio's buffer was emptied: pending audio was never heard, old echoes are stale.
@@ -203,13 +234,22 @@ class PlaybackTracker:
             yield chunk, started
             free_at = started + chunk.samples / self.sample_rate
 
-    def _clock_walk(self, now: float) -> Iterator[tuple[_SentChunk, int]]:
+    def may_be_heard(self, item_id: str, content_index: int, now: float) -> bool:
+        """Whether the caller may already hear the item when a `clear` sent `now` lands, allowing
+        for the network's jitter beyond the lead (never, before the round trip is measured)."""
+        network = self.network
+        if network.round_trip_s is None:
+            return False
+        key = (item_id, content_index)
+        return any(chunk.item == key and heard > 0 for chunk, heard in self._clock_walk(now, network.uncertainty_s))
+
+    def _clock_walk(self, now: float, beyond_s: float = 0.0) -> Iterator[tuple[_SentChunk, int]]:
         """The unconfirmed chunks playback has reached when a `clear` sent `now` lands, each with
         its samples heard: the echoes' clock one round trip ahead (see the module docstring)."""
         if not self._pending:
             return
         network = self.network
-        at = now + network.lead_s
+        at = now + network.lead_s + beyond_s
         last = self._pending[-1]
         for chunk, started in self._chunk_times(network.lead_s, network.playout_delay_s):
             heard = int(max(0.0, at - started) * self.sample_rate + 1e-6)

@@ -13,7 +13,8 @@ Three kinds of samples, all taken by `PlaybackTracker`:
 
 Each estimate is the median of the last few samples: jitter and a delivery burst (a stall that
 holds an echo back) move it little, and a round trip that changes during the call is followed
-within a few samples. Before any sample the round trip and the playout delay are taken as 0,
+within half a window of samples. The lead used for barge-in is the round trip less a margin for
+the jitter the `clear` itself will meet: erring short keeps over-claims rare. Before any sample the round trip and the playout delay are taken as 0,
 which is exactly the accounting without a network model.
 """
 
@@ -23,8 +24,12 @@ import statistics
 from collections import deque
 from collections.abc import Callable
 
-WINDOW = 9  # samples each estimate is the median of
+WINDOW = 21  # samples each estimate is taken from
 MAX_ROUND_TRIP_S = 3.0  # longer is not a network delay (a stalled peer, a lost echo): ignored
+# The caller must not be said to have heard what they did not: the lead is this quantile of the
+# recent round trips, not their median, since the clear's own delay varies as the samples do and
+# cannot be known when it leaves.
+LEAD_QUANTILE = 0.25
 
 
 class RoundTripEstimator:
@@ -59,10 +64,48 @@ class RoundTripEstimator:
         return statistics.median(self._round_trips) if self._round_trips else None
 
     @property
+    def has_playout_delay(self) -> bool:
+        """Measured at least once (it may be 0)."""
+        return bool(self._playout)
+
+    @property
     def playout_delay_s(self) -> float:
         return statistics.median(self._playout) if self._playout else 0.0
 
     @property
+    def spread_s(self) -> float:
+        """How much the round trip varies: a robust standard deviation (interquartile range / 1.35)
+        of the samples; with under 4 samples, a guess of 15 % of the round trip."""
+        rtt = self.round_trip_s
+        if rtt is None:
+            return 0.0
+        if len(self._round_trips) < 4:
+            return 0.15 * rtt
+        low, _, high = statistics.quantiles(self._round_trips, n=4)
+        return (high - low) / 1.349
+
+    @property
+    def uncertainty_s(self) -> float:
+        """How much further than the lead playback may be when a clear lands (the lead errs short)."""
+        rtt = self.round_trip_s
+        return 0.0 if rtt is None else rtt - self.lead_s + 1.5 * self.spread_s
+
+    @property
     def lead_s(self) -> float:
-        """How far the caller's ear is ahead of the echoes when a `clear` lands: one round trip."""
-        return self.round_trip_s or 0.0
+        """How far the caller's ear is ahead of the echoes when a `clear` lands: about one round
+        trip, erring short by the jitter the clear itself may meet (see LEAD_QUANTILE)."""
+        rtt = self.round_trip_s
+        if rtt is None:
+            return 0.0
+        if len(self._round_trips) < 4:
+            return 0.85 * rtt
+        return _quantile(self._round_trips, LEAD_QUANTILE)
+
+
+def _quantile(values: deque[float], q: float) -> float:
+    """The `q` quantile, linearly interpolated between the sorted samples."""
+    ordered = sorted(values)
+    at = q * (len(ordered) - 1)
+    low = int(at)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (at - low)

@@ -8,7 +8,7 @@ import pytest
 
 from bridge.barge_in import plan_barge_in
 from bridge.playback import PROBE_INTERVAL_S, PlaybackTracker
-from bridge.round_trip import RoundTripEstimator
+from bridge.round_trip import WINDOW, RoundTripEstimator
 
 
 def test_cold_start_knows_nothing_and_adds_nothing() -> None:
@@ -31,15 +31,17 @@ def test_jitter_and_a_burst_barely_move_the_estimate() -> None:
             assert estimator.round_trip_s == pytest.approx(0.060, abs=0.010)
 
 
-def test_a_changing_round_trip_is_followed_within_a_few_samples() -> None:
+def test_a_changing_round_trip_is_followed_within_half_a_window() -> None:
     estimator = RoundTripEstimator()
-    for _ in range(10):
+    half = WINDOW // 2 + 1
+    for _ in range(WINDOW):
         estimator.round_trip_sample(0.020)
-    for n in range(10):
+    for n in range(WINDOW):
         estimator.round_trip_sample(0.120)
-        if n >= 4:
+        if n + 1 >= half:
             assert estimator.round_trip_s == pytest.approx(0.120)
-    for _ in range(5):
+            assert estimator.lead_s <= 0.120
+    for _ in range(half):
         estimator.round_trip_sample(0.040)
     assert estimator.round_trip_s == pytest.approx(0.040)
 
@@ -120,7 +122,8 @@ def test_with_a_round_trip_known_the_estimate_is_where_playback_is_when_the_clea
     """30 ms each way, 60 ms playout delay: the first chunk arrives at 0.030, plays 0.090-0.190,
     its echo arrives at 0.220; a clear sent at 0.250 lands at 0.280, 90 ms past that chunk."""
     tracker = PlaybackTracker()
-    tracker.network.round_trip_sample(0.060)
+    for _ in range(5):
+        tracker.network.round_trip_sample(0.060)  # no jitter: no margin
     tracker.network.first_echo_sample(0.060 + 0.060 + 0.100, 0.100)  # playout delay 60 ms
     first = tracker.chunk_sent("a", 0, 800, now=0.0)
     tracker.chunk_sent("a", 0, 8000, now=0.0)
@@ -131,6 +134,18 @@ def test_with_a_round_trip_known_the_estimate_is_where_playback_is_when_the_clea
     tracker.audio_received("a", 0, 1100.0)
     plan = plan_barge_in(tracker, "resp", ("a", 0), now=0.250)
     assert plan.truncation is not None and plan.truncation.audio_end_ms == 190
+
+
+def test_the_lead_keeps_a_margin_for_jitter() -> None:
+    estimator = RoundTripEstimator()
+    estimator.round_trip_sample(0.060)
+    assert 0.045 < estimator.lead_s < 0.060  # one sample: the margin is a guess
+    for sample in (0.050, 0.070, 0.055, 0.065, 0.060, 0.045, 0.075):
+        estimator.round_trip_sample(sample)
+    assert estimator.round_trip_s == pytest.approx(0.060)
+    assert estimator.lead_s == pytest.approx(0.05375)  # the lower quartile: the clear may be as quick
+    assert 0.008 < estimator.spread_s < 0.016  # the samples vary by about 9 ms (sd)
+    assert estimator.uncertainty_s > 0.060 - estimator.lead_s
 
 
 def test_the_round_trip_never_pushes_the_estimate_past_what_was_sent_or_into_the_playout_delay() -> None:
@@ -149,3 +164,20 @@ def test_probing_waits_between_probes() -> None:
     tracker.mark_echoed(probe, now=0.05)
     assert tracker.probe_due(now=PROBE_INTERVAL_S / 2) is None
     assert tracker.probe_due(now=PROBE_INTERVAL_S + 0.01) is not None
+
+
+def test_an_item_that_may_just_have_started_is_truncated_at_1_ms_not_deleted() -> None:
+    tracker = PlaybackTracker()
+    for sample in (0.050, 0.070, 0.055, 0.065, 0.060, 0.045, 0.075):
+        tracker.network.round_trip_sample(sample)
+    tracker.network.first_echo_sample(0.060 + 0.060 + 0.100, 0.100)
+    tracker.audio_received("a", 0, 300.0)
+    tracker.chunk_sent("a", 0, 2400, now=0.0)
+    items = lambda item: [("a", 0)]  # noqa: E731
+    # The clock says playback starts 60 ms after the send; the lead errs short by a few ms.
+    assert tracker.played_samples("a", 0, now=0.055) == 0
+    plan = plan_barge_in(tracker, "resp", ("a", 0), now=0.055, response_items_of=items)
+    assert plan.truncation is not None and plan.truncation.audio_end_ms == 1 and plan.deletions == ()
+    # Well before it can have started: deleted, as nothing of it was heard.
+    plan = plan_barge_in(tracker, "resp", ("a", 0), now=0.010, response_items_of=items)
+    assert plan.truncation is None and plan.deletions == (("a", 0),)
