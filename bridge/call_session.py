@@ -293,6 +293,10 @@ class CallSession:
             await asyncio.gather(caller, return_exceptions=True)
             return
         self._move_to(CallState.IN_CALL)
+        # Measure the round trip before the greeting starts playing (then only while nothing plays).
+        probe = self.tracker.probe_due(self.clock())
+        if probe is not None:
+            await self.twilio.send_mark(probe)
         tasks = {
             caller,
             asyncio.create_task(self._pump_model(), name="pump_model"),
