@@ -872,7 +872,9 @@ def print_table(result: dict[str, Any], kinds: dict[str, dict[str, Any]], machin
         )
 
 
-async def benchmark(calls: int, rounds: int, seed: int, network: Any = None) -> tuple[list[Interruption], float]:
+async def benchmark(
+    calls: int, rounds: int, seed: int, network: Any = None, pace: float = 4.0
+) -> tuple[list[Interruption], float]:
     rng = random.Random(seed)
     clips = load_clips()
     plans = [random_rounds(rng, rounds, f"c{c}", clips) for c in range(calls)]
@@ -883,7 +885,7 @@ async def benchmark(calls: int, rounds: int, seed: int, network: Any = None) -> 
         async def staggered(c: int) -> CallResult:
             await asyncio.sleep(0.37 * c)  # calls do not line their rounds up
             profile = None if network is None else dataclasses.replace(network, seed=network.seed + 1000 * c)
-            return await run_call(plans[c], tap, network=profile)
+            return await run_call(plans[c], tap, pace=pace, network=profile)
 
         results = await asyncio.gather(*(staggered(c) for c in range(calls)))
     elapsed = time.monotonic() - started
@@ -945,6 +947,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--direct", action="store_true", help="no simulated network at all (the simulator as before issue 14)")
     parser.add_argument("--no-network-model", action="store_true",
                         help="instrumentation: the bridge's round-trip and playout estimates held at 0 (the accounting before issue 14)")
+    parser.add_argument("--pace", type=float, default=4.0,
+                        help="how many times faster than real time the model streams (default 4, as the real services); "
+                        "1 keeps what is sent to Twilio about one 100 ms delta ahead of playback (outbound pacing)")
     parser.add_argument("--details", type=Path, help="write every interruption as JSON lines here")
     args = parser.parse_args(argv)
 
@@ -960,7 +965,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, all_interruptions = [], []
     for delay in delays:
         network = None if delay is None else network_profile(delay, args.jitter_ratio, args.playout_delay_ms, not args.no_bursts, args.seed)
-        interruptions, elapsed = asyncio.run(benchmark(args.calls, args.rounds, args.seed, network))
+        interruptions, elapsed = asyncio.run(benchmark(args.calls, args.rounds, args.seed, network, args.pace))
         result = summarise(interruptions)
         kinds = by_kind(interruptions)
         described = dataclasses.asdict(network) if network is not None else {"delay_ms": 0.0, "jitter_ms": 0.0, "playout_delay_ms": 0.0}
@@ -984,7 +989,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     + "\n"
                 )
-    print(json.dumps({"rows": rows, "network_model": not args.no_network_model, "machine": machine_description()}))
+    print(json.dumps({"rows": rows, "network_model": not args.no_network_model, "pace": args.pace, "machine": machine_description()}))
     return 0
 
 

@@ -216,6 +216,7 @@ class _Phone:
         up, down = random.Random(self.network.seed), random.Random(self.network.seed + 1)
         self._uplink: _Link | None = None if self.network.is_direct else _Link(DelayLine(wall, up), ws.send)
         self._downlink_line: DelayLine[str | None] | None = None if self.network.is_direct else DelayLine(wall, down)
+        self._uplink_task: asyncio.Task[None] | None = None
         self._sequence = 0
         self._last_step_at = time.monotonic()
         self._last_step_real = 0
@@ -231,8 +232,10 @@ class _Phone:
         """To the bridge: at once, or onto the uplink's delay line."""
         if self._uplink is None:
             await self.ws.send(text)
-        else:
-            self._uplink.put(text)
+            return
+        if self._uplink_task is None:
+            self._uplink_task = asyncio.create_task(self._uplink.run(), name="phone_uplink")
+        self._uplink.put(text)
 
     async def _echo(self, names: list[str]) -> None:
         for name in names:
@@ -298,7 +301,6 @@ class _Phone:
         started = time.monotonic()
         step = 0
         heard_in_frame = 0
-        uplink = asyncio.create_task(self._uplink.run(), name="phone_uplink") if self._uplink is not None else None
         while self.caller.state is not CallerState.HUNG_UP:
             marks, self._step_marks = self._step_marks, []
             await self._echo(marks)  # the previous step has played
@@ -323,18 +325,21 @@ class _Phone:
                 for digit in self.caller.keys_due():
                     await self._send(ms.dtmf_message(self.report.stream_sid, digit, self.next_sequence()))
             self.report.call_s = step * self.step_ms / 1000.0
-            if uplink is not None and uplink.done():
-                uplink.result()  # the socket failed under the uplink: end the call the same way
+            if self._uplink_task is not None and self._uplink_task.done():
+                self._uplink_task.result()  # the socket failed under the uplink: end the call the same way
             await asyncio.sleep(max(0.0, started + step * interval - time.monotonic()))
         await self._send(ms.stop_message(self.report.stream_sid, self.report.call_sid, self.account_sid, self.next_sequence()))
-        if uplink is not None:
-            assert self._uplink is not None
+        if self._uplink is not None and self._uplink_task is not None:
             try:
                 async with asyncio.timeout(DRAIN_GRACE_S + self.network.delay_ms / 1000 * 4):
                     await self._uplink.drained()
             finally:
-                uplink.cancel()
-                await asyncio.gather(uplink, return_exceptions=True)
+                await self.close_network()
+
+    async def close_network(self) -> None:
+        if self._uplink_task is not None:
+            self._uplink_task.cancel()
+            await asyncio.gather(self._uplink_task, return_exceptions=True)
 
 
 async def place_call(
@@ -355,8 +360,8 @@ async def place_call(
     moment their audio has played; 20 ms is cheaper for load tests) and sends 20 ms frames.
     `caller` replaces the caller that follows `plan` (a replay plays a recorded one); `on_start`
     is called the moment the stream's `start` has been sent (a replay's upstream keeps time by it).
-    `network` puts a simulated network between the phone and the bridge for the media stream
-    (the webhook and the stream's `connected`/`start` are not delayed).
+    `network` puts a simulated network between the phone and the bridge for the media stream,
+    from its `connected` on (the webhook is not delayed).
     """
     if playout_step_ms not in (1, 2, 4, 5, 10, 20):
         raise ValueError("playout_step_ms must divide 20 ms")
@@ -389,8 +394,8 @@ async def place_call(
         raise SimulatorError(f"the bridge refused the media stream: HTTP {exc.response.status_code}") from None
     async with ws:
         phone = _Phone(ws, report, caller or Caller(plan), account_sid, speed, playout_step_ms, network)
-        await ws.send(ms.connected_message())
-        await ws.send(ms.start_message(report.stream_sid, call_sid, account_sid, parameters, phone.next_sequence()))
+        await phone._send(ms.connected_message())
+        await phone._send(ms.start_message(report.stream_sid, call_sid, account_sid, parameters, phone.next_sequence()))
         if on_start is not None:
             on_start()
         receiving = asyncio.create_task(phone.receive(), name="phone_receive")
@@ -401,6 +406,7 @@ async def place_call(
             for task in (receiving, talking):
                 task.cancel()
             results = await asyncio.gather(receiving, talking, return_exceptions=True)
+            await phone.close_network()
         caller_hung_up = talking in done and not talking.cancelled() and talking.exception() is None
         report.ended_by = "caller" if caller_hung_up else "bridge"
         for result in results:
