@@ -429,7 +429,7 @@ class CallSession:
                 name = self.tracker.probe_due(self.clock())
                 if name is not None:
                     await self.twilio.send_mark(name)
-            await asyncio.sleep(PROBE_INTERVAL_S / 4)
+            await asyncio.sleep(PROBE_INTERVAL_S / 2)
 
     # --- model → caller ------------------------------------------------------------------------
 

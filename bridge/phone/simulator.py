@@ -288,7 +288,8 @@ class _Phone:
             # The phone plays continuously: of the current step, only the part whose time has come.
             into_step = int((time.monotonic() - self._last_step_at) * 8000 * self.speed)
             into_real = max(0, into_step - self.playout.last_step_delay)
-            heard = self.playout.segment_played_samples - self._last_step_real + min(into_real, self._last_step_real)
+            # (0 when this segment began after that step: the step's audio was of the one before.)
+            heard = max(0, self.playout.segment_played_samples - self._last_step_real + min(into_real, self._last_step_real))
             self.report.clear_log.append((self.report.call_s, heard))
             marks, self._step_marks = self._step_marks + self.playout.clear(), []
             await self._echo(marks)
