@@ -959,8 +959,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_network_model:
         from bridge.round_trip import RoundTripEstimator
 
-        RoundTripEstimator.lead_s = property(lambda self: 0.0)  # type: ignore[method-assign,assignment]
-        RoundTripEstimator.playout_delay_s = property(lambda self: 0.0)  # type: ignore[method-assign,assignment]
+        # Never measured: every estimate is its cold-start value, the accounting without a network.
+        RoundTripEstimator.round_trip_s = property(lambda self: None)  # type: ignore[method-assign,assignment]
     delays = [None] if args.direct else [float(d) for d in args.delays.split(",")]
     rows, all_interruptions = [], []
     for delay in delays:

@@ -159,7 +159,8 @@ class PlaybackTracker:
             return now
         free_at = self._last_echo_at
         gap = free_at is None
-        for chunk, started in self._chunk_times(network.lead_s, network.playout_delay_s):
+        # The prediction is the unbiased one (the median round trip, no margins).
+        for chunk, started in self._chunk_times(network.round_trip_s, network.playout_delay_s):
             gap = gap or started != free_at
             free_at = started + chunk.samples / self.sample_rate
             if chunk.seq == seq:
@@ -177,7 +178,7 @@ class PlaybackTracker:
 
         `now` (when the clear was sent) lets the echoes it releases measure the round trip."""
         if now is not None and self._pending:
-            *_, (last, started) = self._chunk_times(self.network.lead_s, self.network.playout_delay_s)
+            *_, (last, started) = self._chunk_times(self.network.round_trip_s or 0.0, self.network.playout_delay_s)
             self._clear = _ClearSent(str(self.epoch), last.seq, now, started + last.samples / self.sample_rate)
         self.epoch += 1
         for chunk in self._pending:
@@ -221,14 +222,14 @@ class PlaybackTracker:
                 played = chunk.item_samples_after - chunk.samples + heard
         return played
 
-    def _chunk_times(self, round_trip: float, playout: float) -> Iterator[tuple[_SentChunk, float]]:
+    def _chunk_times(self, round_trip: float, playout: float, gap_margin: float = 0.0) -> Iterator[tuple[_SentChunk, float]]:
         """Each unconfirmed chunk with when it starts, on the clock of the echoes: a chunk's echo
         is due when the next one starts. With `round_trip`/`playout` 0 that is the send clock."""
         free_at = self._last_echo_at
         for chunk in self._pending:
             if free_at is None or chunk.sent_at + round_trip >= free_at:
                 # It arrives into an empty buffer: played after the playout start delay.
-                started = chunk.sent_at + round_trip + playout
+                started = chunk.sent_at + round_trip + playout + gap_margin
             else:
                 started = free_at
             yield chunk, started
@@ -251,7 +252,7 @@ class PlaybackTracker:
         network = self.network
         at = now + network.lead_s + beyond_s
         last = self._pending[-1]
-        for chunk, started in self._chunk_times(network.lead_s, network.playout_delay_s):
+        for chunk, started in self._chunk_times(network.lead_s, network.playout_delay_s, network.gap_margin_s):
             heard = int(max(0.0, at - started) * self.sample_rate + 1e-6)
             if heard < chunk.samples or chunk is last:
                 yield chunk, min(heard, chunk.samples)

@@ -26,10 +26,12 @@ from collections.abc import Callable
 
 WINDOW = 21  # samples each estimate is taken from
 MAX_ROUND_TRIP_S = 3.0  # longer is not a network delay (a stalled peer, a lost echo): ignored
-# The caller must not be said to have heard what they did not: the lead is this quantile of the
-# recent round trips, not their median, since the clear's own delay varies as the samples do and
-# cannot be known when it leaves.
-LEAD_QUANTILE = 0.25
+# The caller must not be said to have heard what they did not. The clear's own delay varies as
+# the samples do and cannot be known when it leaves, so the lead is the median round trip less
+# LEAD_SPREADS spreads; audio placed from its send time (no echo yet) carries its own trip's jitter
+# as well, and starts GAP_SPREADS spreads later still.
+LEAD_SPREADS = 1.2
+GAP_SPREADS = 0.5
 
 
 class RoundTripEstimator:
@@ -93,19 +95,12 @@ class RoundTripEstimator:
     @property
     def lead_s(self) -> float:
         """How far the caller's ear is ahead of the echoes when a `clear` lands: about one round
-        trip, erring short by the jitter the clear itself may meet (see LEAD_QUANTILE)."""
+        trip, erring short by the jitter the clear itself may meet (see LEAD_SPREADS)."""
         rtt = self.round_trip_s
-        if rtt is None:
-            return 0.0
-        if len(self._round_trips) < 4:
-            return 0.85 * rtt
-        return _quantile(self._round_trips, LEAD_QUANTILE)
+        return 0.0 if rtt is None else max(0.0, rtt - LEAD_SPREADS * self.spread_s)
 
+    @property
+    def gap_margin_s(self) -> float:
+        """How much later than estimated audio sent into an empty buffer is taken to start."""
+        return GAP_SPREADS * self.spread_s
 
-def _quantile(values: deque[float], q: float) -> float:
-    """The `q` quantile, linearly interpolated between the sorted samples."""
-    ordered = sorted(values)
-    at = q * (len(ordered) - 1)
-    low = int(at)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (at - low)
