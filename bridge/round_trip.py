@@ -31,6 +31,9 @@ MAX_ROUND_TRIP_S = 3.0  # longer is not a network delay (a stalled peer, a lost 
 # LEAD_SPREADS spreads; audio placed from its send time (no echo yet) carries its own trip's jitter
 # as well, and starts GAP_SPREADS spreads later still.
 LEAD_SPREADS = 1.2
+# Playback advances in steps (5 ms in the simulator, 20 ms frames at Twilio): at least this much
+# uncertainty about whether an item has begun to play when the clear lands.
+MIN_UNCERTAINTY_S = 0.005
 GAP_SPREADS = 0.5
 
 
@@ -90,7 +93,7 @@ class RoundTripEstimator:
     def uncertainty_s(self) -> float:
         """How much further than the lead playback may be when a clear lands (the lead errs short)."""
         rtt = self.round_trip_s
-        return 0.0 if rtt is None else rtt - self.lead_s + 1.5 * self.spread_s
+        return 0.0 if rtt is None else max(MIN_UNCERTAINTY_S, rtt - self.lead_s + 1.5 * self.spread_s)
 
     @property
     def lead_s(self) -> float:
