@@ -1,7 +1,18 @@
 """Barge-in exactness: what the bridge tells the model the caller heard, against what the phone played.
 
-    .venv/bin/python benchmarks/bargein.py            # 2 concurrent calls x 120 rounds, real time
-    .venv/bin/python benchmarks/bargein.py --calls 3 --rounds 100 --seed 7
+    .venv/bin/python benchmarks/bargein.py            # one-way 0, 10, 30, 60 ms; 2 calls x 80 rounds each (~4 min)
+    .venv/bin/python benchmarks/bargein.py --direct   # no network at all (the simulator before issue 14)
+    .venv/bin/python benchmarks/bargein.py --calls 3 --rounds 100 --seed 7 --delays 30
+
+Since issue 14 the phone simulator sits behind a simulated network (`bridge.phone.network`): each
+delay d runs with jitter ±d/3 (`--jitter-ratio`), a 60 ms playout start delay
+(`--playout-delay-ms`) and a 40 ms stall about every 10 s each way (`--no-bursts` to drop them).
+"Heard" is what played until the `clear` reached the phone. Per delay it prints ours beside the
+wall-clock method (whose media timestamps are those the bridge received, after the uplink delay):
+|err| p50/p95/max, bias (claimed - heard), over-claims (> 1 ms; > 20 ms), truncate errors, items
+being heard that were deleted, and the time from speech_started to silence at the phone.
+`--no-network-model` holds the bridge's round-trip estimate cold (the accounting before issue 14);
+`--pace 1` streams the model in real time (outbound pacing).
 
 Everything runs in this process on loopback: the real app under uvicorn (`bridge.app.create_app`,
 `bridge.serving.serving`), the phone simulator as Twilio (`bridge.phone.place_call`, real time,
