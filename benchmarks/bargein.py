@@ -1,7 +1,18 @@
 """Barge-in exactness: what the bridge tells the model the caller heard, against what the phone played.
 
-    .venv/bin/python benchmarks/bargein.py            # 2 concurrent calls x 120 rounds, real time
-    .venv/bin/python benchmarks/bargein.py --calls 3 --rounds 100 --seed 7
+    .venv/bin/python benchmarks/bargein.py            # one-way 0, 10, 30, 60 ms; 2 calls x 80 rounds each (~4 min)
+    .venv/bin/python benchmarks/bargein.py --direct   # no network at all (the simulator before issue 14)
+    .venv/bin/python benchmarks/bargein.py --calls 3 --rounds 100 --seed 7 --delays 30
+
+Since issue 14 the phone simulator sits behind a simulated network (`bridge.phone.network`): each
+delay d runs with jitter ±d/3 (`--jitter-ratio`), a 60 ms playout start delay
+(`--playout-delay-ms`) and a 40 ms stall about every 10 s each way (`--no-bursts` to drop them).
+"Heard" is what played until the `clear` reached the phone. Per delay it prints ours beside the
+wall-clock method (whose media timestamps are those the bridge received, after the uplink delay):
+|err| p50/p95/max, bias (claimed - heard), over-claims (> 1 ms; > 20 ms), truncate errors, items
+being heard that were deleted, and the time from speech_started to silence at the phone.
+`--no-network-model` holds the bridge's round-trip estimate cold (the accounting before issue 14);
+`--pace 1` streams the model in real time (outbound pacing).
 
 Everything runs in this process on loopback: the real app under uvicorn (`bridge.app.create_app`,
 `bridge.serving.serving`), the phone simulator as Twilio (`bridge.phone.place_call`, real time,
@@ -54,6 +65,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -80,6 +92,7 @@ DELTA_MS = 100
 DELTA_BYTES = MODEL_RATE * DELTA_MS // 1000 * 2  # 100 ms of 24 kHz PCM16
 # Sending no truncate says "heard to the end of the item": a miss when more than this was left.
 MISSING_MS = 20.0
+OVER_CLAIM_MS = 1.0  # claimed - heard beyond this (audio_end_ms is whole ms) is an over-claim
 
 
 # --- what a round is ---------------------------------------------------------------------------
@@ -521,12 +534,14 @@ class PhoneTap:
 
     media: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
     clears: dict[str, list[float]] = field(default_factory=dict)
+    # Inbound media timestamps as the bridge receives them (after the simulated network's uplink delay).
+    bridge_media: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[PhoneTap]:
         from bridge import media_streams as ms
 
-        build, parse = ms.inbound_media_message, ms.parse_outbound_message
+        build, parse, parse_inbound = ms.inbound_media_message, ms.parse_outbound_message, ms.parse_twilio_message
 
         def inbound_media_message(stream_sid: str, payload: bytes, chunk: int, timestamp_ms: int, sequence: int) -> str:
             self.media.setdefault(stream_sid, []).append((time.monotonic(), timestamp_ms))
@@ -538,11 +553,18 @@ class PhoneTap:
                 self.clears.setdefault(stream_sid, []).append(time.monotonic())
             return event
 
+        def parse_twilio_message(text: str) -> Any:
+            event = parse_inbound(text)
+            if isinstance(event, ms.Media):
+                self.bridge_media.setdefault(event.stream_sid, []).append((time.monotonic(), event.timestamp_ms))
+            return event
+
         ms.inbound_media_message, ms.parse_outbound_message = inbound_media_message, parse_outbound_message
+        ms.parse_twilio_message = parse_twilio_message
         try:
             yield self
         finally:
-            ms.inbound_media_message, ms.parse_outbound_message = build, parse
+            ms.inbound_media_message, ms.parse_outbound_message, ms.parse_twilio_message = build, parse, parse_inbound
 
 
 # --- one call --------------------------------------------------------------------------------------
@@ -554,13 +576,16 @@ class CallResult:
     upstream: RulesUpstream
     media: list[tuple[float, int]]
     clears: list[float]
+    bridge_media: list[tuple[float, int]] = field(default_factory=list)
 
     @property
     def session(self) -> UpstreamSession:
         return self.upstream.sessions[0]
 
 
-async def run_call(rounds: list[RoundPlan], tap: PhoneTap, pace: float = 4.0, settle_s: float = 0.25) -> CallResult:
+async def run_call(
+    rounds: list[RoundPlan], tap: PhoneTap, pace: float = 4.0, settle_s: float = 0.25, network: Any = None
+) -> CallResult:
     """One simulated phone call, in real time, through the real app, against `rounds`."""
     from bridge.app import create_app
     from bridge.phone import place_call
@@ -574,12 +599,13 @@ async def run_call(rounds: list[RoundPlan], tap: PhoneTap, pace: float = 4.0, se
         app = create_app(settings)
         async with serving(app) as url:
             plan = CallerPlan(max_call_s=3600.0, hangup_after_s=1e9)
-            report = await place_call(url, plan, auth_token=AUTH_TOKEN, speed=1.0)
+            report = await place_call(url, plan, auth_token=AUTH_TOKEN, speed=1.0, network=network)
     if upstream.failures:
         raise RuntimeError(f"the scripted upstream failed: {upstream.failures[0]!r}") from upstream.failures[0]
     if not upstream.sessions or not upstream.sessions[0].finished:
         raise RuntimeError(f"the call ended before the rounds did ({report.ended_by}, close {report.close_code})")
-    return CallResult(report, upstream, tap.media.get(report.stream_sid, []), tap.clears.get(report.stream_sid, []))
+    sid = report.stream_sid
+    return CallResult(report, upstream, tap.media.get(sid, []), tap.clears.get(sid, []), tap.bridge_media.get(sid, []))
 
 
 # --- scoring -----------------------------------------------------------------------------------------
@@ -663,7 +689,12 @@ def score_call(call_index: int, result: CallResult, cache: dict[str, int] | None
     out = []
     for n, ss in enumerate(starts):
         window_end = starts[n + 1].sent_at if n + 1 < len(starts) else math.inf
-        clear_indices = [i for i, t in enumerate(result.clears) if ss.sent_at <= t < window_end]
+        if len(result.clears) == len(starts):
+            # One clear per speech_started, in order: on a network a clear can reach the phone after
+            # the next speech_started was sent (a `double` round's second comes 15-50 ms later).
+            clear_indices = [n]
+        else:
+            clear_indices = [i for i, t in enumerate(result.clears) if ss.sent_at <= t < window_end]
         clear_at = heard = None
         if clear_indices:
             i = clear_indices[0]
@@ -678,7 +709,10 @@ def score_call(call_index: int, result: CallResult, cache: dict[str, int] | None
                 if first < heard <= first + samples:
                     truth_item, truth_ms = item_id, (heard - first) * 1000 / TWILIO_RATE
             if truth_item is None:
-                raise RuntimeError(f"call {call_index} round {ss.round_index}: heard {heard} samples, past the response")
+                raise RuntimeError(
+                    f"call {call_index} round {ss.round_index} ({ss.kind}, nth {ss.nth}): heard {heard} samples, "
+                    f"past the response ({timeline}); clear at {clear_at - ss.sent_at if clear_at else None}"
+                )
         offsets = {item_id: first * 1000 / TWILIO_RATE for item_id, first, _ in timeline}
 
         ours = [
@@ -690,8 +724,10 @@ def score_call(call_index: int, result: CallResult, cache: dict[str, int] | None
         if not ss.before_audio and ss.last_item is not None:
             item = session.items[ss.last_item]
             assert item.first_delta_at is not None
-            now_ts = _media_timestamp_at(result.media, ss.sent_at)
-            start_ts = _media_timestamp_at(result.media, item.first_delta_at)
+            # What the bridge knew: the timestamps it had received (the uplink delays them).
+            media = result.bridge_media or result.media
+            now_ts = _media_timestamp_at(media, ss.sent_at)
+            start_ts = _media_timestamp_at(media, item.first_delta_at)
             elapsed = (now_ts or 0) - (start_ts or 0)
             have_ms = ss.last_item_sent_24k * 1000 / MODEL_RATE
             rejected = None
@@ -731,6 +767,7 @@ def summarise(interruptions: list[Interruption]) -> dict[str, Any]:
 
     def method(claims_of: Callable[[Interruption], list[Claim]], deletes: bool = False) -> dict[str, Any]:
         errors, rejected, missing, spurious, wrong_item, foreign, unheard, heard_deleted = [], 0, 0, 0, 0, 0, 0, 0
+        signed: list[float] = []  # claimed - heard: > 0 is an over-claim (the model is told more was heard)
         for event in interruptions:
             claims = claims_of(event)
             rejected += sum(1 for c in claims if c.rejected)
@@ -748,17 +785,20 @@ def summarise(interruptions: list[Interruption]) -> dict[str, Any]:
                     # Deleted: the model is told none of it was heard, an under-claim of all that was.
                     assert event.truth_ms is not None
                     errors.append(event.truth_ms)
+                    signed.append(-event.truth_ms)
                     heard_deleted += 1
                 elif representable:
                     # No truncate leaves the item whole: as if the caller heard it to its end.
                     assert event.truth_item is not None and event.truth_ms is not None
                     left_ms = event.item_ms[event.truth_item] - event.truth_ms
                     errors.append(left_ms)
+                    signed.append(left_ms)
                     missing += left_ms > MISSING_MS
                 continue
             spurious += len(own) - (1 if representable else 0)
             claim = own[0]
             errors.append(abs(claim.position_ms - event.truth_position_ms))  # type: ignore[operator]
+            signed.append(claim.position_ms - event.truth_position_ms)  # type: ignore[operator]
             if representable:
                 wrong_item += claim.item_id != event.truth_item
         p = _percentiles(errors)
@@ -775,6 +815,12 @@ def summarise(interruptions: list[Interruption]) -> dict[str, Any]:
             "wrong_item_in_response": wrong_item,
             "unheard_items_left_whole": unheard,
             "heard_item_deleted": heard_deleted,
+            "bias_ms": round(float(np.mean(signed)), 2) if signed else None,
+            # audio_end_ms is whole milliseconds: an over-claim is more than 1 ms past what was heard.
+            "over_claims": sum(1 for e in signed if e > OVER_CLAIM_MS),
+            "over_claims_pct": round(100.0 * sum(1 for e in signed if e > OVER_CLAIM_MS) / len(signed), 1) if signed else None,
+            "over_claims_over_20ms": sum(1 for e in signed if e > 20.0),
+            "over_claim_ms_max": round(max(signed), 2) if signed else None,
         }
 
     latencies = [e.clear_latency_ms for e in interruptions if e.clear_latency_ms is not None]
@@ -837,7 +883,9 @@ def print_table(result: dict[str, Any], kinds: dict[str, dict[str, Any]], machin
         )
 
 
-async def benchmark(calls: int, rounds: int, seed: int) -> tuple[list[Interruption], float]:
+async def benchmark(
+    calls: int, rounds: int, seed: int, network: Any = None, pace: float = 4.0
+) -> tuple[list[Interruption], float]:
     rng = random.Random(seed)
     clips = load_clips()
     plans = [random_rounds(rng, rounds, f"c{c}", clips) for c in range(calls)]
@@ -847,7 +895,8 @@ async def benchmark(calls: int, rounds: int, seed: int) -> tuple[list[Interrupti
 
         async def staggered(c: int) -> CallResult:
             await asyncio.sleep(0.37 * c)  # calls do not line their rounds up
-            return await run_call(plans[c], tap)
+            profile = None if network is None else dataclasses.replace(network, seed=network.seed + 1000 * c)
+            return await run_call(plans[c], tap, pace=pace, network=profile)
 
         results = await asyncio.gather(*(staggered(c) for c in range(calls)))
     elapsed = time.monotonic() - started
@@ -860,36 +909,98 @@ def machine_description() -> str:
     return f"{os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}"
 
 
+def network_profile(delay_ms: float, jitter_ratio: float, playout_ms: float, bursts: bool, seed: int) -> Any:
+    from bridge.phone.network import NetworkProfile
+
+    realistic = NetworkProfile.realistic(delay_ms, seed=seed)
+    return dataclasses.replace(
+        realistic,
+        jitter_ms=delay_ms * jitter_ratio,
+        playout_delay_ms=playout_ms,
+        burst_every_s=realistic.burst_every_s if bursts else 0.0,
+        burst_ms=realistic.burst_ms if bursts else 0.0,
+    )
+
+
+def print_network_table(rows: list[dict[str, Any]]) -> None:
+    """One line per network: ours beside the wall-clock method, and how fast the phone went quiet."""
+    print("\nBarge-in on a network (jitter, playout start delay, stalls as in the profile column)")
+    head = (
+        f"{'one-way delay':<22} {'n':>4} {'method':<11} {'|err| p50':>9} {'p95':>6} {'max':>7} {'bias':>7} "
+        f"{'over %':>7} {'over>20':>7} {'trunc err':>9} {'heard del':>9} {'silence p50/p95':>16}"
+    )
+    print(head)
+    for row in rows:
+        r = row["result"]
+        net = row["network"]
+        label = f"{net['delay_ms']:.0f} ± {net['jitter_ms']:.0f} ms, P {net['playout_delay_ms']:.0f}"
+        silence = r["clear_latency_ms"]
+        for name, key in (("ours", "ours"), ("wall-clock", "wall_clock")):
+            m = r[key]
+            quiet = f"{_fmt(silence['p50'])} / {_fmt(silence['p95'])}" if key == "ours" else ""
+            print(
+                f"{label if key == 'ours' else '':<22} {r['interruptions'] if key == 'ours' else '':>4} {name:<11} "
+                f"{_fmt(m['abs_err_ms_p50']):>9} {_fmt(m['abs_err_ms_p95']):>6} {_fmt(m['abs_err_ms_max']):>7} "
+                f"{_fmt(m['bias_ms']):>7} {_fmt(m['over_claims_pct']):>7} {m['over_claims_over_20ms']:>7} "
+                f"{m['truncate_errors']:>9} {m['heard_item_deleted']:>9} {quiet:>16}"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=2, help="concurrent simulated calls (default 2)")
-    parser.add_argument("--rounds", type=int, default=120, help="rounds per call (default 120)")
+    parser.add_argument("--rounds", type=int, default=80, help="rounds per call and network (default 80)")
     parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument("--delays", default="0,10,30,60", help="one-way delays to run, ms (default 0,10,30,60)")
+    parser.add_argument("--jitter-ratio", type=float, default=1 / 3, help="jitter as a share of the delay (default 1/3)")
+    parser.add_argument("--playout-delay-ms", type=float, default=60.0, help="Twilio's playout start delay (default 60)")
+    parser.add_argument("--no-bursts", action="store_true", help="no stalls (the profile has a 40 ms one every ~10 s each way)")
+    parser.add_argument("--direct", action="store_true", help="no simulated network at all (the simulator as before issue 14)")
+    parser.add_argument("--no-network-model", action="store_true",
+                        help="instrumentation: the bridge's round-trip and playout estimates held at 0 (the accounting before issue 14)")
+    parser.add_argument("--pace", type=float, default=4.0,
+                        help="how many times faster than real time the model streams (default 4, as the real services); "
+                        "1 keeps what is sent to Twilio about one 100 ms delta ahead of playback (outbound pacing)")
     parser.add_argument("--details", type=Path, help="write every interruption as JSON lines here")
     args = parser.parse_args(argv)
 
     from bridge.logs import configure_logging
 
     configure_logging("console", "error")  # the bridge logs every barge-in at info
-    interruptions, elapsed = asyncio.run(benchmark(args.calls, args.rounds, args.seed))
-    result = summarise(interruptions)
-    kinds = by_kind(interruptions)
-    print_table(result, kinds, machine_description(), elapsed)
+    if args.no_network_model:
+        from bridge.round_trip import RoundTripEstimator
+
+        # Never measured: every estimate is its cold-start value, the accounting without a network.
+        RoundTripEstimator.round_trip_s = property(lambda self: None)  # type: ignore[method-assign,assignment]
+    delays = [None] if args.direct else [float(d) for d in args.delays.split(",")]
+    rows, all_interruptions = [], []
+    for delay in delays:
+        network = None if delay is None else network_profile(delay, args.jitter_ratio, args.playout_delay_ms, not args.no_bursts, args.seed)
+        interruptions, elapsed = asyncio.run(benchmark(args.calls, args.rounds, args.seed, network, args.pace))
+        result = summarise(interruptions)
+        kinds = by_kind(interruptions)
+        described = dataclasses.asdict(network) if network is not None else {"delay_ms": 0.0, "jitter_ms": 0.0, "playout_delay_ms": 0.0}
+        if len(delays) == 1:
+            print_table(result, kinds, machine_description(), elapsed)
+        rows.append({"network": described, "result": result, "by_kind": kinds, "seconds": round(elapsed, 1)})
+        all_interruptions += [(described, e) for e in interruptions]
+        print(f"one-way delay {described['delay_ms']:.0f} ms: {result['interruptions']} interruptions in {elapsed:.0f} s", flush=True)
+    print_network_table(rows)
     if args.details:
         with args.details.open("w") as out:
-            for e in interruptions:
+            for network, e in all_interruptions:
                 out.write(
                     json.dumps(
                         {
-                            "call": e.call, "round": e.round_index, "kind": e.kind, "nth": e.nth,
-                            "heard_samples": e.heard_samples, "truth_item": e.truth_item, "truth_ms": e.truth_ms,
-                            "ours": [vars(c) for c in e.ours], "wall": vars(e.wall) if e.wall else None,
-                            "clear_latency_ms": e.clear_latency_ms,
+                            "delay_ms": network["delay_ms"], "call": e.call, "round": e.round_index, "kind": e.kind,
+                            "nth": e.nth, "heard_samples": e.heard_samples, "truth_item": e.truth_item,
+                            "truth_ms": e.truth_ms, "ours": [vars(c) for c in e.ours],
+                            "wall": vars(e.wall) if e.wall else None, "clear_latency_ms": e.clear_latency_ms,
                         }
                     )
                     + "\n"
                 )
-    print(json.dumps({**result, "by_kind": kinds, "seconds": round(elapsed, 1), "machine": machine_description()}))
+    print(json.dumps({"rows": rows, "network_model": not args.no_network_model, "pace": args.pace, "machine": machine_description()}))
     return 0
 
 

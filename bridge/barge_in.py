@@ -57,6 +57,10 @@ def plan_barge_in(
         # Floor, so that we never claim the caller heard a sample they did not; and the service
         # rejects both 0 and anything past the item's end.
         heard_ms = math.floor(min(tracker.played_ms(*item, now=now), received_ms))
+        if heard_ms == 0 and received_ms >= 1 and tracker.may_be_heard(*item, now=now):
+            # On a network the estimate errs short: if the caller may already hear the item, say
+            # they heard its first millisecond rather than delete what they were hearing.
+            heard_ms = 1
         if 0 < heard_ms < math.floor(received_ms) or (0 < heard_ms and active_response_id is not None):
             truncation = Truncation(item_id=item[0], content_index=item[1], audio_end_ms=heard_ms)
         response_items = response_items_of(item)

@@ -26,7 +26,7 @@ from .barge_in import plan_barge_in
 from .call_setup import CallSetup
 from .flood_guard import FloodGuard
 from .logs import get_logger
-from .playback import ItemKey, PlaybackTracker
+from .playback import PROBE_INTERVAL_S, ItemKey, PlaybackTracker
 from .realtime_events import (
     AudioDelta,
     BadEvent,
@@ -42,6 +42,7 @@ from .realtime_events import (
     SpeechStopped,
     UpstreamError,
 )
+from .round_trip import RoundTripEstimator
 from .telemetry import Metrics, bounded_label
 from .tools import ToolResult
 from .tools.registry import TOOL_OUTCOMES
@@ -141,7 +142,7 @@ class CallSession:
         self.end_reason: EndReason | None = None
         self.call_sid: str | None = None
         self.upstream: UpstreamConnection | None = None
-        self.tracker = PlaybackTracker(sample_rate=TWILIO_RATE)
+        self.tracker = PlaybackTracker(sample_rate=TWILIO_RATE, network=RoundTripEstimator(on_sample=metrics.twilio_rtt.observe))
         self.timeline = TurnTimeline()
         self.flood_guard = FloodGuard()
         # Labelled children resolved once: these are touched for every frame.
@@ -294,11 +295,16 @@ class CallSession:
             await asyncio.gather(caller, return_exceptions=True)
             return
         self._move_to(CallState.IN_CALL)
+        # Measure the round trip before the greeting starts playing (then only while nothing plays).
+        probe = self.tracker.probe_due(self.clock())
+        if probe is not None:
+            await self.twilio.send_mark(probe)
         tasks = {
             caller,
             asyncio.create_task(self._pump_model(), name="pump_model"),
             asyncio.create_task(self._goodbye_when_asked(), name="goodbye"),
             asyncio.create_task(self._stop.wait(), name="stop"),
+            asyncio.create_task(self._probe_round_trip(), name="probe_round_trip"),
         }
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -403,7 +409,29 @@ class CallSession:
     def _turn_completed(self, stages: dict[str, float]) -> None:
         for stage, seconds in stages.items():
             self.metrics.turn_latency.labels(stage=stage).observe(seconds)
-        self._log.info("turn.timeline", **{f"{stage}_ms": round(seconds * 1000, 1) for stage, seconds in stages.items()})
+        self._log.info(
+            "turn.timeline",
+            **{f"{stage}_ms": round(seconds * 1000, 1) for stage, seconds in stages.items()},
+            **self._network_estimate(),
+        )
+
+    def _network_estimate(self) -> dict[str, float | None]:
+        """The Twilio round trip and playout delay barge-in accounting uses now, for the logs."""
+        network = self.tracker.network
+        rtt = network.round_trip_s
+        return {
+            "twilio_rtt_ms": round(rtt * 1000, 1) if rtt is not None else None,
+            "playout_delay_ms": round(network.playout_delay_s * 1000, 1),
+        }
+
+    async def _probe_round_trip(self) -> None:
+        """While nothing plays, now and then a bare mark: Twilio echoes it at once (one round trip)."""
+        while True:
+            if self.state is CallState.IN_CALL:
+                name = self.tracker.probe_due(self.clock())
+                if name is not None:
+                    await self.twilio.send_mark(name)
+            await asyncio.sleep(PROBE_INTERVAL_S / 2)
 
     # --- model → caller ------------------------------------------------------------------------
 
@@ -444,7 +472,7 @@ class CallSession:
             # What was playing belonged to the old session: stop it, the new one starts clean.
             if self.tracker.is_playing:
                 await self.twilio.send_clear()
-                self.tracker.cleared()
+                self.tracker.cleared(self.clock())
             self.to_caller.reset()
             self.to_model.reset()
             self.batcher.clear()
@@ -570,7 +598,7 @@ class CallSession:
         self.timeline.abandoned()
         if plan.clear_playback:
             await self.twilio.send_clear()
-            self.tracker.cleared()
+            self.tracker.cleared(self.clock())
             self.to_caller.reset()
             self._last_item = None
         if plan.cancel_response_id is not None:
@@ -589,6 +617,7 @@ class CallSession:
             truncated_item=plan.truncation.item_id if plan.truncation else None,
             audio_end_ms=plan.truncation.audio_end_ms if plan.truncation else None,
             deleted_items=len(plan.deletions),
+            **self._network_estimate(),
         )
 
     # --- tools ---------------------------------------------------------------------------------
@@ -705,7 +734,7 @@ class CallSession:
             self._active_response_id = None
         if self.tracker.is_playing:
             await self.twilio.send_clear()
-            self.tracker.cleared()
+            self.tracker.cleared(self.clock())
             self.to_caller.reset()
         marker = self._response_seq
         await self._send_upstream(dialects.create_response(GOODBYE_INSTRUCTIONS))

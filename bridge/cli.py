@@ -139,6 +139,16 @@ def _plan(args: argparse.Namespace) -> object:
     )
 
 
+def _network(args: argparse.Namespace) -> object:
+    from .phone.network import NetworkProfile
+
+    try:
+        return NetworkProfile(delay_ms=args.net_delay_ms, jitter_ms=args.jitter_ms, playout_delay_ms=args.playout_delay_ms)
+    except ValueError as exc:
+        print(f"voice-bridge: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def _finish_call(report: object, record: str | None) -> None:
     from .phone import CallReport
 
@@ -155,6 +165,7 @@ def cmd_call(args: argparse.Namespace) -> int:
 
     try:
         plan = _plan(args)
+        network = _network(args)
     except _BadArgument as exc:
         print(f"voice-bridge call: {exc}", file=sys.stderr)
         return 2
@@ -162,7 +173,10 @@ def cmd_call(args: argparse.Namespace) -> int:
     token = args.auth_token or os.environ.get("TWILIO_AUTH_TOKEN")
     try:
         report = asyncio.run(
-            place_call(args.url, plan, auth_token=token, to=args.to, from_=args.from_, speed=args.speed)  # type: ignore[arg-type]
+            place_call(
+                args.url, plan, auth_token=token, to=args.to, from_=args.from_, speed=args.speed,  # type: ignore[arg-type]
+                network=network,  # type: ignore[arg-type]
+            )
         )
     except (SimulatorError, OSError) as exc:
         print(f"voice-bridge call: {exc}", file=sys.stderr)
@@ -182,6 +196,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     token = secrets.token_hex(16)
     try:
         plan = _plan(args)
+        network = _network(args)
         clips = (os.environ.get("VOICE_BRIDGE_AGENT_CLIPS") or "").strip()
         settings = Settings(twilio_auth_token=token, audio=args.audio, agent_clips_dir=check_clips_folder(clips) if clips else None)
         settings.validate()
@@ -197,7 +212,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     async def run() -> object:
         # The bridge keeps time with the phone, so --speed is real time for both of them.
         async with serving(app) as url:
-            return await place_call(url, plan, auth_token=token, speed=args.speed)  # type: ignore[arg-type]
+            return await place_call(url, plan, auth_token=token, speed=args.speed, network=network)  # type: ignore[arg-type]
 
     report = asyncio.run(run())
     _finish_call(report, args.record)
@@ -357,6 +372,12 @@ def _add_call_options(parser: argparse.ArgumentParser, default_say: list[str]) -
     parser.add_argument("--max-seconds", type=float, default=60.0, help="hang up after this long whatever happens")
     parser.add_argument("--speed", type=_positive, default=1.0, help="run the phone's clock this many times faster than real time (a bridge started by `serve` keeps "
                         "real time and will see a faster phone as a flood; `demo` scales both)")
+    parser.add_argument("--net-delay-ms", type=float, default=0.0, metavar="MS",
+                        help="simulated one-way network delay between Twilio and the bridge, each way (default 0)")
+    parser.add_argument("--jitter-ms", type=float, default=0.0, metavar="MS",
+                        help="each message's delay varies by up to this much either way; messages stay in order (default 0)")
+    parser.add_argument("--playout-delay-ms", type=float, default=0.0, metavar="MS",
+                        help="Twilio's wait before playing audio that arrives into an empty buffer (default 0)")
     parser.set_defaults(default_say=default_say)
 
 

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .playback import parse_mark_name
+from .playback import is_mark_name
 from .wire import WireJSONError, ascii_uint, json_uint, loads_bounded
 
 TWILIO_MEDIA_FORMAT = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
@@ -161,7 +161,7 @@ def parse_twilio_message(text: str) -> TwilioEvent | None:
         return Dtmf(stream_sid=stream_sid, digit=digit)
     if event == "mark":
         name = _field(_field(message, "mark", dict, event), "name", str, "mark")
-        if parse_mark_name(name) is None:
+        if not is_mark_name(name):
             # Twilio echoes the names the bridge sent, `<epoch>.<seq>`; nothing else is an echo.
             raise ProtocolError("invalid_field", "mark.name is not a mark the bridge sends")
         return MarkEcho(stream_sid=stream_sid, name=name)

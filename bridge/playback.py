@@ -9,6 +9,14 @@ its audio has played (by the network's delay), so the estimate lags the caller's
 delay and must be free to move on into the next chunk — and the next item — without waiting for
 it. A `clear` starts a new epoch: Twilio returns every pending mark at once on `clear`, and those
 echoes mean "discarded", not "played".
+
+On a real network an echo arrives one uplink delay after its audio played, and a `clear` lands one
+downlink delay after it was sent, while the caller goes on hearing: so the position that matters,
+where playback will be when the `clear` lands, is the echo-anchored estimate plus one round trip.
+A chunk sent into an empty buffer starts when it arrives plus Twilio's playout start delay, which
+in the same terms is its send time plus that delay. Both are measured online
+(`bridge.round_trip`): probe marks sent while nothing plays, the marks released by a `clear`, and
+each response's first echo. Before any measurement both are 0, the accounting without a network.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .round_trip import RoundTripEstimator
 from .wire import ascii_uint
 
 ItemKey = tuple[str, int]  # (item_id, content_index)
@@ -31,6 +40,13 @@ def parse_mark_name(name: str) -> tuple[int, int] | None:
     return epoch, seq
 
 
+def is_mark_name(name: str) -> bool:
+    """A name the bridge sends as a mark: `<epoch>.<seq>`, or a round-trip probe `rtt.<n>`."""
+    if name.startswith(PROBE_PREFIX):
+        return ascii_uint(name[len(PROBE_PREFIX):]) is not None
+    return parse_mark_name(name) is not None
+
+
 @dataclass(frozen=True, slots=True)
 class _SentChunk:
     mark_name: str
@@ -39,13 +55,36 @@ class _SentChunk:
     samples: int
     item_samples_after: int  # the item's samples sent up to and including this chunk
     sent_at: float
+    into_empty: bool  # nothing was pending: Twilio's buffer was empty when it arrived
+
+
+PROBE_PREFIX = "rtt."  # probe marks: "rtt.<n>", sent while nothing plays
+PROBE_INTERVAL_S = 1.0  # at most one probe a second
+PROBE_LOST_S = 10.0  # a probe not echoed by then is given up (another may be sent)
+MIN_WEIGHT = 0.1  # the newest echo's least share in the anchor
+SNAP_S = 0.015  # an echo this far from the prediction (or 4 spreads) is taken as is
+CLEAR_MARGIN_S = 0.02  # a clear sample is taken only if the mark's audio had this much longer to play
+
+
+@dataclass(frozen=True, slots=True)
+class _ClearSent:
+    epoch: str
+    last_seq: int  # the newest mark pending when the clear left
+    sent_at: float
+    would_echo_at: float  # when that mark's echo was expected had there been no clear
 
 
 class PlaybackTracker:
     """Sent, confirmed and estimated-played samples per item, for one call (pure: no I/O)."""
 
-    def __init__(self, sample_rate: int = 8000) -> None:
+    def __init__(self, sample_rate: int = 8000, network: RoundTripEstimator | None = None) -> None:
         self.sample_rate = sample_rate
+        self.network = network or RoundTripEstimator()
+        self._clear: _ClearSent | None = None
+        self._probes = 0
+        self._probe_sent_at: float | None = None  # the outstanding probe's send time
+        self._last_probe_at = float("-inf")
+        self._anchor_weight_n = 1  # echoes averaged into the anchor since the last gap
         self.epoch = 0
         self._seq = 0
         self._pending: deque[_SentChunk] = deque()
@@ -70,28 +109,94 @@ class PlaybackTracker:
         total = self._sent.get(key, 0) + samples
         self._sent[key] = total
         name = f"{self.epoch}.{self._seq}"
-        if not self._pending:
-            # Twilio's buffer was empty, so this chunk starts playing now, not at the last echo.
+        into_empty = not self._pending
+        if into_empty:
+            # Twilio's buffer was empty, so this chunk starts playing when it arrives, not at the last echo.
             self._last_echo_at = None
-        self._pending.append(_SentChunk(name, self._seq, key, samples, total, now))
+        self._pending.append(_SentChunk(name, self._seq, key, samples, total, now, into_empty))
         return name
+
+    def probe_due(self, now: float) -> str | None:
+        """The name of a probe mark to send now, if one is useful: nothing plays (so nothing is
+        before it in Twilio's buffer), none is outstanding, and the last was a while ago."""
+        if self._pending or now - self._last_probe_at < PROBE_INTERVAL_S:
+            return None
+        if self._probe_sent_at is not None and now - self._probe_sent_at < PROBE_LOST_S:
+            return None
+        self._probes += 1
+        self._probe_sent_at = self._last_probe_at = now
+        return f"{PROBE_PREFIX}{self._probes}"
+
+    def _network_echo(self, name: str, now: float) -> None:
+        """An echo that is not of playback: a probe's, or one released by a clear."""
+        if name.startswith(PROBE_PREFIX):
+            if name == f"{PROBE_PREFIX}{self._probes}" and self._probe_sent_at is not None:
+                self.network.round_trip_sample(now - self._probe_sent_at)
+                self._probe_sent_at = None
+            return
+        clear = self._clear
+        if clear is not None and name == f"{clear.epoch}.{clear.last_seq}":
+            self._clear = None
+            # Played to its end, this mark would have come back at `would_echo_at`: far sooner, it
+            # was released by the clear, one round trip after the clear left.
+            if now < clear.would_echo_at - CLEAR_MARGIN_S:
+                self.network.round_trip_sample(now - clear.sent_at)
 
     def mark_echoed(self, name: str, now: float) -> bool:
         """Twilio says the audio up to mark `name` has played. False for stale or unknown marks."""
         parsed = parse_mark_name(name)
         if parsed is None or parsed[0] != self.epoch:
+            self._network_echo(name, now)
             return False
         seq = parsed[1]
         if not any(chunk.seq == seq for chunk in self._pending):
             return False
+        head = self._pending[0]
+        if head.into_empty and head.seq == seq:
+            # The first echo after audio went into an empty buffer: round trip + playout delay + its length.
+            self.network.first_echo_sample(now - head.sent_at, head.samples / self.sample_rate)
+        self._last_echo_at = self._anchor(seq, now)
         while self._pending and self._pending[0].seq <= seq:
             chunk = self._pending.popleft()
             self._confirmed[chunk.item] = chunk.item_samples_after
-        self._last_echo_at = now
         return True
 
-    def cleared(self) -> None:
-        """Twilio's buffer was emptied: pending audio was never heard, old echoes are stale."""
+    def _anchor(self, seq: int, now: float) -> float:
+        """When the echoed chunk's echo was due, for the clock to run on from.
+
+        Each echo is late by its own uplink jitter, so while playback runs without a gap the
+        anchor is the running mean of what the echoes say against the clock's prediction (at
+        least `MIN_WEIGHT` for the newest, to follow a drift); the first echo after a gap is
+        weighed equally against the prediction from its send time, once the round trip and the
+        playout delay are known. An echo that surprises by more than the jitter explains is
+        taken as is (a stall, a gap the clock did not see)."""
+        network = self.network
+        if network.round_trip_s is None:
+            self._anchor_weight_n = 1
+            return now
+        free_at = self._last_echo_at
+        gap = free_at is None
+        # The prediction is the unbiased one (the median round trip, no margins).
+        for chunk, started in self._chunk_times(network.round_trip_s, network.playout_delay_s):
+            gap = gap or started != free_at
+            free_at = started + chunk.samples / self.sample_rate
+            if chunk.seq == seq:
+                break
+        assert free_at is not None
+        surprise = now - free_at
+        if abs(surprise) > max(SNAP_S, 4 * network.spread_s) or (gap and not network.has_playout_delay):
+            self._anchor_weight_n = 1
+            return now
+        self._anchor_weight_n = 2 if gap else self._anchor_weight_n + 1
+        return free_at + max(1.0 / self._anchor_weight_n, MIN_WEIGHT) * surprise
+
+    def cleared(self, now: float | None = None) -> None:
+        """Twilio's buffer was emptied: pending audio was never heard, old echoes are stale.
+
+        `now` (when the clear was sent) lets the echoes it releases measure the round trip."""
+        if now is not None and self._pending:
+            *_, (last, started) = self._chunk_times(self.network.round_trip_s or 0.0, self.network.playout_delay_s)
+            self._clear = _ClearSent(str(self.epoch), last.seq, now, started + last.samples / self.sample_rate)
         self.epoch += 1
         for chunk in self._pending:
             self._sent[chunk.item] = self._confirmed.get(chunk.item, 0)
@@ -134,19 +239,42 @@ class PlaybackTracker:
                 played = chunk.item_samples_after - chunk.samples + heard
         return played
 
-    def _clock_walk(self, now: float) -> Iterator[tuple[_SentChunk, int]]:
-        """The unconfirmed chunks the clock has reached by `now`, each with its samples heard."""
+    def _chunk_times(self, round_trip: float, playout: float, gap_margin: float = 0.0) -> Iterator[tuple[_SentChunk, float]]:
+        """Each unconfirmed chunk with when it starts, on the clock of the echoes: a chunk's echo
+        is due when the next one starts. With `round_trip`/`playout` 0 that is the send clock."""
+        free_at = self._last_echo_at
+        for chunk in self._pending:
+            if free_at is None or chunk.sent_at + round_trip >= free_at:
+                # It arrives into an empty buffer: played after the playout start delay.
+                started = chunk.sent_at + round_trip + playout + gap_margin
+            else:
+                started = free_at
+            yield chunk, started
+            free_at = started + chunk.samples / self.sample_rate
+
+    def may_be_heard(self, item_id: str, content_index: int, now: float) -> bool:
+        """Whether the caller may already hear the item when a `clear` sent `now` lands, allowing
+        for the network's jitter beyond the lead (never, before the round trip is measured)."""
+        network = self.network
+        if network.round_trip_s is None:
+            return False
+        key = (item_id, content_index)
+        return any(chunk.item == key and heard > 0 for chunk, heard in self._clock_walk(now, network.uncertainty_s))
+
+    def _clock_walk(self, now: float, beyond_s: float = 0.0) -> Iterator[tuple[_SentChunk, int]]:
+        """The unconfirmed chunks playback has reached when a `clear` sent `now` lands, each with
+        its samples heard: the echoes' clock one round trip ahead (see the module docstring)."""
         if not self._pending:
             return
-        free_at = self._last_echo_at if self._last_echo_at is not None else self._pending[0].sent_at
-        for chunk in self._pending:
-            started = max(free_at, chunk.sent_at)
-            heard = int(max(0.0, now - started) * self.sample_rate + 1e-6)
-            if heard < chunk.samples or chunk is self._pending[-1]:
+        network = self.network
+        at = now + network.lead_s + beyond_s
+        last = self._pending[-1]
+        for chunk, started in self._chunk_times(network.lead_s, network.playout_delay_s, network.gap_margin_s):
+            heard = int(max(0.0, at - started) * self.sample_rate + 1e-6)
+            if heard < chunk.samples or chunk is last:
                 yield chunk, min(heard, chunk.samples)
                 return
             yield chunk, chunk.samples
-            free_at = started + chunk.samples / self.sample_rate
 
     def played_ms(self, item_id: str, content_index: int, now: float) -> float:
         return self.played_samples(item_id, content_index, now) * 1000.0 / self.sample_rate

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from voice_codecs import ulaw_decode
 
+from .playback import PROBE_PREFIX
 from .recording_format import (
     APPEND_TYPE,
     IN,
@@ -190,6 +191,11 @@ class _Sent:
     event: RecordedEvent
 
 
+def _is_probe(msg: dict[str, Any]) -> bool:
+    mark = msg.get("mark")
+    return isinstance(mark, dict) and str(mark.get("name", "")).startswith(PROBE_PREFIX)
+
+
 def _twilio_sent(recording: Recording) -> tuple[list[_Sent], set[int]]:
     """Bridge → Twilio, and which of its media chunks the caller heard (their mark came back
     before the bridge sent a `clear`)."""
@@ -198,6 +204,8 @@ def _twilio_sent(recording: Recording) -> tuple[list[_Sent], set[int]]:
     last_media: int | None = None
     pending: dict[str, int | None] = {}  # mark name → the media chunk it follows
     for event in recording.of(TWILIO):
+        if event.kind == "mark" and event.msg is not None and _is_probe(event.msg):
+            continue  # round-trip probes: when they go depends on timing alone
         if event.direction == OUT and event.msg is not None:
             kind = event.kind
             if kind == "media":

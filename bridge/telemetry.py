@@ -103,6 +103,15 @@ class Metrics:
             "voice_bridge_upstream_probes", "Upstream readiness probes, by result (ok, or the failure reason).", ["result"], registry=r
         )
 
+        # Network-aware barge-in (issue 14): each measured Twilio round trip (probe marks, clear echoes).
+        self.twilio_rtt = Histogram(
+            "voice_bridge_twilio_rtt_seconds",
+            "Round trip bridge -> Twilio -> bridge, measured from mark echoes (a mark sent while nothing "
+            "plays, and the marks Twilio returns on clear); barge-in accounting adds it to the echoes.",
+            buckets=(0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0),
+            registry=r,
+        )
+
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition format and its content type, for `GET /metrics`."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -13,7 +13,12 @@ class PlayoutBuffer:
     `clear()` drops the queued audio and releases every pending mark at once, as Twilio does.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, playout_delay_samples: int = 0) -> None:
+        # Audio that arrives into an empty buffer starts playing only after this many samples of
+        # silence (Twilio's playout start delay); marks behind it wait too.
+        self.playout_delay_samples = playout_delay_samples
+        self._delay_left = 0
+        self.last_step_delay = 0  # samples of the last `play` spent in the playout start delay
         self._queue: deque[bytes | str] = deque()  # bytes: audio; str: a mark name
         self._head_offset = 0  # bytes of the head audio segment already played
         self.played_samples = 0
@@ -31,6 +36,7 @@ class PlayoutBuffer:
         if mulaw:
             if self.queued_samples == 0:
                 self.segment_played_samples = 0
+                self._delay_left = self.playout_delay_samples
             self._queue.append(mulaw)
 
     def add_mark(self, name: str) -> list[str]:
@@ -45,12 +51,17 @@ class PlayoutBuffer:
         self.cleared_samples += self.queued_samples
         self._queue.clear()
         self._head_offset = 0
+        self._delay_left = 0
         return marks
 
     def play(self, samples: int) -> tuple[bytes, int, list[str]]:
         """Play up to `samples`: (audio padded with silence, samples of real audio, marks reached)."""
         out = bytearray()
         marks: list[str] = []
+        waiting = min(self._delay_left, samples) if self._queue else 0
+        self._delay_left -= waiting
+        self.last_step_delay = waiting
+        out += bytes([MULAW_SILENCE]) * waiting
         while self._queue:
             head = self._queue[0]
             if isinstance(head, str):
@@ -64,8 +75,8 @@ class PlayoutBuffer:
             if self._head_offset == len(head):
                 self._queue.popleft()
                 self._head_offset = 0
-        real = len(out)
+        real = len(out) - waiting
         self.played_samples += real
         self.segment_played_samples += real
-        out += bytes([MULAW_SILENCE]) * (samples - real)
+        out += bytes([MULAW_SILENCE]) * (samples - len(out))
         return bytes(out), real, marks

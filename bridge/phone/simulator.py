@@ -3,22 +3,27 @@
 Faithful to Twilio where the bridge can tell: form fields and signatures on `POST /voice`, a
 signed WebSocket upgrade, `connected`/`start`/`media`/`stop` with string counters, outbound
 audio played at 8 kHz, marks echoed only once their audio has played, and every pending mark
-echoed at once on `clear`.
+echoed at once on `clear`. With a `NetworkProfile` it also puts a network between itself and
+the bridge (`bridge.phone.network`): one-way delay and jitter each way, in order, with stalls that
+release messages in bursts, and Twilio's playout start delay for audio arriving into an empty
+buffer. "Heard" is then what played until the `clear` reached the phone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import random
 import secrets
 import time
 import urllib.parse
 import urllib.request
 import wave
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import websockets
@@ -29,7 +34,10 @@ from voice_codecs import ulaw_decode
 
 from .. import media_streams as ms
 from .caller import FRAME_MS, Caller, CallerPlan, CallerState
+from .network import DelayLine, NetworkProfile
 from .playout import PlayoutBuffer
+
+DRAIN_GRACE_S = 2.0  # after hanging up, how long the phone waits for its last messages to cross the network
 
 
 class SimulatorError(RuntimeError):
@@ -144,11 +152,50 @@ class CallerScript(Protocol):
     def keys_due(self) -> list[str]: ...
 
 
+class _Link:
+    """One direction of the simulated network: a `DelayLine` and the task that delivers from it on time."""
+
+    def __init__(self, line: DelayLine[Any], deliver: Callable[[Any], Awaitable[None]]) -> None:
+        self.line = line
+        self.deliver = deliver
+        self._wake = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    def put(self, message: Any) -> None:
+        self.line.send(message, time.monotonic())
+        self._empty.clear()
+        self._wake.set()
+
+    async def drained(self) -> None:
+        await self._empty.wait()
+
+    async def run(self) -> None:
+        while True:
+            at = self.line.next_due()
+            if at is None:
+                self._empty.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            # In order: nothing put on the line later can be due before its head.
+            await asyncio.sleep(max(0.0, at - time.monotonic()))
+            for message in self.line.due(time.monotonic()):
+                await self.deliver(message)
+
+
 class _Phone:
     """The media-stream half of a call: one tick loop (send caller audio, play agent audio)."""
 
     def __init__(
-        self, ws: ClientConnection, report: CallReport, caller: CallerScript, account_sid: str, speed: float, step_ms: int
+        self,
+        ws: ClientConnection,
+        report: CallReport,
+        caller: CallerScript,
+        account_sid: str,
+        speed: float,
+        step_ms: int,
+        network: NetworkProfile | None = None,
     ):
         self.ws = ws
         self.report = report
@@ -156,7 +203,20 @@ class _Phone:
         self.account_sid = account_sid
         self.speed = speed
         self.step_ms = step_ms
-        self.playout = PlayoutBuffer()
+        self.network = network or NetworkProfile()
+        self.playout = PlayoutBuffer(playout_delay_samples=int(self.network.playout_delay_ms * 8))
+        # The lines run on the wall clock: a phone `speed` times faster has a network as much faster.
+        wall = dataclasses.replace(
+            self.network,
+            delay_ms=self.network.delay_ms / speed,
+            jitter_ms=self.network.jitter_ms / speed,
+            burst_ms=self.network.burst_ms / speed,
+            burst_every_s=self.network.burst_every_s / speed,
+        )
+        up, down = random.Random(self.network.seed), random.Random(self.network.seed + 1)
+        self._uplink: _Link | None = None if self.network.is_direct else _Link(DelayLine(wall, up), ws.send)
+        self._downlink_line: DelayLine[str | None] | None = None if self.network.is_direct else DelayLine(wall, down)
+        self._uplink_task: asyncio.Task[None] | None = None
         self._sequence = 0
         self._last_step_at = time.monotonic()
         self._last_step_real = 0
@@ -168,33 +228,71 @@ class _Phone:
         self._sequence += 1
         return self._sequence
 
+    async def _send(self, text: str) -> None:
+        """To the bridge: at once, or onto the uplink's delay line."""
+        if self._uplink is None:
+            await self.ws.send(text)
+            return
+        if self._uplink_task is None:
+            self._uplink_task = asyncio.create_task(self._uplink.run(), name="phone_uplink")
+        self._uplink.put(text)
+
     async def _echo(self, names: list[str]) -> None:
         for name in names:
-            await self.ws.send(ms.mark_echo_message(self.report.stream_sid, name, self.next_sequence()))
+            await self._send(ms.mark_echo_message(self.report.stream_sid, name, self.next_sequence()))
             self.report.marks_echoed += 1
 
     async def receive(self) -> None:
-        """What the bridge sends: media into the buffer, marks behind it, clear empties it."""
-        async for raw in self.ws:
-            if isinstance(raw, bytes):
-                raise SimulatorError("the bridge sent a binary frame; Twilio accepts text only")
-            event = ms.parse_outbound_message(raw, self.report.stream_sid)
-            if isinstance(event, ms.OutboundMedia):
-                self.playout.add_media(event.payload)
-            elif isinstance(event, ms.OutboundMark):
-                reached = self.playout.add_mark(event.name)
-                if reached and (self._step_marks or self._last_step_real):
-                    self._step_marks += reached  # behind audio of the step still playing
-                else:
-                    await self._echo(reached)
+        """What the bridge sends, once it has crossed the network (if there is one)."""
+        if self._downlink_line is None:
+            async for raw in self.ws:
+                await self._on_message(raw)
+            return
+        inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+        downlink = _Link(self._downlink_line, inbox.put)
+
+        async def read() -> None:
+            try:
+                async for raw in self.ws:
+                    downlink.put(raw)  # type: ignore[arg-type]
+            finally:
+                downlink.put(None)  # the close crosses the network too
+
+        reader = asyncio.create_task(read(), name="phone_read")
+        pump = asyncio.create_task(downlink.run(), name="phone_downlink")
+        try:
+            while (raw := await inbox.get()) is not None:
+                await self._on_message(raw)
+        finally:
+            for task in (reader, pump):
+                task.cancel()
+            results = await asyncio.gather(reader, pump, return_exceptions=True)
+        if isinstance(results[0], Exception) and not isinstance(results[0], websockets.ConnectionClosed):
+            raise results[0]
+
+    async def _on_message(self, raw: str | bytes) -> None:
+        """Media into the buffer, marks behind it, clear empties it."""
+        if isinstance(raw, bytes):
+            raise SimulatorError("the bridge sent a binary frame; Twilio accepts text only")
+        event = ms.parse_outbound_message(raw, self.report.stream_sid)
+        if isinstance(event, ms.OutboundMedia):
+            self.playout.add_media(event.payload)
+        elif isinstance(event, ms.OutboundMark):
+            reached = self.playout.add_mark(event.name)
+            if reached and (self._step_marks or self._last_step_real):
+                self._step_marks += reached  # behind audio of the step still playing
             else:
-                self.report.clears += 1
-                # The phone plays continuously: of the current step, only the part whose time has come.
-                into_step = int((time.monotonic() - self._last_step_at) * 8000 * self.speed)
-                heard = self.playout.segment_played_samples - self._last_step_real + min(max(0, into_step), self._last_step_real)
-                self.report.clear_log.append((self.report.call_s, heard))
-                marks, self._step_marks = self._step_marks + self.playout.clear(), []
-                await self._echo(marks)
+                await self._echo(reached)
+        else:
+            self.report.clears += 1
+            # The phone plays continuously: of the current step, only the part whose time has come.
+            into_step = int((time.monotonic() - self._last_step_at) * 8000 * self.speed)
+            into_real = max(0, into_step - self.playout.last_step_delay)
+            # (0 when this segment began after that step: the step's audio was of the one before.)
+            heard = max(0, self.playout.segment_played_samples - self._last_step_real + min(into_real, self._last_step_real))
+            self.report.clear_log.append((self.report.call_s, heard))
+            marks, self._step_marks = self._step_marks + self.playout.clear(), []
+            await self._echo(marks)
 
     async def talk(self) -> None:
         """Play the agent in small steps and send the caller every 20 ms (divided by `speed`), until hangup."""
@@ -224,12 +322,25 @@ class _Phone:
                 message = ms.inbound_media_message(
                     self.report.stream_sid, frame, chunk=tick + 1, timestamp_ms=tick * FRAME_MS, sequence=self.next_sequence()
                 )
-                await self.ws.send(message)
+                await self._send(message)
                 for digit in self.caller.keys_due():
-                    await self.ws.send(ms.dtmf_message(self.report.stream_sid, digit, self.next_sequence()))
+                    await self._send(ms.dtmf_message(self.report.stream_sid, digit, self.next_sequence()))
             self.report.call_s = step * self.step_ms / 1000.0
+            if self._uplink_task is not None and self._uplink_task.done():
+                self._uplink_task.result()  # the socket failed under the uplink: end the call the same way
             await asyncio.sleep(max(0.0, started + step * interval - time.monotonic()))
-        await self.ws.send(ms.stop_message(self.report.stream_sid, self.report.call_sid, self.account_sid, self.next_sequence()))
+        await self._send(ms.stop_message(self.report.stream_sid, self.report.call_sid, self.account_sid, self.next_sequence()))
+        if self._uplink is not None and self._uplink_task is not None:
+            try:
+                async with asyncio.timeout(DRAIN_GRACE_S + self.network.delay_ms / 1000 * 4):
+                    await self._uplink.drained()
+            finally:
+                await self.close_network()
+
+    async def close_network(self) -> None:
+        if self._uplink_task is not None:
+            self._uplink_task.cancel()
+            await asyncio.gather(self._uplink_task, return_exceptions=True)
 
 
 async def place_call(
@@ -242,6 +353,7 @@ async def place_call(
     playout_step_ms: int = 5,
     caller: CallerScript | None = None,
     on_start: Callable[[], None] | None = None,
+    network: NetworkProfile | None = None,
 ) -> CallReport:
     """Call the bridge at `url` like Twilio would and return what the caller experienced.
 
@@ -249,6 +361,8 @@ async def place_call(
     moment their audio has played; 20 ms is cheaper for load tests) and sends 20 ms frames.
     `caller` replaces the caller that follows `plan` (a replay plays a recorded one); `on_start`
     is called the moment the stream's `start` has been sent (a replay's upstream keeps time by it).
+    `network` puts a simulated network between the phone and the bridge for the media stream,
+    from its `connected` on (the webhook is not delayed).
     """
     if playout_step_ms not in (1, 2, 4, 5, 10, 20):
         raise ValueError("playout_step_ms must divide 20 ms")
@@ -280,9 +394,9 @@ async def place_call(
     except websockets.InvalidStatus as exc:
         raise SimulatorError(f"the bridge refused the media stream: HTTP {exc.response.status_code}") from None
     async with ws:
-        phone = _Phone(ws, report, caller or Caller(plan), account_sid, speed, playout_step_ms)
-        await ws.send(ms.connected_message())
-        await ws.send(ms.start_message(report.stream_sid, call_sid, account_sid, parameters, phone.next_sequence()))
+        phone = _Phone(ws, report, caller or Caller(plan), account_sid, speed, playout_step_ms, network)
+        await phone._send(ms.connected_message())
+        await phone._send(ms.start_message(report.stream_sid, call_sid, account_sid, parameters, phone.next_sequence()))
         if on_start is not None:
             on_start()
         receiving = asyncio.create_task(phone.receive(), name="phone_receive")
@@ -293,6 +407,7 @@ async def place_call(
             for task in (receiving, talking):
                 task.cancel()
             results = await asyncio.gather(receiving, talking, return_exceptions=True)
+            await phone.close_network()
         caller_hung_up = talking in done and not talking.cancelled() and talking.exception() is None
         report.ended_by = "caller" if caller_hung_up else "bridge"
         for result in results:
