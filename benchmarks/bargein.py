@@ -38,10 +38,15 @@ flushed at each item's end), so the heard samples say which item was being heard
 Measured side by side for the same interruptions:
 
 - ours: the `conversation.item.truncate` the bridge actually sent (marks + clock, bridge/playback.py);
-- wall-clock: what the common samples would have sent, computed, not run: `audio_end_ms` =
-  latest inbound Twilio media timestamp at speech_started - the media timestamp when the item's
-  first audio delta arrived, for the newest item that sent audio (an idealised version of the
-  Twilio/OpenAI sample: reset per item, nothing else of the sample's state carried over).
+- wall-clock: what Twilio's sample (speech-assistant-openai-realtime-api, the OpenAI Realtime
+  Twilio demo) would have sent, computed, not run: on a response's first audio delta it remembers
+  the latest inbound media timestamp (`responseStartTimestampTwilio`); at speech_started,
+  `audio_end_ms` = the latest media timestamp - that start, for the item of the newest delta
+  (`lastAssistantItem`). Timestamps are those the bridge had received (after the uplink delay).
+  Interruptions before the response's first delta send nothing (the sample's mark queue is empty).
+  The sample was written for one audio item per response: on a response with several, it names
+  the newest item with the time since the response began, so the table also shows the
+  single-item responses on their own ("1 item").
 
 Scoring, per interruption (one `clear` each): the error is |claimed - heard| on the interrupted
 response's playback timeline (items back to back), so naming the wrong item counts as the distance
@@ -247,6 +252,7 @@ class SpeechStartedRecord:
     before_audio: bool  # no audio delta of that response had been sent
     last_item: str | None  # the newest item of that response that sent audio (what the samples truncate)
     last_item_sent_24k: int  # its audio so far
+    response_first_delta_at: float | None = None  # when that response's first audio delta was sent
 
 
 @dataclass
@@ -444,6 +450,7 @@ class UpstreamSession:
             before_audio=response.first_delta_at is None,
             last_item=last,
             last_item_sent_24k=self.items[last].sent_24k if last else 0,
+            response_first_delta_at=response.first_delta_at,
         )
         self.speech_started.append(record)
         await self.send("input_audio_buffer.speech_started", audio_start_ms=0, item_id=f"item_user_{plan.index}_{nth}")
@@ -721,13 +728,15 @@ def score_call(call_index: int, result: CallResult, cache: dict[str, int] | None
             if ss.sent_at <= t.received_at < window_end
         ]
         wall = None
-        if not ss.before_audio and ss.last_item is not None:
-            item = session.items[ss.last_item]
-            assert item.first_delta_at is not None
+        if not ss.before_audio and ss.last_item is not None and ss.response_first_delta_at is not None:
+            # Twilio's sample (speech-assistant-openai-realtime-api): on a response's first audio delta
+            # `responseStartTimestampTwilio = latestMediaTimestamp`; on speech_started with marks pending,
+            # `audio_end_ms = latestMediaTimestamp - responseStartTimestampTwilio` for `lastAssistantItem`
+            # (the item of the newest delta), then both are reset. The start is the response's, not the item's.
             # What the bridge knew: the timestamps it had received (the uplink delays them).
             media = result.bridge_media or result.media
             now_ts = _media_timestamp_at(media, ss.sent_at)
-            start_ts = _media_timestamp_at(media, item.first_delta_at)
+            start_ts = _media_timestamp_at(media, ss.response_first_delta_at)
             elapsed = (now_ts or 0) - (start_ts or 0)
             have_ms = ss.last_item_sent_24k * 1000 / MODEL_RATE
             rejected = None
@@ -824,7 +833,13 @@ def summarise(interruptions: list[Interruption]) -> dict[str, Any]:
         }
 
     latencies = [e.clear_latency_ms for e in interruptions if e.clear_latency_ms is not None]
+    single = [e for e in interruptions if len(e.item_ms) == 1]
+    if len(single) < len(interruptions):
+        extra = {"single_item": summarise(single)} if single else {}
+    else:
+        extra = {}
     return {
+        **extra,
         "interruptions": len(interruptions),
         "no_clear": sum(1 for e in interruptions if e.clear_at is None),
         "ours": method(lambda e: e.ours, deletes=True),
@@ -926,7 +941,7 @@ def print_network_table(rows: list[dict[str, Any]]) -> None:
     """One line per network: ours beside the wall-clock method, and how fast the phone went quiet."""
     print("\nBarge-in on a network (jitter, playout start delay, stalls as in the profile column)")
     head = (
-        f"{'one-way delay':<22} {'n':>4} {'method':<11} {'|err| p50':>9} {'p95':>6} {'max':>7} {'bias':>7} "
+        f"{'one-way delay':<22} {'n':>4} {'method':<18} {'|err| p50':>9} {'p95':>6} {'max':>7} {'bias':>7} "
         f"{'over %':>7} {'over>20':>7} {'trunc err':>9} {'heard del':>9} {'silence p50/p95':>16}"
     )
     print(head)
@@ -935,11 +950,15 @@ def print_network_table(rows: list[dict[str, Any]]) -> None:
         net = row["network"]
         label = f"{net['delay_ms']:.0f} ± {net['jitter_ms']:.0f} ms, P {net['playout_delay_ms']:.0f}"
         silence = r["clear_latency_ms"]
-        for name, key in (("ours", "ours"), ("wall-clock", "wall_clock")):
-            m = r[key]
+        single = r.get("single_item")
+        methods = [("ours", r["ours"], "ours"), ("wall-clock", r["wall_clock"], "wall_clock")]
+        if single is not None:
+            n1 = single["interruptions"]
+            methods += [(f"ours 1 item ({n1})", single["ours"], "ours1"), ("wall 1 item", single["wall_clock"], "wall1")]
+        for name, m, key in methods:
             quiet = f"{_fmt(silence['p50'])} / {_fmt(silence['p95'])}" if key == "ours" else ""
             print(
-                f"{label if key == 'ours' else '':<22} {r['interruptions'] if key == 'ours' else '':>4} {name:<11} "
+                f"{label if key == 'ours' else '':<22} {r['interruptions'] if key == 'ours' else '':>4} {name:<18} "
                 f"{_fmt(m['abs_err_ms_p50']):>9} {_fmt(m['abs_err_ms_p95']):>6} {_fmt(m['abs_err_ms_max']):>7} "
                 f"{_fmt(m['bias_ms']):>7} {_fmt(m['over_claims_pct']):>7} {m['over_claims_over_20ms']:>7} "
                 f"{m['truncate_errors']:>9} {m['heard_item_deleted']:>9} {quiet:>16}"
