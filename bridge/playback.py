@@ -21,6 +21,7 @@ each response's first echo. Before any measurement both are 0, the accounting wi
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -259,17 +260,26 @@ class PlaybackTracker:
         if network.round_trip_s is None:
             return False
         key = (item_id, content_index)
-        return any(chunk.item == key and heard > 0 for chunk, heard in self._clock_walk(now, network.uncertainty_s))
+        walk = self._clock_walk(now, network.uncertainty_s, optimistic=True)
+        return any(chunk.item == key and heard > 0 for chunk, heard in walk)
 
-    def _clock_walk(self, now: float, beyond_s: float = 0.0) -> Iterator[tuple[_SentChunk, int]]:
+    def _clock_walk(self, now: float, beyond_s: float = 0.0, optimistic: bool = False) -> Iterator[tuple[_SentChunk, int]]:
         """The unconfirmed chunks playback has reached when a `clear` sent `now` lands, each with
-        its samples heard: the echoes' clock one round trip ahead (see the module docstring)."""
+        its samples heard: the echoes' clock one round trip ahead (see the module docstring).
+
+        Once the round trip is known but no first echo has yet measured the playout start delay
+        (the start of the first response), that delay could be anything: audio placed from its
+        send time is not counted at all (`optimistic`: counted as if the delay were 0, to tell
+        an item that may be heard from one that cannot be)."""
         if not self._pending:
             return
         network = self.network
         at = now + network.lead_s + beyond_s
         last = self._pending[-1]
-        for chunk, started in self._chunk_times(network.lead_s, network.playout_delay_s, network.gap_margin_s):
+        playout = network.playout_delay_s
+        if network.round_trip_s is not None and not network.has_playout_delay and not optimistic:
+            playout = math.inf
+        for chunk, started in self._chunk_times(network.lead_s, playout, network.gap_margin_s):
             heard = int(max(0.0, at - started) * self.sample_rate + 1e-6)
             if heard < chunk.samples or chunk is last:
                 yield chunk, min(heard, chunk.samples)

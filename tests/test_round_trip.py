@@ -181,3 +181,23 @@ def test_an_item_that_may_just_have_started_is_truncated_at_1_ms_not_deleted() -
     # Well before it can have started: deleted, as nothing of it was heard.
     plan = plan_barge_in(tracker, "resp", ("a", 0), now=0.010, response_items_of=items)
     assert plan.truncation is None and plan.deletions == (("a", 0),)
+
+
+def test_before_the_playout_delay_is_measured_audio_placed_from_its_send_is_not_counted() -> None:
+    """The round trip is known (a probe) but no response has been echoed yet: Twilio's playout start
+    delay is unknown, so nothing of the first response counts as heard until its first echo (an
+    over-claim of that delay otherwise); the item it may be playing is truncated at 1 ms, not deleted."""
+    tracker = PlaybackTracker()
+    for _ in range(5):
+        tracker.network.round_trip_sample(0.060)
+    tracker.audio_received("a", 0, 1100.0)
+    first = tracker.chunk_sent("a", 0, 800, now=0.0)
+    tracker.chunk_sent("a", 0, 8000, now=0.0)
+    items = lambda item: [("a", 0)]  # noqa: E731
+    assert tracker.played_samples("a", 0, now=0.150) == 0  # with a 0 delay it would be 1200 samples
+    plan = plan_barge_in(tracker, "resp", ("a", 0), now=0.150, response_items_of=items)
+    assert plan.truncation is not None and plan.truncation.audio_end_ms == 1 and plan.deletions == ()
+    # Its first echo measures the delay (60 ms); from then on the clock runs as usual.
+    tracker.mark_echoed(first, now=0.030 + 0.060 + 0.100 + 0.030)
+    assert tracker.network.playout_delay_s == pytest.approx(0.060)
+    assert tracker.played_samples("a", 0, now=0.250) == 800 + 720
