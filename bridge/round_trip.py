@@ -8,33 +8,45 @@ Three kinds of samples, all taken by `PlaybackTracker`:
   them comes back one round trip after the `clear` left (taken only when that mark's audio
   could not have finished playing by then, i.e. it was surely released by the `clear`);
 - a response's first echo: audio sent into an empty buffer is echoed after one round trip, the
-  playout start delay and its own length, so, once the round trip is known, it gives the playout
-  start delay.
+  playout start delay and its own length; kept as round trip + playout delay, and the delay is that
+  less the current round trip estimate (until one is measured, `PlaybackTracker` counts no audio
+  placed from its send time).
 
 Each estimate is the median of the last few samples: jitter and a delivery burst (a stall that
 holds an echo back) move it little, and a round trip that changes during the call is followed
 within half a window of samples. The lead used for barge-in is the round trip less a margin for
-the jitter the `clear` itself will meet: erring short keeps over-claims rare. Before any sample the round trip and the playout delay are taken as 0,
-which is exactly the accounting without a network model.
+the jitter the `clear` itself will meet: erring short keeps over-claims rare. Before any sample
+the round trip and the playout delay are taken as 0, which is exactly the accounting without a
+network model.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
 from collections.abc import Callable
 
-WINDOW = 21  # samples each estimate is taken from
+WINDOW = 31  # samples each estimate is taken from
+# The jitter (spread) is taken from the differences between successive samples over a longer
+# window: it changes slowly, an IQR of few samples moves the lead by a fair share of the jitter
+# itself, and a step in the round trip (a route change) spoils one difference, not the window.
+SPREAD_WINDOW = 3 * WINDOW
+MEDIAN_ABS_DIFF_PER_SD = 0.954  # median |x - y| of two independent normal samples, in standard deviations
 MAX_ROUND_TRIP_S = 3.0  # longer is not a network delay (a stalled peer, a lost echo): ignored
-# The caller must not be said to have heard what they did not. The clear's own delay varies as
-# the samples do and cannot be known when it leaves, so the lead is the median round trip less
-# LEAD_SPREADS spreads; audio placed from its send time (no echo yet) carries its own trip's jitter
-# as well, and starts GAP_SPREADS spreads later still.
-LEAD_SPREADS = 1.2
+# The caller must not be said to have heard what they did not. The clear's own one-way delay
+# cannot be known when it leaves: with uniform jitter ±j on it, any estimate over-claims in at most
+# 5 % of barge-ins only if it errs short by about 0.9 j on average (and then |error| p95 is at
+# least about 1.8 j). So the lead is the median round trip less LEAD_SPREADS spreads (a spread is
+# ~0.8 j for two ±j trips) less the error of that median. Audio placed from its send time (no
+# echo of it yet) also carries its own trip's unknown jitter: the difference of two ±j trips needs
+# ~1.4 j (GAP_SPREADS spreads) for the same 5 %; in that case the lead cancels out, and the
+# margin is GAP_SPREADS spreads and the error of the playout delay's estimate.
+LEAD_SPREADS = 1.1
+GAP_SPREADS = 1.7
 # Playback advances in steps (5 ms in the simulator, 20 ms frames at Twilio): at least this much
 # uncertainty about whether an item has begun to play when the clear lands.
 MIN_UNCERTAINTY_S = 0.005
-GAP_SPREADS = 0.5
 
 
 class RoundTripEstimator:
@@ -43,6 +55,7 @@ class RoundTripEstimator:
     def __init__(self, window: int = WINDOW, on_sample: Callable[[float], None] | None = None) -> None:
         self.on_sample = on_sample  # told each round-trip sample taken (the metric)
         self._round_trips: deque[float] = deque(maxlen=window)
+        self._diffs: deque[float] = deque(maxlen=SPREAD_WINDOW)  # |successive samples' difference|
         self._playout: deque[float] = deque(maxlen=window)
         self.samples = 0  # round-trip samples taken in all
 
@@ -50,6 +63,8 @@ class RoundTripEstimator:
         """A measured round trip (probe or clear); False if it is not plausible and was ignored."""
         if not 0.0 <= seconds <= MAX_ROUND_TRIP_S:
             return False
+        if self._round_trips:
+            self._diffs.append(abs(seconds - self._round_trips[-1]))
         self._round_trips.append(seconds)
         self.samples += 1
         if self.on_sample is not None:
@@ -60,7 +75,9 @@ class RoundTripEstimator:
         """A chunk of `audio_s` sent into an empty buffer was echoed `echo_after_s` after it was sent."""
         if self.round_trip_s is None or not 0.0 <= echo_after_s <= MAX_ROUND_TRIP_S + audio_s + 1.0:
             return False
-        self._playout.append(max(0.0, echo_after_s - audio_s - self.round_trip_s))
+        # Kept as round trip + playout delay: the delay is taken against the round trip of the
+        # moment it is used, not the (perhaps still rough) one of the moment it was measured.
+        self._playout.append(echo_after_s - audio_s)
         return True
 
     @property
@@ -75,35 +92,48 @@ class RoundTripEstimator:
 
     @property
     def playout_delay_s(self) -> float:
-        return statistics.median(self._playout) if self._playout else 0.0
+        rtt = self.round_trip_s
+        if not self._playout or rtt is None:
+            return 0.0
+        return max(0.0, statistics.median(self._playout) - rtt)
+
+    def _median_error_s(self, samples: int) -> float:
+        """The standard error of a median of `samples` samples (1.25 sd / sqrt(n))."""
+        return 1.25 * self.spread_s / math.sqrt(samples) if samples else 0.0
 
     @property
     def spread_s(self) -> float:
-        """How much the round trip varies: a robust standard deviation (interquartile range / 1.35)
-        of the samples; with under 4 samples, a guess of 15 % of the round trip."""
+        """How much the round trip varies: a robust standard deviation, from the median difference
+        between successive samples (see SPREAD_WINDOW); with under 4 samples, a guess of 15 % of
+        the round trip."""
         rtt = self.round_trip_s
         if rtt is None:
             return 0.0
-        if len(self._round_trips) < 4:
+        if len(self._diffs) < 3:
             return 0.15 * rtt
-        low, _, high = statistics.quantiles(self._round_trips, n=4)
-        return (high - low) / 1.349
+        return statistics.median(self._diffs) / MEDIAN_ABS_DIFF_PER_SD
 
     @property
     def uncertainty_s(self) -> float:
         """How much further than the lead playback may be when a clear lands (the lead errs short)."""
         rtt = self.round_trip_s
-        return 0.0 if rtt is None else max(MIN_UNCERTAINTY_S, rtt - self.lead_s + 1.5 * self.spread_s)
+        return 0.0 if rtt is None else max(MIN_UNCERTAINTY_S, rtt - self.lead_s + self.gap_margin_s + 1.5 * self.spread_s)
 
     @property
     def lead_s(self) -> float:
         """How far the caller's ear is ahead of the echoes when a `clear` lands: about one round
         trip, erring short by the jitter the clear itself may meet (see LEAD_SPREADS)."""
         rtt = self.round_trip_s
-        return 0.0 if rtt is None else max(0.0, rtt - LEAD_SPREADS * self.spread_s)
+        if rtt is None:
+            return 0.0
+        return max(0.0, rtt - LEAD_SPREADS * self.spread_s - self._median_error_s(len(self._round_trips)))
 
     @property
     def gap_margin_s(self) -> float:
-        """How much later than estimated audio sent into an empty buffer is taken to start."""
-        return GAP_SPREADS * self.spread_s
+        """How much later than estimated audio sent into an empty buffer is taken to start: its own
+        trip's jitter and the clear's, and the error of the playout delay's estimate (a
+        difference of two medians)."""
+        if not self._playout:
+            return GAP_SPREADS * self.spread_s
+        return GAP_SPREADS * self.spread_s + self._median_error_s(len(self._playout)) + self._median_error_s(len(self._round_trips))
 
