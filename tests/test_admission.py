@@ -489,8 +489,10 @@ def test_prewarmed_sessions_of_a_burst_of_bad_or_missing_streams_all_close_by_th
                 await asyncio.sleep(max(0.0, posted + deadline_s - asyncio.get_running_loop().time()))
                 assert len(state.prewarm) == 0 and state.prewarm.closing == 0
                 assert len([e for e in logs if e["event"] == "prewarm.close_timeout"]) == stalled
+                # A forged token does not prove the call is the one it names: its session is left to
+                # the unclaimed sweep (an attacker must not discard someone else's session).
                 discarded = {e["call_sid"] for e in logs if e["event"] == "prewarm.discarded"}
-                assert discarded == {parse_stream_twiml(a.text)[1]["CallSid"] for a in bad_token}
+                assert discarded == set()
             # Once the stalled server reads again it finds its connections gone.
             assert await settle(lambda: upstream.open == 0, stall_s + 1.0)
 
