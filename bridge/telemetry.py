@@ -88,6 +88,14 @@ class Metrics:
             registry=r,
         )
 
+        # issue 13 class 3 (stalled peers): a peer that stopped reading, whose connection was aborted
+        self.peer_stalls = Counter(
+            "voice_bridge_peer_stalls",
+            "Peers that stopped reading and were cut off after a send or close deadline, by peer (twilio, upstream).",
+            ["peer"],
+            registry=r,
+        )
+
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition format and its content type, for `GET /metrics`."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
