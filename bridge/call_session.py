@@ -53,7 +53,10 @@ from .upstream import UpstreamConnection
 log = get_logger("bridge.call")
 
 START_TIMEOUT_S = 10.0
-UPSTREAM_CLOSE_TIMEOUT_S = 3.0  # longer than the connection's own 2 s close timeout
+# A clean close to the model is one round trip; past this the connection is aborted (the session
+# ends either way). Short, because the call's admission slot is freed only once both sides are
+# closed, and a caller's `stop` must free it within a second even when the model is not reading.
+UPSTREAM_CLOSE_TIMEOUT_S = 0.75
 GOODBYE_TIMEOUT_S = 10.0
 TWILIO_REST_TIMEOUT_S = 5.0  # a stalled Twilio API must not hold the caller on a dead line
 GOODBYE_INSTRUCTIONS = (

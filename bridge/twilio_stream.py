@@ -20,7 +20,7 @@ log = get_logger("bridge.twilio")
 # is aborted, the call ends as `twilio_stalled` and its admission slot is freed. A close gets
 # less: the call is over either way, it only decides between a clean close and an abort.
 SEND_TIMEOUT_S = 3.0
-CLOSE_TIMEOUT_S = 1.0
+CLOSE_TIMEOUT_S = 0.5
 
 # Close codes (RFC 6455) we use towards Twilio.
 CLOSE_NORMAL = 1000
