@@ -24,7 +24,7 @@ import structlog
 from conftest import AUDIO, AUTH_TOKEN, open_signed_stream, read_wav, run, running_bridge, settle
 from scripted_upstream import ScriptedSession, ScriptedUpstream
 
-from bridge import call_session, twilio_stream
+from bridge import call_session, twilio_stream, upstream as upstream_module
 from bridge import media_streams as ms
 from bridge.phone import place_call
 from bridge.phone.caller import CallerPlan
@@ -91,6 +91,7 @@ def short_deadlines(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(twilio_stream, "SEND_TIMEOUT_S", 0.5)
     monkeypatch.setattr(call_session, "UPSTREAM_SEND_TIMEOUT_S", 1.5)
     monkeypatch.setattr(AbortableWebSocketProtocol, "send_buffer_bytes", SMALL_BUFFER)
+    monkeypatch.setattr(upstream_module, "SEND_BUFFER_BYTES", SMALL_BUFFER)
 
 
 # --- (a) Twilio stops reading --------------------------------------------------------------------
@@ -174,7 +175,7 @@ def stalling_model(stalled_sessions: set[int]) -> tuple[Any, list[asyncio.Event]
         await session.greet(GREETING[:12000].tobytes())
         greeted[index].set()
         if index in stalled_sessions:
-            await asyncio.sleep(3600)  # reads nothing more (cancelled when the bridge aborts)
+            await session.ws.wait_closed()  # reads nothing more, until the bridge cuts the connection
         await session.drain()
 
     return script, greeted
