@@ -313,3 +313,20 @@ def test_one_huge_delta_goes_out_in_twilio_sized_frames_without_stalling_another
     assert huge_audio_s > 10.0  # the huge delta did flow
     # Tolerant: the steady call's deltas come every 80 ms; the huge delta must not hold it for long.
     assert max_gap < 0.4, f"the steady call stalled for {max_gap * 1000:.0f} ms"
+
+
+# --- the outbound queue (pure) -------------------------------------------------------------------
+
+
+def test_the_outbound_queue_bounds_audio_keeps_control_events_and_counts_what_it_clears() -> None:
+    from bridge.outbound import OutboundQueue, Outgoing
+
+    queue = OutboundQueue(max_audio=2, max_control=1)
+    assert queue.offer(Outgoing("a1", 1, 0.0)) and queue.offer(Outgoing("a2", 3, 0.0))
+    assert not queue.offer(Outgoing("a3", 1, 0.0))  # audio full: refused, nothing queued
+    assert queue.offer(Outgoing("cancel", 0, None))  # control events have their own bound
+    assert not queue.offer(Outgoing("truncate", 0, None))
+    assert [queue.pop().event for _ in range(2)] == ["a1", "a2"]  # type: ignore[union-attr]
+    assert queue.offer(Outgoing("a4", 2, 0.0))  # room again once sent
+    assert queue.clear() == 2 and len(queue) == 0 and queue.pop() is None
+    assert queue.offer(Outgoing("truncate", 0, None))
