@@ -14,6 +14,7 @@ import json
 import logging
 import random
 import re
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -40,6 +41,10 @@ PING_INTERVAL_S = 20.0
 PING_TIMEOUT_S = 20.0
 CLOSE_TIMEOUT_S = 2.0
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # a long response's audio can arrive in large deltas
+# Test hook: when set, the kernel send buffer of each upstream socket is shrunk to this many bytes
+# right after connecting, so that a model that stops reading blocks the bridge's sends within
+# kilobytes (on loopback, autotuning would otherwise hide the stall in megabytes of buffer).
+SEND_BUFFER_BYTES: int | None = None
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 _SECRET_PARAM = re.compile(r"key|token|secret|sig|pass|pwd|auth|credential|session|code", re.IGNORECASE)
@@ -283,6 +288,10 @@ class UpstreamConnection:
                 )
                 await sleep(delay)
                 continue
+            if SEND_BUFFER_BYTES is not None:
+                sock = ws.transport.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
             log.info("upstream.connected", url=url, dialect=target.dialect.name, attempts=attempt)
             if tap is not None:
                 tap.opened()
