@@ -280,6 +280,8 @@ async def call_status(request: Request) -> Response:
             state.admission.end(call_sid, state.clock())
             if state.prewarm is not None:
                 state.prewarm.discard_soon(call_sid)
+            if state.recorder is not None:
+                state.recorder.finish_unstreamed(call_sid)
     return Response(status_code=204)
 
 
@@ -526,7 +528,8 @@ def create_app(
         if settings.record_dir:
             state.recorder = _recorder(settings, state, spec.log_url)
         if settings.prewarm:
-            state.prewarm = Prewarm(clock)
+            recorder = state.recorder
+            state.prewarm = Prewarm(clock, on_unclaimed=recorder.finish_unstreamed if recorder is not None else lambda _: None)
         twilio_rest = twilio_client
         if twilio_rest is None and settings.twilio_account_sid and settings.twilio_auth_token:
             # Hang up and transfer go through Twilio's REST API, with its async HTTP client.

@@ -497,3 +497,21 @@ def test_prewarmed_sessions_of_a_burst_of_bad_or_missing_streams_all_close_by_th
             assert await settle(lambda: upstream.open == 0, stall_s + 1.0)
 
     run(scenario())
+
+
+def test_the_recording_of_a_call_whose_stream_never_came_ends_with_its_unclaimed_session(tmp_path: Any) -> None:
+    """Its files are closed when the pre-warmed session goes unclaimed, not a minute later."""
+
+    async def scenario() -> None:
+        async with running_bridge(record_dir=str(tmp_path)) as (url, app):
+            state = app.state.bridge
+            state.prewarm.unclaimed_s = 0.5
+            call_sid = "CA" + secrets.token_hex(16)
+            answer = await post_voice(url, {"CallSid": call_sid, "From": "+15550100001", "To": "+15550100000"})
+            assert "<Stream" in answer.text
+            meta = tmp_path / call_sid / "meta.json"
+            assert await settle(lambda: state.recorder.get(call_sid) is None, 3.0)
+            assert await settle(lambda: meta.exists() and json.loads(meta.read_text()).get("outcome") is not None, 3.0)
+            assert json.loads(meta.read_text())["outcome"]["end_reason"] == "no_stream"
+
+    run(scenario())
