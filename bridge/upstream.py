@@ -41,10 +41,12 @@ PING_INTERVAL_S = 20.0
 PING_TIMEOUT_S = 20.0
 CLOSE_TIMEOUT_S = 2.0
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # a long response's audio can arrive in large deltas
-# Test hook: when set, the kernel send buffer of each upstream socket is shrunk to this many bytes
-# right after connecting, so that a model that stops reading blocks the bridge's sends within
-# kilobytes (on loopback, autotuning would otherwise hide the stall in megabytes of buffer).
-SEND_BUFFER_BYTES: int | None = None
+# The kernel send buffer of each upstream socket (SO_SNDBUF; Linux doubles it). What the bridge
+# sends the model is caller audio at ~67 kB/s plus small control events, so 128 KiB is seconds of
+# audio and far above any path's bandwidth-delay product; autotuning would let a model that stops
+# reading swallow megabytes (a minute of audio) before a send blocks, and the stall (dropped
+# frames, then the fallback) would be noticed only then. Tests shrink it further; None = the OS's.
+SEND_BUFFER_BYTES: int | None = 128 * 1024
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 _SECRET_PARAM = re.compile(r"key|token|secret|sig|pass|pwd|auth|credential|session|code", re.IGNORECASE)
