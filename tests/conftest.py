@@ -9,8 +9,11 @@ from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
+import structlog
+import websockets
 from starlette.applications import Starlette
 
 from bridge.app import create_app
@@ -121,3 +124,26 @@ async def open_signed_stream(
         **connect_options,
     )
     return ws, call_sid, params
+
+
+def capture_logs():  # noqa: ANN201
+    """Log events as dicts, with the per-call fields bound through contextvars."""
+    return structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars])
+
+
+async def metrics_text(url: str) -> str:
+    async with httpx.AsyncClient() as http:
+        answer = await http.get(f"{url}/metrics")
+    answer.raise_for_status()
+    return answer.text
+
+
+async def until_closed(ws: Any, timeout: float = 5.0) -> tuple[int | None, str | None]:
+    """Read (and drop) what the bridge sends until it closes the socket, as Twilio would; its close code and reason."""
+    async with asyncio.timeout(timeout):
+        try:
+            async for _ in ws:
+                pass
+        except websockets.ConnectionClosed:
+            pass
+    return ws.close_code, ws.close_reason

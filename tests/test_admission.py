@@ -15,9 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-import structlog
-import websockets
-from conftest import AUTH_TOKEN, open_signed_stream, run, running_bridge, settle
+from conftest import AUTH_TOKEN, capture_logs, run, running_bridge, settle, until_closed as closed
 from scripted_upstream import ScriptedSession, ScriptedUpstream
 from websockets.asyncio.client import connect
 
@@ -229,8 +227,6 @@ class CountingUpstream(ScriptedUpstream):
             self.open -= 1
 
 
-def capture_logs():  # noqa: ANN201
-    return structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars])
 
 
 def new_form(call_sid: str | None = None) -> dict[str, str]:
@@ -261,15 +257,6 @@ async def start_stream(answer: httpx.Response, params: dict[str, str] | None = N
     return ws
 
 
-async def closed(ws: Any, timeout: float = 5.0) -> tuple[int | None, str | None]:
-    """Read until the bridge closes the stream; its close code and reason."""
-    async with asyncio.timeout(timeout):
-        try:
-            async for _ in ws:
-                pass
-        except websockets.ConnectionClosed:
-            pass
-    return ws.close_code, ws.close_reason
 
 
 async def hang_up(ws: Any, call_sid: str) -> None:

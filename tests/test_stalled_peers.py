@@ -17,11 +17,9 @@ import json
 import time
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
-import structlog
-from conftest import AUDIO, AUTH_TOKEN, open_signed_stream, read_wav, run, running_bridge, settle
+from conftest import AUDIO, AUTH_TOKEN, capture_logs, metrics_text, open_signed_stream, read_wav, run, running_bridge, settle
 from scripted_upstream import ScriptedSession, ScriptedUpstream
 
 from bridge import call_session, twilio_stream, upstream as upstream_module
@@ -35,15 +33,8 @@ SMALL_BUFFER = 4096
 SILENCE_FRAME = b"\xff" * 160  # 20 ms of μ-law silence
 
 
-def capture_logs():  # noqa: ANN201
-    return structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars])
 
 
-async def metrics_text(url: str) -> str:
-    async with httpx.AsyncClient() as http:
-        answer = await http.get(f"{url}/metrics")
-    answer.raise_for_status()
-    return answer.text
 
 
 def long_speech(seconds: float) -> bytes:
