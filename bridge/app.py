@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import contextlib
 import time
 import wave
@@ -200,8 +201,9 @@ async def voice_webhook(request: Request) -> Response:
     if isinstance(form, Response):
         return form
     call_sid = form.get("CallSid", "")
-    if not call_sid:
-        return PlainTextResponse("CallSid is required", status_code=400)
+    if not _CALL_SID.fullmatch(call_sid):
+        # Twilio's are "CA" + 32 hex; anything long or odd would be kept (ledger, logs) for nothing.
+        return PlainTextResponse("CallSid is required (up to 64 letters and digits)", status_code=400)
     if state.draining:
         return _busy(state, call_sid)
     try:
@@ -278,6 +280,8 @@ async def call_status(request: Request) -> Response:
             state.admission.end(call_sid, state.clock())
             if state.prewarm is not None:
                 state.prewarm.discard_soon(call_sid)
+            if state.recorder is not None:
+                state.recorder.finish_unstreamed(call_sid)
     return Response(status_code=204)
 
 
@@ -307,6 +311,10 @@ async def _open_session(
     return connection
 
 
+_CALL_SID = re.compile(r"[A-Za-z0-9]{1,64}")
+_GENUINE_TOKEN_REFUSALS = frozenset({"expired_stream_token", "reused_stream_token"})
+
+
 def _refused_start(state: BridgeState, call_sid: str, discard_prewarm: bool) -> None:
     if not discard_prewarm:
         return
@@ -325,7 +333,10 @@ def _prepare_call(state: BridgeState, twilio_tap: TwilioTap | None = None) -> Ca
                 start.custom_parameters.get(STREAM_TOKEN_PARAMETER), start.call_sid, state.wall_clock()
             )
         except StreamTokenError as exc:
-            _refused_start(state, start.call_sid, discard_prewarm=True)
+            # Only a token signed for this CallSid (expired, or used already) says the call is
+            # really this one: a forged or malformed token naming someone else's CallSid must not
+            # discard their pre-warmed session (the unclaimed sweep closes it within 15 s anyway).
+            _refused_start(state, start.call_sid, discard_prewarm=exc.reason in _GENUINE_TOKEN_REFUSALS)
             raise StartRefused(exc.reason) from None
         try:
             state.admission.start(start.call_sid, reservation_id, state.clock())
@@ -517,7 +528,8 @@ def create_app(
         if settings.record_dir:
             state.recorder = _recorder(settings, state, spec.log_url)
         if settings.prewarm:
-            state.prewarm = Prewarm(clock)
+            recorder = state.recorder
+            state.prewarm = Prewarm(clock, on_unclaimed=recorder.finish_unstreamed if recorder is not None else lambda _: None)
         twilio_rest = twilio_client
         if twilio_rest is None and settings.twilio_account_sid and settings.twilio_auth_token:
             # Hang up and transfer go through Twilio's REST API, with its async HTTP client.

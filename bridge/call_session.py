@@ -26,6 +26,7 @@ from .barge_in import plan_barge_in
 from .call_setup import CallSetup
 from .flood_guard import FloodGuard
 from .logs import get_logger
+from .outbound import OutboundQueue, Outgoing
 from .playback import PROBE_INTERVAL_S, ItemKey, PlaybackTracker
 from .realtime_events import (
     AudioDelta,
@@ -53,13 +54,30 @@ from .upstream import UpstreamConnection
 log = get_logger("bridge.call")
 
 START_TIMEOUT_S = 10.0
-UPSTREAM_CLOSE_TIMEOUT_S = 3.0  # longer than the connection's own 2 s close timeout
+# A clean close to the model is one round trip; past this the connection is aborted (the session
+# ends either way). Short, because the call's admission slot is freed only once both sides are
+# closed, and a caller's `stop` must free it within a second even when the model is not reading.
+UPSTREAM_CLOSE_TIMEOUT_S = 0.75
 GOODBYE_TIMEOUT_S = 10.0
 TWILIO_REST_TIMEOUT_S = 5.0  # a stalled Twilio API must not hold the caller on a dead line
 GOODBYE_INSTRUCTIONS = (
     "The call must end now. Say a short, friendly goodbye to the caller in one sentence, in the language "
     "of the conversation, and say nothing else."
 )
+# A stalled model (issue 13, class 3). Module constants, lowered by tests. Caller audio waits for
+# the model in a queue of at most UPSTREAM_QUEUE_AUDIO_EVENTS appends (1 s at the default 20 ms
+# appends); beyond it, audio is dropped (`dropped_frames{reason="upstream_stalled"}`). A single
+# send that has not completed after UPSTREAM_SEND_TIMEOUT_S means the model stopped reading: the
+# connection is aborted and the call takes the fallback path (`upstream.stalled`, upstream_failed).
+UPSTREAM_SEND_TIMEOUT_S = 5.0
+UPSTREAM_QUEUE_AUDIO_EVENTS = 50
+UPSTREAM_QUEUE_CONTROL_EVENTS = 256  # cancels, truncations, tool outputs, keypad text: few per turn
+# A huge model delta (issue 13, class 8): audio goes to Twilio in frames of at most
+# TWILIO_FRAME_BYTES (20 ms of μ-law, Twilio's own frame size), with one mark per slice of at most
+# MODEL_SLICE_MS of model audio; between slices the call yields to the event loop, so one delta of
+# any size cannot hold up other calls (a slice is well under a millisecond of work).
+TWILIO_FRAME_BYTES = 160
+MODEL_SLICE_MS = 200
 MAX_RECONNECTS = 1  # per call: a second loss in one call is not a passing fault
 MAX_SEED_TURNS = 50
 # Responses whose bookkeeping is kept: the one playing and the few before it are all a barge-in
@@ -103,6 +121,7 @@ class EndReason(enum.Enum):
     AGENT_HANGUP = "agent_hangup"  # the model called end_call
     TRANSFERRED = "transferred"  # the model called transfer_call
     INTERNAL_ERROR = "internal_error"
+    TWILIO_STALLED = "twilio_stalled"  # Twilio stopped reading: the connection was aborted
 
     @property
     def upstream_failed(self) -> bool:
@@ -177,6 +196,10 @@ class CallSession:
         # The conversation in words, to seed a new session if the upstream one is lost.
         self._transcript: deque[tuple[str, str]] = deque(maxlen=MAX_SEED_TURNS)
         self._log = log
+        self._outbound = OutboundQueue(UPSTREAM_QUEUE_AUDIO_EVENTS, UPSTREAM_QUEUE_CONTROL_EVENTS)
+        self._outbound_ready = asyncio.Event()
+        self._send_blocked = False  # a send to the model is under way (still true if cancelled in it)
+        twilio.on_stall = metrics.peer_stalls.labels(peer="twilio").inc
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -302,6 +325,7 @@ class CallSession:
         tasks = {
             caller,
             asyncio.create_task(self._pump_model(), name="pump_model"),
+            asyncio.create_task(self._send_to_model(), name="send_to_model"),
             asyncio.create_task(self._goodbye_when_asked(), name="goodbye"),
             asyncio.create_task(self._stop.wait(), name="stop"),
             asyncio.create_task(self._probe_round_trip(), name="probe_round_trip"),
@@ -367,8 +391,8 @@ class CallSession:
                     if batch is None:
                         continue
                     audio = self.to_model.process(batch.audio)
-                    if audio and await self._send_upstream(dialects.append_audio(audio), frames=batch.frames):
-                        self._relay_in.observe(time.perf_counter() - batch.completed_at)
+                    if audio:
+                        self._send_upstream(dialects.append_audio(audio), frames=batch.frames, completed_at=batch.completed_at)
                 elif isinstance(event, ms.MarkEcho):
                     if self.tracker.mark_echoed(event.name, now):
                         stages = self.timeline.mark_echoed(event.name, now)
@@ -380,31 +404,69 @@ class CallSession:
                     self._end(EndReason.CALLER_HANGUP)
                     return
         except StreamClosed:
-            self._end(EndReason.CALLER_HANGUP)
+            self._end(self._twilio_gone())
         except ms.ProtocolError as exc:
             self._log.warning("twilio.bad_frame", reason=exc.reason, detail=exc.detail)
             self.metrics.rejections.labels(reason=exc.reason).inc()
             self._end(EndReason.PROTOCOL_ERROR)
             await self.twilio.close(close_code_for(exc.reason), exc.reason)
 
-    async def _send_upstream(self, event: dict[str, object] | str, frames: int = 1) -> bool:
-        """Send, unless the session is not there yet or being replaced: then it is dropped, not fatal.
+    def _send_upstream(self, event: dict[str, object] | str, frames: int = 0, completed_at: float | None = None) -> bool:
+        """Queue `event` for the model, never waiting: the sender task sends it. Dropped, not fatal,
+        while the session is not there yet or being replaced, or when the model has stopped
+        reading and the queue is full.
 
-        `frames` is how many caller frames the event carries (what a drop counts); True if sent.
+        `frames` is how many caller frames the event carries (0: a control event); True if queued.
         """
         if self.upstream is None:
-            self.metrics.dropped_frames.labels(reason="upstream_connecting").inc(frames)
+            self.metrics.dropped_frames.labels(reason="upstream_connecting").inc(max(frames, 1))
             return False
         if self._reconnecting:
-            self.metrics.dropped_frames.labels(reason="upstream_reconnecting").inc(frames)
+            self.metrics.dropped_frames.labels(reason="upstream_reconnecting").inc(max(frames, 1))
             return False
-        try:
-            await self.upstream.send(event)
-        except websockets.ConnectionClosed:
-            # The model pump sees the same closure and decides: reconnect, or end the call.
-            self.metrics.dropped_frames.labels(reason="upstream_closed").inc(frames)
+        if not self._outbound.offer(Outgoing(event, frames, completed_at)):
+            self.metrics.dropped_frames.labels(reason="upstream_stalled").inc(max(frames, 1))
             return False
+        self._outbound_ready.set()
         return True
+
+    async def _send_to_model(self) -> None:
+        """The one sender to the model: drains the outbound queue, each send with a deadline.
+
+        A send that passes UPSTREAM_SEND_TIMEOUT_S means the model stopped reading: the connection
+        is aborted and the call ends as upstream_failed (the apology and fallback follow).
+        """
+        while True:
+            item = self._outbound.pop()
+            if item is None:
+                self._outbound_ready.clear()
+                await self._outbound_ready.wait()
+                continue
+            connection = self.upstream
+            assert connection is not None
+            self._send_blocked = True
+            try:
+                async with asyncio.timeout(UPSTREAM_SEND_TIMEOUT_S):
+                    await connection.send(item.event)
+            except TimeoutError:
+                dropped = item.frames + self._outbound.clear()
+                self._log.error("upstream.stalled", timeout_s=UPSTREAM_SEND_TIMEOUT_S, dropped_frames=dropped)
+                self.metrics.peer_stalls.labels(peer="upstream").inc()
+                self.metrics.dropped_frames.labels(reason="upstream_stalled").inc(dropped)
+                connection.abort()
+                self._end(EndReason.UPSTREAM_FAILED)
+                return
+            except websockets.ConnectionClosed:
+                # The model pump sees the same closure and decides: reconnect, or end the call.
+                self.metrics.dropped_frames.labels(reason="upstream_closed").inc(max(item.frames, 1))
+            else:
+                if item.completed_at is not None:
+                    self._relay_in.observe(time.perf_counter() - item.completed_at)
+            self._send_blocked = False
+
+    def _twilio_gone(self) -> EndReason:
+        """Why the call ends when the Twilio socket is gone: a hang-up, or our abort of a stalled peer."""
+        return EndReason.TWILIO_STALLED if self.twilio.stalled else EndReason.CALLER_HANGUP
 
     def _turn_completed(self, stages: dict[str, float]) -> None:
         for stage, seconds in stages.items():
@@ -448,10 +510,12 @@ class CallSession:
                     if expired:
                         break
             except StreamClosed:
-                self._end(EndReason.CALLER_HANGUP)
+                self._end(self._twilio_gone())
                 return
             except websockets.ConnectionClosed:
                 pass
+            if self.end_reason is not None:  # e.g. the sender found the model stalled and cut it
+                return
             if not expired and self.upstream.close_code in (1000, 1001):
                 self._end(EndReason.UPSTREAM_CLOSED)
                 return
@@ -466,9 +530,9 @@ class CallSession:
         self._reconnecting = True
         self._log.warning("upstream.reconnecting", reason="session_expired" if expired else "dropped", turns=len(self._transcript))
         old = self.upstream
+        self.metrics.dropped_frames.labels(reason="upstream_reconnecting").inc(self._outbound.clear())
         try:
-            with contextlib.suppress(OSError, TimeoutError, websockets.ConnectionClosed):
-                await old.close()
+            await self._close_quietly(old)
             # What was playing belonged to the old session: stop it, the new one starts clean.
             if self.tracker.is_playing:
                 await self.twilio.send_clear()
@@ -478,8 +542,9 @@ class CallSession:
             self.batcher.clear()
             self._active_response_id = None
             connection = await self.setup.reconnect()
-            for role, text in self._transcript:
-                await connection.send(connection.dialect.text_item(role, text))
+            async with asyncio.timeout(UPSTREAM_SEND_TIMEOUT_S):  # a new session that does not read fails here
+                for role, text in self._transcript:
+                    await connection.send(connection.dialect.text_item(role, text))
         except UPSTREAM_FAILURES as exc:
             self._log.error("upstream.reconnect_failed", error=type(exc).__name__, detail=str(exc))
             return False
@@ -501,8 +566,9 @@ class CallSession:
                 self._response_items.setdefault(event.response_id, []).append(key)
             self.timeline.model_audio(self.clock())
             self.tracker.audio_received(event.item_id, event.content_index, self._model_ms(event.audio))
-            await self._play(event.item_id, event.content_index, self.to_caller.process(event.audio))
-            self._relay_out.observe(time.perf_counter() - self.upstream.received_at)
+            received_at = self.upstream.received_at
+            if await self._play_delta(event):
+                self._relay_out.observe(time.perf_counter() - received_at)
         elif isinstance(event, AudioDone):
             if event.response_id not in self._dropped_responses:
                 # The transcoder holds back a few ms; without a flush the word ending is lost.
@@ -568,14 +634,31 @@ class CallSession:
         if self.log_transcripts:  # off by default: transcripts are personal data
             self._log.info("transcript", role=role, text=text)
 
+    async def _play_delta(self, event: AudioDelta) -> bool:
+        """Transcode and play one delta slice by slice, yielding to the loop between slices: a
+        delta of any size costs other calls at most one slice of work. False if it was dropped
+        meanwhile (the goodbye, which runs beside this pump, cancelled its response)."""
+        audio = event.audio
+        bytes_per_sample = 1 if self._model_rate == TWILIO_RATE else 2
+        step = self._model_rate * MODEL_SLICE_MS // 1000 * bytes_per_sample
+        for offset in range(0, len(audio), step):
+            if offset:
+                await asyncio.sleep(0)
+                if event.response_id in self._dropped_responses:
+                    return False
+            await self._play(event.item_id, event.content_index, self.to_caller.process(audio[offset : offset + step]))
+        return True
+
     async def _play(self, item_id: str, content_index: int, mulaw: bytes) -> None:
+        """Send `mulaw` in Twilio-sized frames, then one mark for all of them."""
         if not mulaw:
             return
         now = self.clock()
-        await self.twilio.send_media(mulaw)
+        for offset in range(0, len(mulaw), TWILIO_FRAME_BYTES):
+            await self.twilio.send_media(mulaw[offset : offset + TWILIO_FRAME_BYTES])
+            self._frames_out.inc()
         mark = self.tracker.chunk_sent(item_id, content_index, len(mulaw), now)
         await self.twilio.send_mark(mark)
-        self._frames_out.inc()
         self.timeline.media_sent(mark, now)
         if self._greeting_pending:
             self._greeting_pending = False
@@ -604,13 +687,13 @@ class CallSession:
         if plan.cancel_response_id is not None:
             self._dropped_responses.add(plan.cancel_response_id)
             self._active_response_id = None
-            await self._send_upstream(dialects.cancel_response())
+            self._send_upstream(dialects.cancel_response())
         if plan.truncation is not None:
             t = plan.truncation
-            await self._send_upstream(dialects.truncate_item(t.item_id, t.content_index, t.audio_end_ms))
+            self._send_upstream(dialects.truncate_item(t.item_id, t.content_index, t.audio_end_ms))
             self.metrics.truncations.inc()
         for item_id, _ in plan.deletions:
-            await self._send_upstream(dialects.delete_item(item_id))
+            self._send_upstream(dialects.delete_item(item_id))
         self._log.info(
             "caller.barge_in",
             cancelled=plan.cancel_response_id,
@@ -643,10 +726,10 @@ class CallSession:
                 outcome=bounded_label(result.outcome, TOOL_OUTCOMES),
             ).inc()
             self._log.info("tool.answered", tool=name, call_id=call_id, outcome=result.outcome)
-            await self._send_upstream(dialects.function_call_output(call_id, result.output))
+            self._send_upstream(dialects.function_call_output(call_id, result.output))
         marker = self._response_seq
         if self._active_response_id is None:  # the caller may have spoken meanwhile: that response answers
-            await self._send_upstream(dialects.create_response())
+            self._send_upstream(dialects.create_response())
         if self._after_speaking is not None:
             action, number = self._after_speaking
             self._after_speaking = None
@@ -702,15 +785,21 @@ class CallSession:
             text, self._dtmf_digits = f"[The caller typed {self._dtmf_digits or 'nothing'} on the keypad, ending with #]", ""
         else:
             text = f"[The caller pressed {digit} on the keypad]"
-        await self._send_upstream(self.upstream.dialect.text_item("user", text))
+        self._send_upstream(self.upstream.dialect.text_item("user", text))
         if self._active_response_id is None:
-            await self._send_upstream(dialects.create_response())
+            self._send_upstream(dialects.create_response())
         self._log.info("caller.dtmf_sent", mode=mode)
 
     # --- ending politely -----------------------------------------------------------------------
 
     async def _goodbye_when_asked(self) -> None:
         """When asked to end: stop what is playing, let the model say goodbye, wait until it is heard."""
+        try:
+            await self._goodbye()
+        except StreamClosed:
+            self._end(self._twilio_gone())
+
+    async def _goodbye(self) -> None:
         assert self.upstream is not None and self.setup is not None
         max_call_s = self.setup.max_call_s
         if max_call_s is None:
@@ -730,14 +819,14 @@ class CallSession:
         self._log.info("call.saying_goodbye", reason=self._goodbye_reason.value)
         if self._active_response_id is not None:
             self._dropped_responses.add(self._active_response_id)
-            await self._send_upstream(dialects.cancel_response())
+            self._send_upstream(dialects.cancel_response())
             self._active_response_id = None
         if self.tracker.is_playing:
             await self.twilio.send_clear()
             self.tracker.cleared(self.clock())
             self.to_caller.reset()
         marker = self._response_seq
-        await self._send_upstream(dialects.create_response(GOODBYE_INSTRUCTIONS))
+        self._send_upstream(dialects.create_response(GOODBYE_INSTRUCTIONS))
         await self._until_heard(marker, "goodbye")
         self._end(self._goodbye_reason)
         self._stop.set()
@@ -767,6 +856,10 @@ class CallSession:
             connection.abort()
 
     async def _close_both(self) -> None:
+        """Both closes at once, each bounded: a stalled model must not delay the caller's close."""
+        closing = [self.twilio.close(CLOSE_NORMAL)]
         if self.upstream is not None:
-            await self._close_quietly(self.upstream)
-        await self.twilio.close(CLOSE_NORMAL)
+            if self._send_blocked:  # the model is not taking what we sent: no closing handshake
+                self.upstream.abort()
+            closing.append(self._close_quietly(self.upstream))
+        await asyncio.gather(*closing)

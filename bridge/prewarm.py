@@ -33,8 +33,15 @@ class _Pending:
 
 
 class Prewarm:
-    def __init__(self, clock: Callable[[], float], unclaimed_s: float = 15.0, close_s: float = CLOSE_S) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        unclaimed_s: float = 15.0,
+        close_s: float = CLOSE_S,
+        on_unclaimed: Callable[[str], None] = lambda call_sid: None,
+    ) -> None:
         self.clock = clock
+        self.on_unclaimed = on_unclaimed  # told each CallSid whose stream never came (its recording ends)
         self.unclaimed_s = unclaimed_s
         self.close_s = close_s
         self._pending: dict[str, _Pending] = {}
@@ -77,6 +84,7 @@ class Prewarm:
         expired = [sid for sid, p in self._pending.items() if p.expires_at <= now]
         for call_sid in expired:
             log.info("prewarm.unclaimed", call_sid=call_sid)
+            self.on_unclaimed(call_sid)
         await asyncio.gather(*(_close(self._pending.pop(sid).task, self.close_s) for sid in expired))
         return len(expired)
 

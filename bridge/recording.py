@@ -255,6 +255,13 @@ class Recorder:
         if recording is not None:
             self._finish(recording, {"end_reason": end_reason})
 
+    def finish_unstreamed(self, call_sid: str) -> None:
+        """The call's stream never came (its pre-warmed session went unclaimed, or Twilio says the
+        call is over): close its recording now rather than after UNBOUND_S."""
+        recording = self._calls.get(call_sid)
+        if recording is not None and not recording.bound:
+            self.finish(call_sid, "no_stream")
+
     def _finish(self, recording: CallRecording, outcome: dict[str, Any]) -> None:
         recording.stopped = True
         self._writer.put((recording, self.clock(), _FINISH, "", None, "", outcome), force=True)

@@ -189,6 +189,7 @@ def _short(value: Any, limit: int = 60) -> str:
 class _Sent:
     kind: str
     event: RecordedEvent
+    more: tuple[RecordedEvent, ...] = ()  # the further media frames of a run (see _twilio_sent)
 
 
 def _is_probe(msg: dict[str, Any]) -> bool:
@@ -198,7 +199,10 @@ def _is_probe(msg: dict[str, Any]) -> bool:
 
 def _twilio_sent(recording: Recording) -> tuple[list[_Sent], set[int]]:
     """Bridge → Twilio, and which of its media chunks the caller heard (their mark came back
-    before the bridge sent a `clear`)."""
+    before the bridge sent a `clear`).
+
+    Consecutive `media` frames count as one chunk: how the bridge frames its audio (one frame
+    per model delta, or 20 ms frames) is not behaviour; the audio and the marks around it are."""
     sent: list[_Sent] = []
     heard: set[int] = set()
     last_media: int | None = None
@@ -209,6 +213,9 @@ def _twilio_sent(recording: Recording) -> tuple[list[_Sent], set[int]]:
         if event.direction == OUT and event.msg is not None:
             kind = event.kind
             if kind == "media":
+                if sent and sent[-1].kind == "media":
+                    sent[-1] = _Sent("media", sent[-1].event, (*sent[-1].more, event))
+                    continue
                 last_media = len(sent)
             elif kind == "mark":
                 pending[str(event.msg.get("mark", {}).get("name"))] = last_media
@@ -338,10 +345,16 @@ def _compare_fields(
             into.drifts.append(Drift(name, i, int(a.msg.get("audio_end_ms", 0)), int(b.msg.get("audio_end_ms", 0))))
 
 
-def _pcm(recording: Recording, event: RecordedEvent) -> np.ndarray | None:
-    payload = (event.msg or {}).get("media", {}).get("payload")
-    audio = recording.audio(payload) if is_audio_ref(payload) else None
-    return None if audio is None else ulaw_decode(audio).astype(np.float64)
+def _pcm(recording: Recording, chunk: _Sent) -> np.ndarray | None:
+    """The audio of a run of media frames, decoded; None if any of it is not in the recording."""
+    parts = []
+    for event in (chunk.event, *chunk.more):
+        payload = (event.msg or {}).get("media", {}).get("payload")
+        audio = recording.audio(payload) if is_audio_ref(payload) else None
+        if audio is None:
+            return None
+        parts.append(audio)
+    return ulaw_decode(b"".join(parts)).astype(np.float64)
 
 
 def compare(recorded: Recording, replayed: Recording) -> Comparison:
@@ -360,7 +373,7 @@ def compare(recorded: Recording, replayed: Recording) -> Comparison:
     for i, j in pairs:
         if twilio_recorded[i].kind != "media" or i not in heard:
             continue
-        reference, replica = _pcm(recorded, twilio_recorded[i].event), _pcm(replayed, twilio_replayed[j].event)
+        reference, replica = _pcm(recorded, twilio_recorded[i]), _pcm(replayed, twilio_replayed[j])
         if reference is None or replica is None:
             continue
         n = min(len(reference), len(replica))

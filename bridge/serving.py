@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import FrameType
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from .logs import get_logger
 
@@ -21,6 +23,36 @@ MAX_TWILIO_FRAME_BYTES = 64 * 1024  # Twilio's frames are small; anything bigger
 HEADER_TIMEOUT_S = 10.0  # a request's head (request line + headers) must arrive within this
 _TOO_MANY = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 _TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+
+
+# The ASGI scope extension through which the app can cut a WebSocket's TCP connection at once
+# (ASGI has no way to: a send to a peer that stopped reading waits for good, and so would a close).
+ABORT_EXTENSION = "voice_bridge.abort"
+
+
+class AbortableWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol, with `scope["extensions"][ABORT_EXTENSION]`: a callable that
+    aborts the connection's transport (used when a send or close to Twilio passes its deadline).
+
+    `send_buffer_bytes` is a test hook: when set, the kernel send buffer of every accepted
+    WebSocket is shrunk to it, so a peer that stops reading blocks the bridge's sends after a
+    few kilobytes rather than after megabytes of loopback buffer.
+    """
+
+    send_buffer_bytes: int | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self.send_buffer_bytes is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:  # the app task has been created but has not run yet: it sees this
+            scope["extensions"][ABORT_EXTENSION] = self.transport.abort
 
 
 def default_limit_concurrency(max_calls: int) -> int:
@@ -136,7 +168,7 @@ def uvicorn_config(
         host=host,
         port=port,
         http=_guarded_protocol(guard),
-        ws="websockets-sansio",
+        ws=AbortableWebSocketProtocol,
         ws_max_size=MAX_TWILIO_FRAME_BYTES,
         # μ-law audio does not compress; deflate would only cost CPU on every frame of every call.
         ws_per_message_deflate=False,

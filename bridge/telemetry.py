@@ -111,6 +111,13 @@ class Metrics:
             buckets=(0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0),
             registry=r,
         )
+        # issue 13 class 3 (stalled peers): a peer that stopped reading, whose connection was aborted
+        self.peer_stalls = Counter(
+            "voice_bridge_peer_stalls",
+            "Peers that stopped reading and were cut off after a send or close deadline, by peer (twilio, upstream).",
+            ["peer"],
+            registry=r,
+        )
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition format and its content type, for `GET /metrics`."""

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from . import media_streams as ms
 from .logs import get_logger
 from .recording import WireTap
+from .serving import ABORT_EXTENSION
 
 log = get_logger("bridge.twilio")
+
+# Deadlines towards Twilio (module constants: tests lower them). Twilio reads its socket all the
+# time, so a send that cannot complete in SEND_TIMEOUT_S means it stopped reading: the transport
+# is aborted, the call ends as `twilio_stalled` and its admission slot is freed. A close gets
+# less: the call is over either way, it only decides between a clean close and an abort.
+SEND_TIMEOUT_S = 3.0
+CLOSE_TIMEOUT_S = 0.5
 
 # Close codes (RFC 6455) we use towards Twilio.
 CLOSE_NORMAL = 1000
@@ -44,6 +54,10 @@ class StreamClosed(Exception):
         self.code = code
 
 
+class TwilioStalled(StreamClosed):
+    """Twilio did not take a frame (or the close) within its deadline; the connection was aborted."""
+
+
 class TwilioStream:
     """Receives typed events and sends media, marks and clears for one stream."""
 
@@ -52,6 +66,8 @@ class TwilioStream:
         self.stream_sid: str | None = None
         self.tap = tap  # the call recorder's, when recording is on
         self.received_at = 0.0  # perf_counter() when the last frame arrived (relay latency)
+        self.stalled = False  # a send or the close passed its deadline and the connection was aborted
+        self.on_stall: Callable[[], None] | None = None  # the call's metric, counted once per stream
 
     async def receive(self) -> ms.TwilioEvent:
         """The next known event; unknown events are logged and skipped; bad frames raise ProtocolError."""
@@ -91,10 +107,15 @@ class TwilioStream:
             return
         if self._ws.client_state == WebSocketState.DISCONNECTED:
             return
+        if self.stalled:
+            return  # already aborted
         if self.tap is not None:
             self.tap.closed(code, by="bridge", reason=reason)
         try:
-            await self._ws.close(code=code, reason=reason)
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self._ws.close(code=code, reason=reason)
+        except TimeoutError:
+            self._abort("close", CLOSE_TIMEOUT_S)
         except (RuntimeError, WebSocketDisconnect, OSError):
             pass  # the peer went away first: nothing left to close
 
@@ -103,9 +124,27 @@ class TwilioStream:
             raise RuntimeError("no stream yet: wait for the start event")
         return self.stream_sid
 
+    def _abort(self, what: str, timeout_s: float) -> None:
+        """Cut the TCP connection: a peer that does not read cannot be closed politely."""
+        if self.stalled:
+            return
+        self.stalled = True
+        abort = self._ws.scope.get("extensions", {}).get(ABORT_EXTENSION)
+        log.warning("twilio.stalled", during=what, timeout_s=timeout_s, aborted=abort is not None)
+        if self.on_stall is not None:
+            self.on_stall()
+        if abort is not None:
+            abort()  # uvicorn then reports the disconnect and frees its side
+
     async def _send(self, text: str) -> None:
+        if self.stalled:
+            raise TwilioStalled()
         try:
-            await self._ws.send_text(text)
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                await self._ws.send_text(text)
+        except TimeoutError as exc:
+            self._abort("send", SEND_TIMEOUT_S)
+            raise TwilioStalled() from exc
         except (RuntimeError, WebSocketDisconnect, OSError) as exc:
             raise StreamClosed() from exc
         if self.tap is not None:

@@ -14,6 +14,7 @@ import json
 import logging
 import random
 import re
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -40,6 +41,12 @@ PING_INTERVAL_S = 20.0
 PING_TIMEOUT_S = 20.0
 CLOSE_TIMEOUT_S = 2.0
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # a long response's audio can arrive in large deltas
+# The kernel send buffer of each upstream socket (SO_SNDBUF; Linux doubles it). What the bridge
+# sends the model is caller audio at ~67 kB/s plus small control events, so 128 KiB is seconds of
+# audio and far above any path's bandwidth-delay product; autotuning would let a model that stops
+# reading swallow megabytes (a minute of audio) before a send blocks, and the stall (dropped
+# frames, then the fallback) would be noticed only then. Tests shrink it further; None = the OS's.
+SEND_BUFFER_BYTES: int | None = 128 * 1024
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 _SECRET_PARAM = re.compile(r"key|token|secret|sig|pass|pwd|auth|credential|session|code", re.IGNORECASE)
@@ -283,6 +290,10 @@ class UpstreamConnection:
                 )
                 await sleep(delay)
                 continue
+            if SEND_BUFFER_BYTES is not None:
+                sock = ws.transport.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
             log.info("upstream.connected", url=url, dialect=target.dialect.name, attempts=attempt)
             if tap is not None:
                 tap.opened()

@@ -220,6 +220,16 @@ class ServeProcess:
     def threads(self) -> int:
         return self.status("Threads")
 
+    def fd_targets(self) -> list[str]:
+        """What each open descriptor is (socket:[inode], a file, a pipe): for a failure message."""
+        targets = []
+        for fd in Path(f"/proc/{self.proc.pid}/fd").iterdir():
+            try:
+                targets.append(os.readlink(fd))
+            except OSError:
+                pass
+        return sorted(targets)
+
     def resources(self) -> dict[str, float]:
         return {"fds": self.fds(), "threads": self.threads(), "rss_mb": round(self.rss_mb(), 1)}
 

@@ -9,8 +9,11 @@ from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
+import structlog
+import websockets
 from starlette.applications import Starlette
 
 from bridge.app import create_app
@@ -75,11 +78,17 @@ def audio_dir() -> Path:
     return AUDIO
 
 
-async def open_signed_stream(url: str, to: str = "+15550100000") -> tuple[Any, str, dict[str, str]]:
+async def open_signed_stream(
+    url: str, to: str = "+15550100000", receive_buffer: int | None = None, **connect_options: Any
+) -> tuple[Any, str, dict[str, str]]:
     """Do what Twilio does up to the open socket: signed webhook, signed upgrade.
 
     Returns (websocket, call_sid, the Stream's parameters) so a test can send raw frames.
+    `receive_buffer` sets the socket's SO_RCVBUF before it connects (a small one makes a client
+    that stops reading stall the bridge's sends within kilobytes, not megabytes of loopback
+    buffer); `connect_options` go to websockets' `connect` (e.g. `max_queue`).
     """
+    import socket
     import secrets
     import urllib.parse
 
@@ -100,7 +109,41 @@ async def open_signed_stream(url: str, to: str = "+15550100000") -> tuple[Any, s
         answer = await http.post(f"{url}/voice", content=urllib.parse.urlencode(form), headers=headers)
     answer.raise_for_status()
     stream_url, params = parse_stream_twiml(answer.text)
+    if receive_buffer is not None:
+        parts = urllib.parse.urlsplit(stream_url)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port))
+        connect_options["sock"] = sock
     ws = await connect(
-        stream_url, proxy=None, additional_headers={"X-Twilio-Signature": signer.sign(stream_url, {})}, max_size=None
+        stream_url,
+        proxy=None,
+        additional_headers={"X-Twilio-Signature": signer.sign(stream_url, {})},
+        max_size=None,
+        **connect_options,
     )
     return ws, call_sid, params
+
+
+def capture_logs():  # noqa: ANN201
+    """Log events as dicts, with the per-call fields bound through contextvars."""
+    return structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars])
+
+
+async def metrics_text(url: str) -> str:
+    async with httpx.AsyncClient() as http:
+        answer = await http.get(f"{url}/metrics")
+    answer.raise_for_status()
+    return answer.text
+
+
+async def until_closed(ws: Any, timeout: float = 5.0) -> tuple[int | None, str | None]:
+    """Read (and drop) what the bridge sends until it closes the socket, as Twilio would; its close code and reason."""
+    async with asyncio.timeout(timeout):
+        try:
+            async for _ in ws:
+                pass
+        except websockets.ConnectionClosed:
+            pass
+    return ws.close_code, ws.close_reason

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -68,14 +69,25 @@ class ScriptedSession:
 class ScriptedUpstream:
     """Serves `script` for every connection on a loopback port."""
 
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, receive_buffer: int | None = None, **serve_options: Any) -> None:
+        """`receive_buffer`: SO_RCVBUF of the listening socket (accepted ones inherit it), set
+        before listen, so that a script that stops reading stalls the bridge's sends for real;
+        `serve_options` go to websockets' `serve` (e.g. `max_queue`)."""
         self.script = script
+        self.receive_buffer = receive_buffer
+        self.serve_options = serve_options
         self.sessions: list[ScriptedSession] = []
         self._server: Server | None = None
         self.url = ""
 
     async def __aenter__(self) -> ScriptedUpstream:
-        self._server = await serve(self._handle, "127.0.0.1", 0, compression=None)
+        if self.receive_buffer is None:
+            self._server = await serve(self._handle, "127.0.0.1", 0, compression=None, **self.serve_options)
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
+            sock.bind(("127.0.0.1", 0))
+            self._server = await serve(self._handle, sock=sock, compression=None, **self.serve_options)
         port = self._server.sockets[0].getsockname()[1]
         self.url = f"ws://127.0.0.1:{port}/v1/realtime"
         return self

@@ -10,18 +10,14 @@ import httpx
 import numpy as np
 import pytest
 import soxr
-from conftest import AUDIO, AUTH_TOKEN, caller_clip, read_wav, run, running_bridge, settle
+from conftest import AUDIO, AUTH_TOKEN, caller_clip, capture_logs, read_wav, run, running_bridge, settle
 from scripted_upstream import ScriptedSession, ScriptedUpstream
-import structlog
 
 from bridge.phone import place_call
 from bridge.phone.caller import CallerPlan
 from voice_codecs import ulaw_decode, ulaw_encode
 
 
-def capture_logs():  # noqa: ANN201
-    """Log events as dicts, with the per-call fields bound through contextvars."""
-    return structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars])
 
 
 def _clip_seconds(name: str) -> float:

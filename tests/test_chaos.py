@@ -515,7 +515,7 @@ def test_zz_fds_threads_and_rss_back_to_baseline(bed: Bed) -> None:
         time.sleep(0.5)
     bed.figures["resources"] = {"before": bed.baseline, "after": now}
     print(f"\nserver resources: before {bed.baseline}, after {now}")
-    assert now["fds"] <= bed.baseline["fds"] + FD_TOLERANCE, f"fds {bed.baseline['fds']} -> {now['fds']}"
+    assert now["fds"] <= bed.baseline["fds"] + FD_TOLERANCE, f"fds {bed.baseline['fds']} -> {now['fds']}: {bed.server.fd_targets()}"
     assert now["threads"] <= bed.baseline["threads"] + THREAD_TOLERANCE, f"threads {bed.baseline['threads']} -> {now['threads']}"
     assert now["rss_mb"] <= bed.baseline["rss_mb"] + RSS_TOLERANCE_MB, f"RSS {bed.baseline['rss_mb']} -> {now['rss_mb']} MB"
     assert bed.healthy.alive

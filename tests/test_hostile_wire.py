@@ -19,11 +19,9 @@ import re
 import time
 from typing import Any
 
-import httpx
 import pytest
-import structlog
 import websockets
-from conftest import AUDIO, AUTH_TOKEN, caller_clip, open_signed_stream, read_wav, run, running_bridge, settle
+from conftest import AUDIO, AUTH_TOKEN, caller_clip, capture_logs, metrics_text, open_signed_stream, read_wav, run, running_bridge, settle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scripted_upstream import ScriptedSession, ScriptedUpstream
@@ -42,15 +40,8 @@ GREETING, _ = read_wav(AUDIO / "agent_greeting.wav")
 CLOSE_DEADLINE_S = 2.0
 
 
-def capture_logs():  # noqa: ANN201
-    return structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars])
 
 
-async def metrics_text(url: str) -> str:
-    async with httpx.AsyncClient() as http:
-        answer = await http.get(f"{url}/metrics")
-    answer.raise_for_status()
-    return answer.text
 
 
 def _crashes(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -312,3 +312,16 @@ def test_serve_with_voice_bridge_metrics_port() -> None:
             server.kill()
     with pytest.raises(OSError):  # both ports are closed with the process
         socket.create_connection(("127.0.0.1", metrics_port), timeout=1).close()
+
+
+def test_a_signed_webhook_with_an_odd_or_huge_call_sid_is_refused_400_and_nothing_is_kept() -> None:
+    async def scenario() -> None:
+        async with bridge() as (url, app):
+            for call_sid in ("", "CA" + "1" * 63, "CA-1", "CA\u00b2", "CA 1"):
+                answer = await post_voice(url, f"{url}/voice", form={**FORM, "CallSid": call_sid})
+                assert answer.status_code == 400, call_sid
+            assert app.state.bridge.admission.active(0.0) == 0 and app.state.bridge.admission.remembered() == 0
+            ok = await post_voice(url, f"{url}/voice")
+            assert ok.status_code == 200 and "<Stream" in ok.text
+
+    run(scenario())

@@ -3,7 +3,6 @@ then the real app against an upstream that is down, comes up, and an Entra crede
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import subprocess

@@ -22,8 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-import structlog
-from conftest import AUTH_TOKEN, caller_clip, run, running_bridge, settle
+from conftest import AUTH_TOKEN, caller_clip, capture_logs, run, running_bridge, settle
 
 from bridge.phone import place_call
 from bridge.phone.caller import CallerPlan
@@ -39,8 +38,6 @@ FIXTURES = sorted(p for p in CALLS.iterdir() if p.is_dir() and not p.name.starts
 SPEED = 4.0  # replays run four times faster than the calls did; the bridge gets the same clock
 
 
-def capture_logs():  # noqa: ANN201
-    return structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars])
 
 
 # --- the fixture library -----------------------------------------------------------------------

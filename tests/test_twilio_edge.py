@@ -10,9 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import structlog
-import websockets
-from conftest import AUTH_TOKEN, caller_clip, open_signed_stream, run, running_bridge, settle
+from conftest import AUTH_TOKEN, caller_clip, capture_logs, open_signed_stream, run, running_bridge, settle, until_closed
 from scripted_upstream import ScriptedSession, ScriptedUpstream
 from twilio_api import FakeTwilioApi
 
@@ -25,18 +23,8 @@ SILENCE = b"\xff" * 160
 UNREACHABLE = "ws://127.0.0.1:9/v1/realtime"  # nothing listens on the discard port
 
 
-async def until_closed(ws: Any, timeout: float = 5.0) -> None:
-    """Read (and drop) what the bridge sends until it closes the socket, as Twilio would."""
-    async with asyncio.timeout(timeout):
-        try:
-            async for _ in ws:
-                pass
-        except websockets.ConnectionClosed:
-            pass
 
 
-def capture_logs():  # noqa: ANN201
-    return structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars])
 
 
 # --- pure parts ---------------------------------------------------------------------------------

@@ -19,8 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-import structlog
-from conftest import AUDIO, AUTH_TOKEN, caller_clip, read_wav, run, running_bridge, settle
+from conftest import AUDIO, AUTH_TOKEN, caller_clip, capture_logs, metrics_text, read_wav, run, running_bridge, settle
 from controlled_credential import ControlledCredential
 from dialect_upstream import (
     GA_WIRE,
@@ -64,9 +63,6 @@ HEARD_TOLERANCE_S = 0.1
 GA_SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
 
 
-def capture_logs():  # noqa: ANN201
-    """Log events as dicts, with the per-call fields bound through contextvars."""
-    return structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars])
 
 
 # --- the dialects as a user configures them ----------------------------------------------------
@@ -218,11 +214,6 @@ def warnings_and_errors(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [entry for entry in logs if entry["log_level"] in ("warning", "error")]
 
 
-async def metrics_text(url: str) -> str:
-    async with httpx.AsyncClient() as http:
-        answer = await http.get(f"{url}/metrics")
-    answer.raise_for_status()
-    return answer.text
 
 
 async def post_voice(url: str) -> str:
