@@ -856,10 +856,13 @@ class CallSession:
             connection.abort()
 
     async def _close_both(self) -> None:
-        """Both closes at once, each bounded: a stalled model must not delay the caller's close."""
+        """Both closes at once, each bounded: a stalled model must not delay the caller's close.
+        Their log events (`twilio.stalled`, `upstream.close_timeout`) are bound to the call."""
         closing = [self.twilio.close(CLOSE_NORMAL)]
         if self.upstream is not None:
             if self._send_blocked:  # the model is not taking what we sent: no closing handshake
                 self.upstream.abort()
             closing.append(self._close_quietly(self.upstream))
-        await asyncio.gather(*closing)
+        ids = {"call_sid": self.call_sid, "stream_sid": self.twilio.stream_sid}
+        with structlog.contextvars.bound_contextvars(**{k: v for k, v in ids.items() if v is not None}):
+            await asyncio.gather(*closing)

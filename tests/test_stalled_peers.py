@@ -31,6 +31,7 @@ from bridge.serving import AbortableWebSocketProtocol
 GREETING, _ = read_wav(AUDIO / "agent_greeting.wav")
 SMALL_BUFFER = 4096
 SILENCE_FRAME = b"\xff" * 160  # 20 ms of μ-law silence
+FALLBACK = "+15550100999"
 
 
 
@@ -67,6 +68,25 @@ async def wait_closed(ws: Any, timeout: float) -> float:
         async for _ in ws:
             pass
     return time.monotonic() - started
+
+
+async def after_stream(url: str, call_sid: str) -> str:
+    """What Twilio gets when it asks `/voice/after-stream` about `call_sid` (signed, as Twilio does)."""
+    import urllib.parse
+
+    import httpx
+
+    from twiml.signatures import TwilioSigner
+
+    form = {"CallSid": call_sid, "AccountSid": "AC" + "0" * 32}
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Twilio-Signature": TwilioSigner(AUTH_TOKEN).sign(f"{url}/voice/after-stream", form),
+    }
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(f"{url}/voice/after-stream", content=urllib.parse.urlencode(form), headers=headers)
+    answer.raise_for_status()
+    return answer.text
 
 
 def ended(logs: list[dict[str, Any]], call_sid: str) -> list[str]:
@@ -148,6 +168,12 @@ def test_a_stop_from_a_twilio_that_stopped_reading_is_honoured_within_a_second(s
                     took = time.monotonic() - t0
                     ws.transport.abort()
         assert ended(logs, call_sid) == ["caller_hangup"]
+        # The model was healthy: its session closed cleanly (what it still sent was read and
+        # dropped), not by waiting out the close deadline and cutting the connection.
+        assert not [e for e in logs if e["event"] == "upstream.close_timeout"]
+        # Twilio's close, past its deadline, was an abort, logged for this call.
+        closing = [e for e in logs if e["event"] == "twilio.stalled"]
+        assert [(e["during"], e.get("call_sid")) for e in closing] == [("close", call_sid)]
         assert no_crash(logs)
         print(f"stop honoured after {took:.3f} s")
 
@@ -192,7 +218,7 @@ def test_b_a_stalled_model_costs_dropped_audio_then_the_fallback_and_never_block
         async with ScriptedUpstream(stalled_script, receive_buffer=SMALL_BUFFER, max_queue=1) as upstream:
             stalled_script.sessions = upstream.sessions  # type: ignore[attr-defined]
             with capture_logs() as logs:
-                async with running_bridge(upstream_url=upstream.url, max_calls=3, prewarm=False) as (url, app):
+                async with running_bridge(upstream_url=upstream.url, max_calls=3, prewarm=False, fallback_number=FALLBACK) as (url, app):
                     bridge = app.state.bridge
                     # Call 1: keeps talking into a model that reads nothing: the fallback path.
                     ws1, sid1, stream1 = await start_stream(url)
@@ -220,6 +246,12 @@ def test_b_a_stalled_model_costs_dropped_audio_then_the_fallback_and_never_block
                     assert await settle(lambda: not bridge.active_calls, timeout=5)
                     assert bridge.admission.active(bridge.clock()) == 0
                     metrics = await metrics_text(url)
+                    # The fallback path, as for a lost model: the caller still on the line hears the
+                    # apology and is put through to the fallback number; the caller who hung up is not.
+                    fallback = await after_stream(url, sid1)
+                    hung_up = await after_stream(url, sid2)
+        assert "<Say" in fallback and f"<Dial>{FALLBACK}</Dial>" in fallback, fallback
+        assert "<Dial" not in hung_up and "<Hangup" in hung_up, hung_up
         assert closed_in < 1.0 and stop_s < 1.0, (closed_in, stop_s)
         assert ended(logs, sid2) == ["caller_hangup"]
         assert ended(logs, sid1) == ["upstream_failed"]
