@@ -31,6 +31,7 @@ from .dialects import Dialect, parse_server_frame
 from .logs import get_logger
 from .realtime_events import ServerEvent
 from .recording import UpstreamTap
+from .transports import reset
 
 log = get_logger("bridge.upstream")
 
@@ -356,8 +357,8 @@ class UpstreamConnection:
             return False
 
     def abort(self) -> None:
-        """Drop the TCP connection at once (when the closing handshake cannot finish)."""
-        self._ws.transport.abort()
+        """Drop the TCP connection at once, with a reset (when the closing handshake cannot finish)."""
+        reset(self._ws.transport)
 
     @property
     def close_code(self) -> int | None:

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -100,6 +101,7 @@ def no_crash(logs: list[dict[str, Any]]) -> bool:
 @pytest.fixture
 def short_deadlines(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(twilio_stream, "SEND_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(twilio_stream, "CLOSE_LINGER_S", 0.5)
     monkeypatch.setattr(call_session, "UPSTREAM_SEND_TIMEOUT_S", 1.5)
     monkeypatch.setattr(AbortableWebSocketProtocol, "send_buffer_bytes", SMALL_BUFFER)
     monkeypatch.setattr(upstream_module, "SEND_BUFFER_BYTES", SMALL_BUFFER)
@@ -178,6 +180,49 @@ def test_a_stop_from_a_twilio_that_stopped_reading_is_honoured_within_a_second(s
         print(f"stop honoured after {took:.3f} s")
 
     run(scenario(), timeout=60)
+
+
+def open_connections(port: int) -> int:
+    """TCP connections of this host whose local port is `port`, listening sockets aside (Linux)."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for row in rows if int(row.split()[1].split(":")[1], 16) == port and row.split()[3] != "0A")
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="counts connections through /proc/net/tcp")
+@pytest.mark.parametrize("hang_up", ["stop", "stop_and_close_frame"])
+def test_a_twilio_that_never_takes_the_close_frame_is_cut_off_after_the_linger(short_deadlines: None, hang_up: str) -> None:
+    """Twilio stops reading after a little audio (the bridge's sends never blocked, so the close
+    could be handed over) and hangs up with `stop` (and its own close frame): our close frame, or
+    the echo of Twilio's, waits behind audio it never reads. The connection is cut after
+    CLOSE_LINGER_S, rather than held by the server for as long as the peer keeps it open."""
+
+    async def script(session: ScriptedSession) -> None:
+        await session.greet(long_speech(3.0))  # tens of kB: more than both small buffers hold, less than what blocks a send
+        await session.drain()
+
+    async def scenario() -> None:
+        async with ScriptedUpstream(script) as upstream:
+            with capture_logs() as logs:
+                async with running_bridge(upstream_url=upstream.url, max_calls=1, prewarm=False) as (url, app):
+                    port = int(url.rsplit(":", 1)[1])
+                    ws, call_sid, stream_sid = await start_stream(url, receive_buffer=SMALL_BUFFER, max_queue=1)
+                    await asyncio.sleep(1.5)  # the greeting has been handed over; nothing is read
+                    await ws.send(stop_message(stream_sid))
+                    if hang_up == "stop_and_close_frame":
+                        ws.protocol.send_close(1000)  # the frame only: websockets' close() would wait for the echo
+                        ws.send_data()
+                    assert await settle(lambda: ended(logs, call_sid) != [], timeout=1.0)
+                    assert open_connections(port) == 1  # the close frame is queued, the socket still open
+                    assert await settle(lambda: open_connections(port) == 0, timeout=3.0), "the connection was never cut"
+                    metrics = await metrics_text(url)
+                    ws.transport.abort()
+        assert ended(logs, call_sid) == ["caller_hangup"]
+        cut = [e for e in logs if e["event"] == "twilio.stalled"]
+        assert [(e["during"], e.get("call_sid"), e["aborted"]) for e in cut] == [("linger", call_sid, True)]
+        assert 'voice_bridge_peer_stalls_total{peer="twilio"} 1.0' in metrics
+        assert no_crash(logs)
+
+    run(scenario(), timeout=30)
 
 
 # --- (b) the model stops reading -----------------------------------------------------------------
