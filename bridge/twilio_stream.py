@@ -9,6 +9,7 @@ from collections.abc import Callable
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from . import media_streams as ms
+from .deadlines import PeerDeadlines
 from .logs import get_logger
 from .recording import WireTap
 from .serving import ABORT_EXTENSION
@@ -16,16 +17,6 @@ from .serving import ABORT_EXTENSION
 log = get_logger("bridge.twilio")
 DISCONNECTED = WebSocketState.DISCONNECTED
 
-# Deadlines towards Twilio (module constants: tests lower them). Twilio reads its socket all the
-# time, so a send that cannot complete in SEND_TIMEOUT_S means it stopped reading: the transport
-# is aborted, the call ends as `twilio_stalled` and its admission slot is freed. A close gets
-# less: the call is over either way, it only decides between a clean close and an abort.
-# Once the close frame is handed over, the peer has CLOSE_LINGER_S to take what is still buffered
-# and finish the closing handshake; then the connection is cut (uvicorn alone would wait 10 s and
-# then close politely, which never completes while a peer that reads nothing holds the socket open).
-SEND_TIMEOUT_S = 3.0
-CLOSE_TIMEOUT_S = 0.5
-CLOSE_LINGER_S = 3.0
 
 # Close codes (RFC 6455) we use towards Twilio.
 CLOSE_NORMAL = 1000
@@ -66,8 +57,9 @@ class TwilioStalled(StreamClosed):
 class TwilioStream:
     """Receives typed events and sends media, marks and clears for one stream."""
 
-    def __init__(self, websocket: WebSocket, tap: WireTap | None = None) -> None:
+    def __init__(self, websocket: WebSocket, tap: WireTap | None = None, deadlines: PeerDeadlines | None = None) -> None:
         self._ws = websocket
+        self.deadlines = deadlines or PeerDeadlines()  # sends and closes (bridge/deadlines.py)
         self.stream_sid: str | None = None
         self.tap = tap  # the call recorder's, when recording is on
         self.received_at = 0.0  # perf_counter() when the last frame arrived (relay latency)
@@ -115,17 +107,18 @@ class TwilioStream:
             if self.tap is not None:
                 self.tap.closed(code, by="bridge", reason=reason)
             try:
-                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                async with asyncio.timeout(self.deadlines.twilio_close_s):
                     await self._ws.close(code=code, reason=reason)
             except TimeoutError:
-                self._abort("close", CLOSE_TIMEOUT_S)
+                self._abort("close", self.deadlines.twilio_close_s)
                 return
             except (RuntimeError, WebSocketDisconnect, OSError):
                 pass  # the peer went away first: nothing left to close
         # Whoever closed first, the last frames (our close, or the echo of the peer's) may wait
         # behind audio the peer does not read: past the linger the connection is cut (a no-op if
         # the handshake is done by then). The timer keeps this call's log context.
-        asyncio.get_running_loop().call_later(CLOSE_LINGER_S, self._abort, "linger", CLOSE_LINGER_S, False)
+        linger = self.deadlines.twilio_close_linger_s
+        asyncio.get_running_loop().call_later(linger, self._abort, "linger", linger, False)
 
     def _sid(self) -> str:
         if self.stream_sid is None:
@@ -153,10 +146,10 @@ class TwilioStream:
         if self.stalled:
             raise TwilioStalled()
         try:
-            async with asyncio.timeout(SEND_TIMEOUT_S):
+            async with asyncio.timeout(self.deadlines.twilio_send_s):
                 await self._ws.send_text(text)
         except TimeoutError as exc:
-            self._abort("send", SEND_TIMEOUT_S)
+            self._abort("send", self.deadlines.twilio_send_s)
             raise TwilioStalled() from exc
         except (RuntimeError, WebSocketDisconnect, OSError) as exc:
             raise StreamClosed() from exc

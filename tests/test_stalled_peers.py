@@ -5,7 +5,7 @@ made real with small buffers: the Twilio-side client connects with a small SO_RC
 reading (websockets then stops reading its socket too, `max_queue`), the bridge's send buffer to
 Twilio is shrunk through `AbortableWebSocketProtocol.send_buffer_bytes`, and a stalled model is a
 scripted upstream listening with a small SO_RCVBUF that stops reading. The deadlines are lowered
-through their module constants. Assertions are about outcomes (end reason, log event, metric,
+through `Settings.peer_deadlines`. Assertions are about outcomes (end reason, log event, metric,
 slot, close), with generous bounds; never about speed.
 """
 
@@ -15,6 +15,7 @@ import asyncio
 import base64
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ import pytest
 from conftest import AUDIO, AUTH_TOKEN, capture_logs, metrics_text, open_signed_stream, read_wav, run, running_bridge, settle
 from scripted_upstream import ScriptedSession, ScriptedUpstream
 
-from bridge import call_session, twilio_stream, upstream as upstream_module
+from bridge import call_session, upstream as upstream_module
+from bridge.deadlines import PeerDeadlines
 from bridge import media_streams as ms
 from bridge.phone import place_call
 from bridge.phone.caller import CallerPlan
@@ -99,18 +101,20 @@ def no_crash(logs: list[dict[str, Any]]) -> bool:
 
 
 @pytest.fixture
-def short_deadlines(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(twilio_stream, "SEND_TIMEOUT_S", 0.5)
-    monkeypatch.setattr(twilio_stream, "CLOSE_LINGER_S", 0.5)
-    monkeypatch.setattr(call_session, "UPSTREAM_SEND_TIMEOUT_S", 1.5)
+def small_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bridge's own send buffers shrunk (test hooks), to both peers."""
     monkeypatch.setattr(AbortableWebSocketProtocol, "send_buffer_bytes", SMALL_BUFFER)
     monkeypatch.setattr(upstream_module, "SEND_BUFFER_BYTES", SMALL_BUFFER)
+
+
+# Short deadlines, through the settings (`running_bridge(peer_deadlines=...)`).
+SHORT = PeerDeadlines(twilio_send_s=0.5, twilio_close_linger_s=0.5, upstream_send_s=1.5)
 
 
 # --- (a) Twilio stops reading --------------------------------------------------------------------
 
 
-def test_a_stalled_twilio_is_cut_off_and_frees_its_slot_while_another_call_goes_on(short_deadlines: None) -> None:
+def test_a_stalled_twilio_is_cut_off_and_frees_its_slot_while_another_call_goes_on(small_buffers: None) -> None:
     async def script(session: ScriptedSession) -> None:
         await session.greet(long_speech(30.0))  # far more than any buffer on the way holds
         await session.drain()
@@ -118,7 +122,7 @@ def test_a_stalled_twilio_is_cut_off_and_frees_its_slot_while_another_call_goes_
     async def scenario() -> None:
         async with ScriptedUpstream(script) as upstream:
             with capture_logs() as logs:
-                async with running_bridge(upstream_url=upstream.url, max_calls=2, prewarm=False) as (url, app):
+                async with running_bridge(upstream_url=upstream.url, max_calls=2, prewarm=False, peer_deadlines=SHORT) as (url, app):
                     bridge = app.state.bridge
                     healthy = asyncio.create_task(
                         place_call(url, CallerPlan(hangup_after_s=4.0, max_call_s=30), auth_token=AUTH_TOKEN)
@@ -149,8 +153,8 @@ def test_a_stalled_twilio_is_cut_off_and_frees_its_slot_while_another_call_goes_
     run(scenario(), timeout=60)
 
 
-def test_a_stop_from_a_twilio_that_stopped_reading_is_honoured_within_a_second(short_deadlines: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(twilio_stream, "SEND_TIMEOUT_S", 30.0)  # the stop, not the send deadline, ends it
+def test_a_stop_from_a_twilio_that_stopped_reading_is_honoured_within_a_second(small_buffers: None) -> None:
+    deadlines = replace(SHORT, twilio_send_s=30.0)  # the stop, not the send deadline, ends it
 
     async def script(session: ScriptedSession) -> None:
         await session.greet(long_speech(30.0))
@@ -159,7 +163,7 @@ def test_a_stop_from_a_twilio_that_stopped_reading_is_honoured_within_a_second(s
     async def scenario() -> None:
         async with ScriptedUpstream(script) as upstream:
             with capture_logs() as logs:
-                async with running_bridge(upstream_url=upstream.url, max_calls=1, prewarm=False) as (url, app):
+                async with running_bridge(upstream_url=upstream.url, max_calls=1, prewarm=False, peer_deadlines=deadlines) as (url, app):
                     bridge = app.state.bridge
                     ws, call_sid, stream_sid = await start_stream(url, receive_buffer=SMALL_BUFFER, max_queue=1)
                     await asyncio.sleep(1.5)  # the bridge's sends are blocked by now
@@ -190,7 +194,7 @@ def open_connections(port: int) -> int:
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="counts connections through /proc/net/tcp")
 @pytest.mark.parametrize("hang_up", ["stop", "stop_and_close_frame"])
-def test_a_twilio_that_never_takes_the_close_frame_is_cut_off_after_the_linger(short_deadlines: None, hang_up: str) -> None:
+def test_a_twilio_that_never_takes_the_close_frame_is_cut_off_after_the_linger(small_buffers: None, hang_up: str) -> None:
     """Twilio stops reading after a little audio (the bridge's sends never blocked, so the close
     could be handed over) and hangs up with `stop` (and its own close frame): our close frame, or
     the echo of Twilio's, waits behind audio it never reads. The connection is cut after
@@ -203,7 +207,7 @@ def test_a_twilio_that_never_takes_the_close_frame_is_cut_off_after_the_linger(s
     async def scenario() -> None:
         async with ScriptedUpstream(script) as upstream:
             with capture_logs() as logs:
-                async with running_bridge(upstream_url=upstream.url, max_calls=1, prewarm=False) as (url, app):
+                async with running_bridge(upstream_url=upstream.url, max_calls=1, prewarm=False, peer_deadlines=SHORT) as (url, app):
                     port = int(url.rsplit(":", 1)[1])
                     ws, call_sid, stream_sid = await start_stream(url, receive_buffer=SMALL_BUFFER, max_queue=1)
                     await asyncio.sleep(1.5)  # the greeting has been handed over; nothing is read
@@ -256,14 +260,14 @@ async def talk(ws: Any, stream_sid: str, seconds: float) -> int:
     return sent
 
 
-def test_b_a_stalled_model_costs_dropped_audio_then_the_fallback_and_never_blocks_the_caller(short_deadlines: None) -> None:
+def test_b_a_stalled_model_costs_dropped_audio_then_the_fallback_and_never_blocks_the_caller(small_buffers: None) -> None:
     stalled_script, greeted = stalling_model({0, 1})
 
     async def scenario() -> None:
         async with ScriptedUpstream(stalled_script, receive_buffer=SMALL_BUFFER, max_queue=1) as upstream:
             stalled_script.sessions = upstream.sessions  # type: ignore[attr-defined]
             with capture_logs() as logs:
-                async with running_bridge(upstream_url=upstream.url, max_calls=3, prewarm=False, fallback_number=FALLBACK) as (url, app):
+                async with running_bridge(upstream_url=upstream.url, max_calls=3, prewarm=False, peer_deadlines=SHORT, fallback_number=FALLBACK) as (url, app):
                     bridge = app.state.bridge
                     # Call 1: keeps talking into a model that reads nothing: the fallback path.
                     ws1, sid1, stream1 = await start_stream(url)
@@ -398,3 +402,14 @@ def test_the_outbound_queue_bounds_audio_keeps_control_events_and_counts_what_it
     assert queue.offer(Outgoing("a4", 2, 0.0))  # room again once sent
     assert queue.clear() == 2 and len(queue) == 0 and queue.pop() is None
     assert queue.offer(Outgoing("truncate", 0, None))
+
+
+def test_peer_deadlines_are_positive_seconds_and_default_to_the_module_constants() -> None:
+    from bridge import deadlines
+    from bridge.settings import Settings
+
+    assert Settings().peer_deadlines == PeerDeadlines()
+    assert PeerDeadlines().twilio_send_s == deadlines.TWILIO_SEND_S and PeerDeadlines().upstream_send_s == deadlines.UPSTREAM_SEND_S
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="upstream_close_s"):
+            PeerDeadlines(upstream_close_s=bad)
