@@ -385,7 +385,7 @@ async def media_stream(websocket: WebSocket) -> None:
     await websocket.accept()
     assert state.upstream is not None
     twilio_tap = state.recorder.twilio_tap() if state.recorder is not None else None
-    twilio = TwilioStream(websocket, tap=twilio_tap)
+    twilio = TwilioStream(websocket, tap=twilio_tap, deadlines=state.settings.peer_deadlines)
     call = CallSession(
         twilio,
         _prepare_call(state, twilio_tap),
@@ -394,6 +394,7 @@ async def media_stream(websocket: WebSocket) -> None:
         clock=state.clock,
         log_transcripts=state.settings.log_transcripts,
         append_ms=state.settings.append_ms,
+        deadlines=state.settings.peer_deadlines,
     )
     state.active_calls.add(call)
     try:

@@ -24,6 +24,7 @@ from . import media_streams as ms
 from .append_batcher import TWILIO_FRAME_MS, AppendBatcher
 from .barge_in import plan_barge_in
 from .call_setup import CallSetup
+from .deadlines import PeerDeadlines
 from .flood_guard import FloodGuard
 from .logs import get_logger
 from .outbound import OutboundQueue, Outgoing
@@ -54,22 +55,17 @@ from .upstream import UpstreamConnection
 log = get_logger("bridge.call")
 
 START_TIMEOUT_S = 10.0
-# A clean close to the model is one round trip; past this the connection is aborted (the session
-# ends either way). Short, because the call's admission slot is freed only once both sides are
-# closed, and a caller's `stop` must free it within a second even when the model is not reading.
-UPSTREAM_CLOSE_TIMEOUT_S = 0.75
 GOODBYE_TIMEOUT_S = 10.0
 TWILIO_REST_TIMEOUT_S = 5.0  # a stalled Twilio API must not hold the caller on a dead line
 GOODBYE_INSTRUCTIONS = (
     "The call must end now. Say a short, friendly goodbye to the caller in one sentence, in the language "
     "of the conversation, and say nothing else."
 )
-# A stalled model (issue 13, class 3). Module constants, lowered by tests. Caller audio waits for
-# the model in a queue of at most UPSTREAM_QUEUE_AUDIO_EVENTS appends (1 s at the default 20 ms
-# appends); beyond it, audio is dropped (`dropped_frames{reason="upstream_stalled"}`). A single
-# send that has not completed after UPSTREAM_SEND_TIMEOUT_S means the model stopped reading: the
-# connection is aborted and the call takes the fallback path (`upstream.stalled`, upstream_failed).
-UPSTREAM_SEND_TIMEOUT_S = 5.0
+# A stalled model (issue 13, class 3). Caller audio waits for the model in a queue of at most
+# UPSTREAM_QUEUE_AUDIO_EVENTS appends (1 s at the default 20 ms appends); beyond it, audio is
+# dropped (`dropped_frames{reason="upstream_stalled"}`). The send and close deadlines towards both
+# peers are in bridge/deadlines.py (a send to the model blocked past `upstream_send_s`: the
+# connection is cut and the call takes the fallback path, `upstream.stalled`, upstream_failed).
 UPSTREAM_QUEUE_AUDIO_EVENTS = 50
 UPSTREAM_QUEUE_CONTROL_EVENTS = 256  # cancels, truncations, tool outputs, keypad text: few per turn
 # A huge model delta (issue 13, class 8): audio goes to Twilio in frames of at most
@@ -149,8 +145,10 @@ class CallSession:
         clock: Callable[[], float] = time.monotonic,
         log_transcripts: bool = False,
         append_ms: int = TWILIO_FRAME_MS,
+        deadlines: PeerDeadlines | None = None,
     ) -> None:
         self.twilio = twilio
+        self.deadlines = deadlines or PeerDeadlines()  # sends to and closes of the model (bridge/deadlines.py)
         self.prepare = prepare
         self.audio_mode = audio_mode
         self.metrics = metrics
@@ -433,7 +431,7 @@ class CallSession:
     async def _send_to_model(self) -> None:
         """The one sender to the model: drains the outbound queue, each send with a deadline.
 
-        A send that passes UPSTREAM_SEND_TIMEOUT_S means the model stopped reading: the connection
+        A send that passes `deadlines.upstream_send_s` means the model stopped reading: the connection
         is aborted and the call ends as upstream_failed (the apology and fallback follow).
         """
         while True:
@@ -446,11 +444,11 @@ class CallSession:
             assert connection is not None
             self._send_blocked = True
             try:
-                async with asyncio.timeout(UPSTREAM_SEND_TIMEOUT_S):
+                async with asyncio.timeout(self.deadlines.upstream_send_s):
                     await connection.send(item.event)
             except TimeoutError:
                 dropped = item.frames + self._outbound.clear()
-                self._log.error("upstream.stalled", timeout_s=UPSTREAM_SEND_TIMEOUT_S, dropped_frames=dropped)
+                self._log.error("upstream.stalled", timeout_s=self.deadlines.upstream_send_s, dropped_frames=dropped)
                 self.metrics.peer_stalls.labels(peer="upstream").inc()
                 self.metrics.dropped_frames.labels(reason="upstream_stalled").inc(dropped)
                 connection.abort()
@@ -542,7 +540,7 @@ class CallSession:
             self.batcher.clear()
             self._active_response_id = None
             connection = await self.setup.reconnect()
-            async with asyncio.timeout(UPSTREAM_SEND_TIMEOUT_S):  # a new session that does not read fails here
+            async with asyncio.timeout(self.deadlines.upstream_send_s):  # a new session that does not read fails here
                 for role, text in self._transcript:
                     await connection.send(connection.dialect.text_item(role, text))
         except UPSTREAM_FAILURES as exc:
@@ -849,17 +847,20 @@ class CallSession:
     async def _close_quietly(self, connection: UpstreamConnection) -> None:
         """Close the upstream session; if its closing handshake stalls, cut the connection."""
         try:
-            async with asyncio.timeout(UPSTREAM_CLOSE_TIMEOUT_S):
+            async with asyncio.timeout(self.deadlines.upstream_close_s):
                 await connection.close()
         except (TimeoutError, OSError):
             self._log.warning("upstream.close_timeout")
             connection.abort()
 
     async def _close_both(self) -> None:
-        """Both closes at once, each bounded: a stalled model must not delay the caller's close."""
+        """Both closes at once, each bounded: a stalled model must not delay the caller's close.
+        Their log events (`twilio.stalled`, `upstream.close_timeout`) are bound to the call."""
         closing = [self.twilio.close(CLOSE_NORMAL)]
         if self.upstream is not None:
             if self._send_blocked:  # the model is not taking what we sent: no closing handshake
                 self.upstream.abort()
             closing.append(self._close_quietly(self.upstream))
-        await asyncio.gather(*closing)
+        ids = {"call_sid": self.call_sid, "stream_sid": self.twilio.stream_sid}
+        with structlog.contextvars.bound_contextvars(**{k: v for k, v in ids.items() if v is not None}):
+            await asyncio.gather(*closing)

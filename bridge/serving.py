@@ -16,6 +16,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from .logs import get_logger
+from .transports import reset
 
 log = get_logger("bridge.serving")
 
@@ -32,7 +33,9 @@ ABORT_EXTENSION = "voice_bridge.abort"
 
 class AbortableWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's WebSocket protocol, with `scope["extensions"][ABORT_EXTENSION]`: a callable that
-    aborts the connection's transport (used when a send or close to Twilio passes its deadline).
+    aborts the connection's transport (used when a send or close to Twilio passes its deadline, or
+    when the peer has not finished the closing handshake by its deadline); it returns True when
+    it cut a connection that was still there, False when the connection was already gone.
 
     `send_buffer_bytes` is a test hook: when set, the kernel send buffer of every accepted
     WebSocket is shrunk to it, so a peer that stops reading blocks the bridge's sends after a
@@ -52,7 +55,14 @@ class AbortableWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None:  # the app task has been created but has not run yet: it sees this
-            scope["extensions"][ABORT_EXTENSION] = self.transport.abort
+            scope["extensions"][ABORT_EXTENSION] = self.abort_connection
+
+    def abort_connection(self) -> bool:
+        """Cut the TCP connection now (unsent data is dropped); False if it was already lost."""
+        if self.disconnected:
+            return False
+        reset(self.transport)  # uvicorn then reports the disconnect and frees its side
+        return True
 
 
 def default_limit_concurrency(max_calls: int) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .append_batcher import check_append_ms
+from .deadlines import PeerDeadlines
 
 UPSTREAMS = ("local", "voicelive", "azure-openai", "openai")
 AUDIO_MODES = ("pcm24k", "g711")
@@ -162,6 +163,8 @@ class Settings:
     upstream_probe: bool = False
     port: int = 8000  # PORT: `serve`'s default --port
     host: str = "127.0.0.1"  # VOICE_BRIDGE_HOST: `serve`'s default --host
+    # Send/close deadlines towards Twilio and the model (bridge/deadlines.py); not from the environment.
+    peer_deadlines: PeerDeadlines = field(default_factory=PeerDeadlines)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -9,18 +9,14 @@ from collections.abc import Callable
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from . import media_streams as ms
+from .deadlines import PeerDeadlines
 from .logs import get_logger
 from .recording import WireTap
 from .serving import ABORT_EXTENSION
 
 log = get_logger("bridge.twilio")
+DISCONNECTED = WebSocketState.DISCONNECTED
 
-# Deadlines towards Twilio (module constants: tests lower them). Twilio reads its socket all the
-# time, so a send that cannot complete in SEND_TIMEOUT_S means it stopped reading: the transport
-# is aborted, the call ends as `twilio_stalled` and its admission slot is freed. A close gets
-# less: the call is over either way, it only decides between a clean close and an abort.
-SEND_TIMEOUT_S = 3.0
-CLOSE_TIMEOUT_S = 0.5
 
 # Close codes (RFC 6455) we use towards Twilio.
 CLOSE_NORMAL = 1000
@@ -61,8 +57,9 @@ class TwilioStalled(StreamClosed):
 class TwilioStream:
     """Receives typed events and sends media, marks and clears for one stream."""
 
-    def __init__(self, websocket: WebSocket, tap: WireTap | None = None) -> None:
+    def __init__(self, websocket: WebSocket, tap: WireTap | None = None, deadlines: PeerDeadlines | None = None) -> None:
         self._ws = websocket
+        self.deadlines = deadlines or PeerDeadlines()  # sends and closes (bridge/deadlines.py)
         self.stream_sid: str | None = None
         self.tap = tap  # the call recorder's, when recording is on
         self.received_at = 0.0  # perf_counter() when the last frame arrived (relay latency)
@@ -103,47 +100,56 @@ class TwilioStream:
         await self._send(ms.clear_message(self._sid()))
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
-        if self._ws.application_state == WebSocketState.DISCONNECTED:
-            return
-        if self._ws.client_state == WebSocketState.DISCONNECTED:
-            return
         if self.stalled:
             return  # already aborted
-        if self.tap is not None:
-            self.tap.closed(code, by="bridge", reason=reason)
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await self._ws.close(code=code, reason=reason)
-        except TimeoutError:
-            self._abort("close", CLOSE_TIMEOUT_S)
-        except (RuntimeError, WebSocketDisconnect, OSError):
-            pass  # the peer went away first: nothing left to close
+        closed = DISCONNECTED in (self._ws.application_state, self._ws.client_state)
+        if not closed:
+            if self.tap is not None:
+                self.tap.closed(code, by="bridge", reason=reason)
+            try:
+                async with asyncio.timeout(self.deadlines.twilio_close_s):
+                    await self._ws.close(code=code, reason=reason)
+            except TimeoutError:
+                self._abort("close", self.deadlines.twilio_close_s)
+                return
+            except (RuntimeError, WebSocketDisconnect, OSError):
+                pass  # the peer went away first: nothing left to close
+        # Whoever closed first, the last frames (our close, or the echo of the peer's) may wait
+        # behind audio the peer does not read: past the linger the connection is cut (a no-op if
+        # the handshake is done by then). The timer keeps this call's log context.
+        linger = self.deadlines.twilio_close_linger_s
+        asyncio.get_running_loop().call_later(linger, self._abort, "linger", linger, False)
 
     def _sid(self) -> str:
         if self.stream_sid is None:
             raise RuntimeError("no stream yet: wait for the start event")
         return self.stream_sid
 
-    def _abort(self, what: str, timeout_s: float) -> None:
-        """Cut the TCP connection: a peer that does not read cannot be closed politely."""
+    def _abort(self, what: str, timeout_s: float, connected: bool = True) -> None:
+        """Cut the TCP connection: a peer that does not read cannot be closed politely.
+
+        `connected` False: the connection may well be gone already (after the close's linger);
+        then only a connection that was still there is logged and counted as a stall.
+        """
         if self.stalled:
             return
-        self.stalled = True
         abort = self._ws.scope.get("extensions", {}).get(ABORT_EXTENSION)
+        cut = abort() if abort is not None else None  # uvicorn then reports the disconnect and frees its side
+        if not connected and not cut:
+            return
+        self.stalled = True
         log.warning("twilio.stalled", during=what, timeout_s=timeout_s, aborted=abort is not None)
         if self.on_stall is not None:
             self.on_stall()
-        if abort is not None:
-            abort()  # uvicorn then reports the disconnect and frees its side
 
     async def _send(self, text: str) -> None:
         if self.stalled:
             raise TwilioStalled()
         try:
-            async with asyncio.timeout(SEND_TIMEOUT_S):
+            async with asyncio.timeout(self.deadlines.twilio_send_s):
                 await self._ws.send_text(text)
         except TimeoutError as exc:
-            self._abort("send", SEND_TIMEOUT_S)
+            self._abort("send", self.deadlines.twilio_send_s)
             raise TwilioStalled() from exc
         except (RuntimeError, WebSocketDisconnect, OSError) as exc:
             raise StreamClosed() from exc

@@ -10,6 +10,7 @@ Logs name the upstream by its URL with secret-looking query values masked, never
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -30,6 +31,7 @@ from .dialects import Dialect, parse_server_frame
 from .logs import get_logger
 from .realtime_events import ServerEvent
 from .recording import UpstreamTap
+from .transports import reset
 
 log = get_logger("bridge.upstream")
 
@@ -321,10 +323,25 @@ class UpstreamConnection:
             self.tap.closed(self._ws.close_code, by="upstream", reason=self._ws.close_reason or "")
 
     async def close(self) -> None:
+        """The closing handshake. What the model still sends meanwhile is read and dropped: its
+        close frame comes after it, and websockets stops reading the socket while its queue of
+        unread messages is full (as it is when the call stopped consuming events, e.g. while
+        Twilio was not taking audio), so without this a healthy model's close would wait out
+        the caller's deadline and end in an abort."""
         if self.tap is not None and not self._closing:
             self._closing = True
             self.tap.closed(1000, by="bridge")
-        await self._ws.close()
+        discarding = asyncio.create_task(self._discard_incoming(), name="upstream_discard")
+        try:
+            await self._ws.close()
+        finally:
+            discarding.cancel()
+            await asyncio.gather(discarding, return_exceptions=True)
+
+    async def _discard_incoming(self) -> None:
+        with contextlib.suppress(websockets.WebSocketException):
+            async for _ in self._ws:
+                pass
 
     async def close_within(self, seconds: float) -> bool:
         """Close, waiting at most `seconds` for the closing handshake, then cut the connection.
@@ -340,8 +357,8 @@ class UpstreamConnection:
             return False
 
     def abort(self) -> None:
-        """Drop the TCP connection at once (when the closing handshake cannot finish)."""
-        self._ws.transport.abort()
+        """Drop the TCP connection at once, with a reset (when the closing handshake cannot finish)."""
+        reset(self._ws.transport)
 
     @property
     def close_code(self) -> int | None:

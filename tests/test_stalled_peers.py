@@ -5,7 +5,7 @@ made real with small buffers: the Twilio-side client connects with a small SO_RC
 reading (websockets then stops reading its socket too, `max_queue`), the bridge's send buffer to
 Twilio is shrunk through `AbortableWebSocketProtocol.send_buffer_bytes`, and a stalled model is a
 scripted upstream listening with a small SO_RCVBUF that stops reading. The deadlines are lowered
-through their module constants. Assertions are about outcomes (end reason, log event, metric,
+through `Settings.peer_deadlines`. Assertions are about outcomes (end reason, log event, metric,
 slot, close), with generous bounds; never about speed.
 """
 
@@ -15,6 +15,8 @@ import asyncio
 import base64
 import json
 import time
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,8 @@ import pytest
 from conftest import AUDIO, AUTH_TOKEN, capture_logs, metrics_text, open_signed_stream, read_wav, run, running_bridge, settle
 from scripted_upstream import ScriptedSession, ScriptedUpstream
 
-from bridge import call_session, twilio_stream, upstream as upstream_module
+from bridge import call_session, upstream as upstream_module
+from bridge.deadlines import PeerDeadlines
 from bridge import media_streams as ms
 from bridge.phone import place_call
 from bridge.phone.caller import CallerPlan
@@ -31,6 +34,7 @@ from bridge.serving import AbortableWebSocketProtocol
 GREETING, _ = read_wav(AUDIO / "agent_greeting.wav")
 SMALL_BUFFER = 4096
 SILENCE_FRAME = b"\xff" * 160  # 20 ms of μ-law silence
+FALLBACK = "+15550100999"
 
 
 
@@ -69,6 +73,25 @@ async def wait_closed(ws: Any, timeout: float) -> float:
     return time.monotonic() - started
 
 
+async def after_stream(url: str, call_sid: str) -> str:
+    """What Twilio gets when it asks `/voice/after-stream` about `call_sid` (signed, as Twilio does)."""
+    import urllib.parse
+
+    import httpx
+
+    from twiml.signatures import TwilioSigner
+
+    form = {"CallSid": call_sid, "AccountSid": "AC" + "0" * 32}
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Twilio-Signature": TwilioSigner(AUTH_TOKEN).sign(f"{url}/voice/after-stream", form),
+    }
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(f"{url}/voice/after-stream", content=urllib.parse.urlencode(form), headers=headers)
+    answer.raise_for_status()
+    return answer.text
+
+
 def ended(logs: list[dict[str, Any]], call_sid: str) -> list[str]:
     return [e["reason"] for e in logs if e["event"] == "call.ended" and e.get("call_sid") == call_sid]
 
@@ -78,17 +101,20 @@ def no_crash(logs: list[dict[str, Any]]) -> bool:
 
 
 @pytest.fixture
-def short_deadlines(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(twilio_stream, "SEND_TIMEOUT_S", 0.5)
-    monkeypatch.setattr(call_session, "UPSTREAM_SEND_TIMEOUT_S", 1.5)
+def small_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bridge's own send buffers shrunk (test hooks), to both peers."""
     monkeypatch.setattr(AbortableWebSocketProtocol, "send_buffer_bytes", SMALL_BUFFER)
     monkeypatch.setattr(upstream_module, "SEND_BUFFER_BYTES", SMALL_BUFFER)
+
+
+# Short deadlines, through the settings (`running_bridge(peer_deadlines=...)`).
+SHORT = PeerDeadlines(twilio_send_s=0.5, twilio_close_linger_s=0.5, upstream_send_s=1.5)
 
 
 # --- (a) Twilio stops reading --------------------------------------------------------------------
 
 
-def test_a_stalled_twilio_is_cut_off_and_frees_its_slot_while_another_call_goes_on(short_deadlines: None) -> None:
+def test_a_stalled_twilio_is_cut_off_and_frees_its_slot_while_another_call_goes_on(small_buffers: None) -> None:
     async def script(session: ScriptedSession) -> None:
         await session.greet(long_speech(30.0))  # far more than any buffer on the way holds
         await session.drain()
@@ -96,7 +122,7 @@ def test_a_stalled_twilio_is_cut_off_and_frees_its_slot_while_another_call_goes_
     async def scenario() -> None:
         async with ScriptedUpstream(script) as upstream:
             with capture_logs() as logs:
-                async with running_bridge(upstream_url=upstream.url, max_calls=2, prewarm=False) as (url, app):
+                async with running_bridge(upstream_url=upstream.url, max_calls=2, prewarm=False, peer_deadlines=SHORT) as (url, app):
                     bridge = app.state.bridge
                     healthy = asyncio.create_task(
                         place_call(url, CallerPlan(hangup_after_s=4.0, max_call_s=30), auth_token=AUTH_TOKEN)
@@ -127,8 +153,8 @@ def test_a_stalled_twilio_is_cut_off_and_frees_its_slot_while_another_call_goes_
     run(scenario(), timeout=60)
 
 
-def test_a_stop_from_a_twilio_that_stopped_reading_is_honoured_within_a_second(short_deadlines: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(twilio_stream, "SEND_TIMEOUT_S", 30.0)  # the stop, not the send deadline, ends it
+def test_a_stop_from_a_twilio_that_stopped_reading_is_honoured_within_a_second(small_buffers: None) -> None:
+    deadlines = replace(SHORT, twilio_send_s=30.0)  # the stop, not the send deadline, ends it
 
     async def script(session: ScriptedSession) -> None:
         await session.greet(long_speech(30.0))
@@ -137,7 +163,7 @@ def test_a_stop_from_a_twilio_that_stopped_reading_is_honoured_within_a_second(s
     async def scenario() -> None:
         async with ScriptedUpstream(script) as upstream:
             with capture_logs() as logs:
-                async with running_bridge(upstream_url=upstream.url, max_calls=1, prewarm=False) as (url, app):
+                async with running_bridge(upstream_url=upstream.url, max_calls=1, prewarm=False, peer_deadlines=deadlines) as (url, app):
                     bridge = app.state.bridge
                     ws, call_sid, stream_sid = await start_stream(url, receive_buffer=SMALL_BUFFER, max_queue=1)
                     await asyncio.sleep(1.5)  # the bridge's sends are blocked by now
@@ -148,10 +174,59 @@ def test_a_stop_from_a_twilio_that_stopped_reading_is_honoured_within_a_second(s
                     took = time.monotonic() - t0
                     ws.transport.abort()
         assert ended(logs, call_sid) == ["caller_hangup"]
+        # The model was healthy: its session closed cleanly (what it still sent was read and
+        # dropped), not by waiting out the close deadline and cutting the connection.
+        assert not [e for e in logs if e["event"] == "upstream.close_timeout"]
+        # Twilio's close, past its deadline, was an abort, logged for this call.
+        closing = [e for e in logs if e["event"] == "twilio.stalled"]
+        assert [(e["during"], e.get("call_sid")) for e in closing] == [("close", call_sid)]
         assert no_crash(logs)
         print(f"stop honoured after {took:.3f} s")
 
     run(scenario(), timeout=60)
+
+
+def open_connections(port: int) -> int:
+    """TCP connections of this host whose local port is `port`, listening sockets aside (Linux)."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for row in rows if int(row.split()[1].split(":")[1], 16) == port and row.split()[3] != "0A")
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="counts connections through /proc/net/tcp")
+@pytest.mark.parametrize("hang_up", ["stop", "stop_and_close_frame"])
+def test_a_twilio_that_never_takes_the_close_frame_is_cut_off_after_the_linger(small_buffers: None, hang_up: str) -> None:
+    """Twilio stops reading after a little audio (the bridge's sends never blocked, so the close
+    could be handed over) and hangs up with `stop` (and its own close frame): our close frame, or
+    the echo of Twilio's, waits behind audio it never reads. The connection is cut after
+    CLOSE_LINGER_S, rather than held by the server for as long as the peer keeps it open."""
+
+    async def script(session: ScriptedSession) -> None:
+        await session.greet(long_speech(3.0))  # tens of kB: more than both small buffers hold, less than what blocks a send
+        await session.drain()
+
+    async def scenario() -> None:
+        async with ScriptedUpstream(script) as upstream:
+            with capture_logs() as logs:
+                async with running_bridge(upstream_url=upstream.url, max_calls=1, prewarm=False, peer_deadlines=SHORT) as (url, app):
+                    port = int(url.rsplit(":", 1)[1])
+                    ws, call_sid, stream_sid = await start_stream(url, receive_buffer=SMALL_BUFFER, max_queue=1)
+                    await asyncio.sleep(1.5)  # the greeting has been handed over; nothing is read
+                    await ws.send(stop_message(stream_sid))
+                    if hang_up == "stop_and_close_frame":
+                        ws.protocol.send_close(1000)  # the frame only: websockets' close() would wait for the echo
+                        ws.send_data()
+                    assert await settle(lambda: ended(logs, call_sid) != [], timeout=1.0)
+                    assert open_connections(port) == 1  # the close frame is queued, the socket still open
+                    assert await settle(lambda: open_connections(port) == 0, timeout=3.0), "the connection was never cut"
+                    metrics = await metrics_text(url)
+                    ws.transport.abort()
+        assert ended(logs, call_sid) == ["caller_hangup"]
+        cut = [e for e in logs if e["event"] == "twilio.stalled"]
+        assert [(e["during"], e.get("call_sid"), e["aborted"]) for e in cut] == [("linger", call_sid, True)]
+        assert 'voice_bridge_peer_stalls_total{peer="twilio"} 1.0' in metrics
+        assert no_crash(logs)
+
+    run(scenario(), timeout=30)
 
 
 # --- (b) the model stops reading -----------------------------------------------------------------
@@ -185,14 +260,14 @@ async def talk(ws: Any, stream_sid: str, seconds: float) -> int:
     return sent
 
 
-def test_b_a_stalled_model_costs_dropped_audio_then_the_fallback_and_never_blocks_the_caller(short_deadlines: None) -> None:
+def test_b_a_stalled_model_costs_dropped_audio_then_the_fallback_and_never_blocks_the_caller(small_buffers: None) -> None:
     stalled_script, greeted = stalling_model({0, 1})
 
     async def scenario() -> None:
         async with ScriptedUpstream(stalled_script, receive_buffer=SMALL_BUFFER, max_queue=1) as upstream:
             stalled_script.sessions = upstream.sessions  # type: ignore[attr-defined]
             with capture_logs() as logs:
-                async with running_bridge(upstream_url=upstream.url, max_calls=3, prewarm=False) as (url, app):
+                async with running_bridge(upstream_url=upstream.url, max_calls=3, prewarm=False, peer_deadlines=SHORT, fallback_number=FALLBACK) as (url, app):
                     bridge = app.state.bridge
                     # Call 1: keeps talking into a model that reads nothing: the fallback path.
                     ws1, sid1, stream1 = await start_stream(url)
@@ -220,6 +295,12 @@ def test_b_a_stalled_model_costs_dropped_audio_then_the_fallback_and_never_block
                     assert await settle(lambda: not bridge.active_calls, timeout=5)
                     assert bridge.admission.active(bridge.clock()) == 0
                     metrics = await metrics_text(url)
+                    # The fallback path, as for a lost model: the caller still on the line hears the
+                    # apology and is put through to the fallback number; the caller who hung up is not.
+                    fallback = await after_stream(url, sid1)
+                    hung_up = await after_stream(url, sid2)
+        assert "<Say" in fallback and f"<Dial>{FALLBACK}</Dial>" in fallback, fallback
+        assert "<Dial" not in hung_up and "<Hangup" in hung_up, hung_up
         assert closed_in < 1.0 and stop_s < 1.0, (closed_in, stop_s)
         assert ended(logs, sid2) == ["caller_hangup"]
         assert ended(logs, sid1) == ["upstream_failed"]
@@ -321,3 +402,14 @@ def test_the_outbound_queue_bounds_audio_keeps_control_events_and_counts_what_it
     assert queue.offer(Outgoing("a4", 2, 0.0))  # room again once sent
     assert queue.clear() == 2 and len(queue) == 0 and queue.pop() is None
     assert queue.offer(Outgoing("truncate", 0, None))
+
+
+def test_peer_deadlines_are_positive_seconds_and_default_to_the_module_constants() -> None:
+    from bridge import deadlines
+    from bridge.settings import Settings
+
+    assert Settings().peer_deadlines == PeerDeadlines()
+    assert PeerDeadlines().twilio_send_s == deadlines.TWILIO_SEND_S and PeerDeadlines().upstream_send_s == deadlines.UPSTREAM_SEND_S
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="upstream_close_s"):
+            PeerDeadlines(upstream_close_s=bad)
