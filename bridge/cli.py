@@ -78,6 +78,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
+    import wave
+
     from .agent import LocalAgent
 
     from .settings import LOG_FORMATS, env_choice
@@ -87,6 +89,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
         agent = LocalAgent(host=args.host, port=args.port, clips=check_clips_folder(args.clips) if args.clips else None, pace=args.pace)
     except ConfigError as exc:
         print(f"voice-bridge agent: {str(exc).replace('VOICE_BRIDGE_AGENT_CLIPS', '--clips')}", file=sys.stderr)
+        return 2
+    except (OSError, EOFError, ValueError, KeyError, TypeError, wave.Error) as exc:
+        print(f"voice-bridge agent: the clips cannot be loaded: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     configure_logging(log_format)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from .settings import ConfigError
 
 PACKAGE = "bridge.fixtures"
-AGENT_CLIPS = "audio"  # the local agent's voice: clips.json and its WAVs
+AGENT_CLIPS_INDEX = "audio/clips.json"  # the local agent's voice: clips.json and the WAVs beside it
 CALLER_QUESTION = "audio/caller_question.wav"  # what the simulated caller says by default
 ORDERS = "orders.json"  # the example lookup_order tool's data
 
@@ -23,15 +23,14 @@ class PackageDataMissing(ConfigError):
     """A shipped data file is not where the package says it is (a broken or partial install)."""
 
 
-def data_path(relative: str, *, folder: bool = False) -> Path:
-    """The installed file (or folder) `relative` to fixtures/, as a path; missing: one-line error naming it."""
+def data_path(relative: str) -> Path:
+    """The installed file `relative` to fixtures/, as a path; missing: a one-line error naming it."""
     try:
         root = files(PACKAGE)
     except ModuleNotFoundError:
         raise PackageDataMissing(f"the package data {PACKAGE} is not installed (reinstall voice-bridge)") from None
     resource = root.joinpath(*relative.split("/"))
-    found = resource.is_dir() if folder else resource.is_file()
     # Installed wheels are plain folders; a zipped install would need extracting, which nothing here does.
-    if not found or not isinstance(resource, Path):
+    if not resource.is_file() or not isinstance(resource, Path):
         raise PackageDataMissing(f"{PACKAGE.replace('.', '/')}/{relative} is missing from the installed package (reinstall voice-bridge)")
     return resource

@@ -12,7 +12,7 @@ import soxr
 
 from voice_codecs import ulaw_encode
 
-from ..package_data import AGENT_CLIPS, data_path
+from ..package_data import AGENT_CLIPS_INDEX, data_path
 
 CLIPS_RATE = 24000
 
@@ -61,7 +61,7 @@ def clips_dir(configured: str | None = None) -> Path:
     """The configured folder (`VOICE_BRIDGE_AGENT_CLIPS`), else the clips shipped with the package (fixtures/audio)."""
     if configured:
         return Path(configured)
-    return data_path(AGENT_CLIPS, folder=True)
+    return data_path(AGENT_CLIPS_INDEX).parent
 
 
 def _read_wav_24k(path: Path) -> bytes:
