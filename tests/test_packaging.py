@@ -103,9 +103,9 @@ def test_installed_wheel_runs_the_demo_from_an_empty_directory(installed: Path, 
         ("audio/clips.json", DEMO),  # the local agent's voice
         ("audio/clips.json", ("serve", "--port", "1")),
         ("orders.json", ("serve", "--port", "1")),  # the example tool's data
-        ("audio/clips.json", ("agent", "--port", "0")),
+        ("audio/clips.json", ("agent", "--port", "1")),
         ("audio/agent_greeting.wav", DEMO),
-        ("audio/agent_greeting.wav", ("agent", "--port", "0")),
+        ("audio/agent_greeting.wav", ("agent", "--port", "1")),
     ],
 )
 def test_a_missing_data_file_is_one_line_naming_it(installed: Path, tmp_path: Path, missing: str, command: tuple[str, ...]) -> None:
