@@ -73,9 +73,10 @@ class CallReport:
     def note_tick(self, before: CallerState, after: CallerState, agent_heard_s: float) -> None:
         """Account one 20 ms tick: the caller's state around it, and the agent audio heard in it (pure)."""
         if self.heard_since_utterance_s is not None:
-            answered = self.heard_since_utterance_s >= ANSWER_MIN_S
+            enough = ANSWER_MIN_S - 1e-9  # sums of 20 ms steps in float
+            answered = self.heard_since_utterance_s >= enough
             self.heard_since_utterance_s += agent_heard_s
-            if not answered and self.heard_since_utterance_s >= ANSWER_MIN_S:
+            if not answered and self.heard_since_utterance_s >= enough:
                 self.answers_heard += 1
         if before is CallerState.SPEAKING and after is CallerState.LISTENING:
             self.utterances_said += 1
