@@ -32,6 +32,10 @@ COPY pyproject.toml README.md ./
 COPY bridge ./bridge
 COPY codecs ./codecs
 COPY twiml ./twiml
+# The data the wheel ships (pyproject.toml: package `bridge.fixtures`): the local agent's voice,
+# the simulated caller's question and the example lookup_order tool's orders.json.
+COPY fixtures/__init__.py fixtures/orders.json ./fixtures/
+COPY fixtures/audio ./fixtures/audio
 RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /tmp/wheels . \
  && /opt/venv/bin/pip install --no-deps --no-index /tmp/wheels/voice_bridge-*.whl \
  && /opt/venv/bin/pip check
@@ -52,17 +56,14 @@ RUN groupadd --system --gid 10001 bridge \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin bridge
 COPY --from=build /opt/venv /opt/venv
-# The embedded local agent's voice (used when VOICE_BRIDGE_UPSTREAM=local); read-only, root-owned.
-COPY fixtures/audio /app/fixtures/audio
-# The data of the example lookup_order tool (replace with your own tools' data or drop).
-COPY fixtures/orders.json /app/fixtures/orders.json
+# The embedded local agent's voice (used when VOICE_BRIDGE_UPSTREAM=local) and the example
+# lookup_order tool's orders.json are package data inside the venv (read-only, root-owned); point
+# VOICE_BRIDGE_AGENT_CLIPS / VOICE_BRIDGE_ORDERS_FILE at mounted files to replace them.
 # PYTHONDONTWRITEBYTECODE: the venv was byte-compiled at install time and the root filesystem may
 # be read-only (Kubernetes readOnlyRootFilesystem), so never try to write .pyc files at run time.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    VOICE_BRIDGE_AGENT_CLIPS=/app/fixtures/audio \
-    VOICE_BRIDGE_ORDERS_FILE=/app/fixtures/orders.json \
     VOICE_BRIDGE_LOG_FORMAT=json \
     VOICE_BRIDGE_HOST=0.0.0.0 \
     PORT=8000

@@ -100,6 +100,8 @@ copy_build_context() {
   mkdir -p "$dest"
   cp pyproject.toml README.md requirements.lock "$dest"/
   cp -r bridge codecs twiml "$dest"/
+  mkdir -p "$dest/fixtures" && cp fixtures/__init__.py fixtures/orders.json "$dest/fixtures"/ && cp -r fixtures/audio "$dest/fixtures/audio"
+  rm -f "$dest/fixtures/audio/generate.sh"
   find "$dest" \( -name __pycache__ -o -name '*.py[co]' \) -prune -exec rm -rf {} +
 }
 
@@ -128,10 +130,11 @@ DOCKERFILE_STEPS=(
   "COPY bridge ./bridge"
   "COPY codecs ./codecs"
   "COPY twiml ./twiml"
+  "COPY fixtures/__init__.py fixtures/orders.json ./fixtures/"
+  "COPY fixtures/audio ./fixtures/audio"
   "/opt/venv/bin/pip wheel --no-deps --wheel-dir /tmp/wheels ."
   "/opt/venv/bin/pip install --no-deps --no-index /tmp/wheels/voice_bridge-*.whl"
   "/opt/venv/bin/pip check"
-  "COPY fixtures/audio /app/fixtures/audio"
   'ENTRYPOINT ["voice-bridge"]'
   'CMD ["serve"]'
 )
@@ -144,7 +147,7 @@ if [[ $drift == 0 ]]; then pass "Dockerfile install steps are the ones this scri
 VENV="$WORK/opt/venv"
 APP="$WORK/app"
 copy_build_context "$WORK/src"
-mkdir -p "$APP/fixtures" && cp -r fixtures/audio "$APP/fixtures/audio" && rm -f "$APP/fixtures/audio/generate.sh"
+mkdir -p "$APP"  # the image's WORKDIR: empty, the data is in the wheel
 "$PY" -m venv "$VENV"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 if (cd "$WORK/src" \
@@ -191,7 +194,7 @@ SERVER_LOG="$WORK/serve.log"
 IMAGE_ENV=(
   PATH="$VENV/bin:/usr/local/bin:/usr/bin:/bin" LANG=C.UTF-8 HOME="$WORK"
   PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-  VOICE_BRIDGE_AGENT_CLIPS="$APP/fixtures/audio" VOICE_BRIDGE_LOG_FORMAT=json
+  VOICE_BRIDGE_LOG_FORMAT=json
   VOICE_BRIDGE_HOST=127.0.0.1 PORT="$PORT" TWILIO_AUTH_TOKEN="$TOKEN"
 )
 (cd "$APP" && exec env -i "${IMAGE_ENV[@]}" voice-bridge serve) >"$SERVER_LOG" 2>&1 &
@@ -225,7 +228,7 @@ if [[ $healthy == 1 ]]; then
   # (only `voice-bridge demo` scales both clocks).
   CALL_LOG="$WORK/call.log"
   if env -i "${IMAGE_ENV[@]}" timeout 120 voice-bridge call --url "$BASE" --speed 1 \
-      --say "$APP/fixtures/audio/caller_question.wav" >"$CALL_LOG" 2>&1; then
+      >"$CALL_LOG" 2>&1; then
     sed 's/^/    /' "$CALL_LOG"
     heard=$(sed -n 's/.*agent audio heard *\([0-9.]*\) s.*/\1/p' "$CALL_LOG")
     if ! grep -q "ended by the caller" "$CALL_LOG"; then
@@ -245,7 +248,7 @@ if [[ $healthy == 1 ]]; then
   # the call takes about 13 s) and exit 0 afterwards.
   CALL2_LOG="$WORK/call2.log"
   env -i "${IMAGE_ENV[@]}" timeout 120 voice-bridge call --url "$BASE" --speed 1 \
-    --say "$APP/fixtures/audio/caller_question.wav" >"$CALL2_LOG" 2>&1 &
+    >"$CALL2_LOG" 2>&1 &
   CALL2_PID=$!
   for _ in $(seq 1 50); do [[ $(http_get "$BASE/readyz") == *'"active_calls":1'* ]] && break; sleep 0.2; done
   sleep 1

@@ -31,6 +31,7 @@ from twiml.urls import public_base_url, websocket_url
 from . import media_streams as ms
 from .admission import Admission, AdmissionRefused
 from .agent import LocalAgent
+from .package_data import PackageDataMissing
 from .call_outcomes import CallOutcomes, Outcome
 from .auth import EntraTokens, TokenUnavailable
 from .call_session import CallSession, EndReason, StartRefused
@@ -472,10 +473,14 @@ def _recorder(settings: Settings, state: BridgeState, upstream_url: str) -> Reco
 
 def _embedded_agent(settings: Settings, agent_clips: str | None) -> LocalAgent:
     """The embedded agent with its clips loaded now: a bad clips folder is a ConfigError before start."""
+    configured = agent_clips or settings.agent_clips_dir
     try:
-        return LocalAgent(clips=agent_clips or settings.agent_clips_dir)
+        return LocalAgent(clips=configured)
+    except PackageDataMissing:
+        raise  # already one line naming the file
     except (OSError, EOFError, ValueError, KeyError, TypeError, wave.Error) as exc:
-        raise ConfigError(f"VOICE_BRIDGE_AGENT_CLIPS: the local agent's clips cannot be loaded: {exc}") from None
+        source = "VOICE_BRIDGE_AGENT_CLIPS" if configured else "the clips shipped with the package (bridge/fixtures/audio)"
+        raise ConfigError(f"{source}: the local agent's clips cannot be loaded: {exc}") from None
 
 
 def create_app(

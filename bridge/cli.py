@@ -78,6 +78,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
+    import wave
+
     from .agent import LocalAgent
 
     from .settings import LOG_FORMATS, env_choice
@@ -87,6 +89,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
         agent = LocalAgent(host=args.host, port=args.port, clips=check_clips_folder(args.clips) if args.clips else None, pace=args.pace)
     except ConfigError as exc:
         print(f"voice-bridge agent: {str(exc).replace('VOICE_BRIDGE_AGENT_CLIPS', '--clips')}", file=sys.stderr)
+        return 2
+    except (OSError, EOFError, ValueError, KeyError, TypeError, wave.Error) as exc:
+        print(f"voice-bridge agent: the clips cannot be loaded: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     configure_logging(log_format)
 
@@ -216,7 +221,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     report = asyncio.run(run())
     _finish_call(report, args.record)
+    agent = app.state.bridge.agent
+    lines, problems = demo_outcome(report, len(args.say), agent.caller_turns_heard if agent is not None else None)
+    print("\n".join(lines))
+    if problems:
+        print(f"voice-bridge demo: {'; '.join(problems)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def demo_outcome(report: object, planned: int, agent_turns: int | None) -> tuple[list[str], list[str]]:
+    """The demo's verdict (pure): report lines, and what went wrong (empty: the conversation happened).
+
+    The caller's question was heard by the agent when the caller said every planned utterance to
+    its end and the agent detected at least as many turns (`agent_turns`; None: no local agent to
+    ask, the phone's side alone decides); the answer was heard when the caller heard the agent
+    after each utterance (`CallReport.answers_heard`).
+    """
+    from .phone import CallReport
+
+    assert isinstance(report, CallReport)
+    said, answered = report.utterances_said, report.answers_heard
+    heard = planned > 0 and said == planned and (agent_turns is None or agent_turns >= said)
+    got_answer = said > 0 and answered == said
+    detected = "" if agent_turns is None else f", the agent detected {agent_turns} turn{'s' * (agent_turns != 1)}"
+    lines = [
+        f"  question heard by agent  {'yes' if heard else 'NO'} (the caller said {said} of {planned}{detected})",
+        f"  answer heard by caller   {'yes' if got_answer else 'NO'} ({answered} of {said} answered)",
+    ]
+    problems = []
+    if not heard:
+        problems.append(f"the caller's question was not heard by the agent (said {said} of {planned}{detected})")
+    if not got_answer:
+        problems.append(f"the caller did not hear the agent's answer ({answered} of {said} utterances answered)")
+    return lines, problems
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -361,9 +399,10 @@ def _positive(raw: str) -> float:
     return value
 
 
-def _add_call_options(parser: argparse.ArgumentParser, default_say: list[str]) -> None:
+def _add_call_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--say", action="append", default=None, metavar="WAV",
-                        help="what the caller says, in turn, each after the agent goes quiet (repeatable)")
+                        help="what the caller says, in turn, each after the agent goes quiet (repeatable; "
+                        "default: the question shipped with the package, fixtures/audio/caller_question.wav)")
     parser.add_argument("--record", metavar="WAV", help="write the call as a 2-channel WAV (left caller, right agent)")
     parser.add_argument("--pause", type=float, default=0.8, help="seconds of agent silence before the caller speaks")
     parser.add_argument("--barge-in-after", type=float, default=None, metavar="S",
@@ -378,7 +417,6 @@ def _add_call_options(parser: argparse.ArgumentParser, default_say: list[str]) -
                         help="each message's delay varies by up to this much either way; messages stay in order (default 0)")
     parser.add_argument("--playout-delay-ms", type=float, default=0.0, metavar="MS",
                         help="Twilio's wait before playing audio that arrives into an empty buffer (default 0)")
-    parser.set_defaults(default_say=default_say)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -407,13 +445,12 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--pace", type=_positive, default=4.0, help="how many times faster than real time it streams audio")
     agent.set_defaults(func=cmd_agent)
 
-    fixture = str(Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "caller_question.wav")
     call = sub.add_parser("call", help="place a simulated Twilio call against a running bridge")
     call.add_argument("--url", default="http://127.0.0.1:8000", help="the bridge's base URL (it posts to URL/voice)")
     call.add_argument("--to", default="+15550100000")
     call.add_argument("--from", dest="from_", default="+15550199999")
     call.add_argument("--auth-token", help="sign requests with this Twilio auth token (default: $TWILIO_AUTH_TOKEN)")
-    _add_call_options(call, [fixture])
+    _add_call_options(call)
     call.set_defaults(func=cmd_call)
 
     twilio = sub.add_parser("twilio", help="point a Twilio number at this service, or check that it does")
@@ -427,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="a whole simulated call against an in-process bridge and local agent")
     demo.add_argument("--audio", choices=("pcm24k", "g711"), default="pcm24k")
     demo.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error", "critical"))
-    _add_call_options(demo, [fixture])
+    _add_call_options(demo)
     demo.set_defaults(func=cmd_demo)
 
     replay = sub.add_parser("replay", help="replay recorded calls against the current code and compare")
@@ -453,7 +490,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if hasattr(args, "say") and args.say is None:
-        args.say = [p for p in args.default_say if Path(p).is_file()]
+        from .package_data import CALLER_QUESTION, data_path
+
+        try:
+            args.say = [str(data_path(CALLER_QUESTION))]
+        except ConfigError as exc:
+            # Never a call without the caller's question: it would "succeed" with nobody speaking.
+            print(f"voice-bridge {args.command}: the caller's question cannot be found: {exc}", file=sys.stderr)
+            return 2
     return int(args.func(args))
 
 

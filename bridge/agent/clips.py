@@ -12,6 +12,8 @@ import soxr
 
 from voice_codecs import ulaw_encode
 
+from ..package_data import AGENT_CLIPS_INDEX, data_path
+
 CLIPS_RATE = 24000
 
 
@@ -56,10 +58,10 @@ class ClipLibrary:
 
 
 def clips_dir(configured: str | None = None) -> Path:
-    """The configured folder (`VOICE_BRIDGE_AGENT_CLIPS`), else `fixtures/audio` of the source checkout."""
+    """The configured folder (`VOICE_BRIDGE_AGENT_CLIPS`), else the clips shipped with the package (fixtures/audio)."""
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parents[2] / "fixtures" / "audio"
+    return data_path(AGENT_CLIPS_INDEX).parent
 
 
 def _read_wav_24k(path: Path) -> bytes:

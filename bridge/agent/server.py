@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,9 @@ class _ActiveResponse:
 class AgentConnection:
     """One Realtime session of the local agent."""
 
-    def __init__(self, ws: ServerConnection, clips: ClipLibrary, pace: float) -> None:
+    def __init__(self, ws: ServerConnection, clips: ClipLibrary, pace: float, on_caller_turn: Callable[[], None] | None = None) -> None:
         self._ws = ws
+        self._on_caller_turn = on_caller_turn  # told of each caller turn the agent detected (speech stopped)
         self._pace = pace
         self._clips = clips
         self._conversation = AgentConversation(clips)
@@ -175,6 +177,8 @@ class AgentConnection:
 
     async def _on_speech_stopped(self, at_ms: int) -> None:
         item = self._conversation.add_item("user", self._speech_item_id)
+        if self._on_caller_turn is not None:
+            self._on_caller_turn()
         await self._ws.send(_event("input_audio_buffer.speech_stopped", audio_end_ms=at_ms, item_id=item.id))
         await self._ws.send(_event("input_audio_buffer.committed", item_id=item.id, previous_item_id=None))
         await self._ws.send(
@@ -271,6 +275,7 @@ class LocalAgent:
         self._server: Server | None = None
         self.open_sessions = 0
         self.sessions_opened = 0
+        self.caller_turns_heard = 0  # caller turns detected, over every session (what `demo` reports)
 
     @property
     def url(self) -> str:
@@ -287,10 +292,13 @@ class LocalAgent:
             await self._server.wait_closed()
             self._server = None
 
+    def _caller_turn(self) -> None:
+        self.caller_turns_heard += 1
+
     async def _handle(self, ws: ServerConnection) -> None:
         self.open_sessions += 1
         self.sessions_opened += 1
         try:
-            await AgentConnection(ws, self.clips, self.pace).run()
+            await AgentConnection(ws, self.clips, self.pace, on_caller_turn=self._caller_turn).run()
         finally:
             self.open_sessions -= 1

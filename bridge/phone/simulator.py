@@ -38,6 +38,9 @@ from .network import DelayLine, NetworkProfile
 from .playout import PlayoutBuffer
 
 DRAIN_GRACE_S = 2.0  # after hanging up, how long the phone waits for its last messages to cross the network
+# Agent audio the caller must hear after finishing an utterance (before saying the next one or
+# hanging up) for it to count as answered: more than the tail of a response cut by a barge-in.
+ANSWER_MIN_S = 0.2
 
 
 class SimulatorError(RuntimeError):
@@ -62,6 +65,24 @@ class CallReport:
     clear_log: list[tuple[float, int]] = field(default_factory=list)
     caller_audio: bytearray = field(default_factory=bytearray, repr=False)  # μ-law, one frame per tick
     agent_audio: bytearray = field(default_factory=bytearray, repr=False)  # μ-law as played
+    utterances_said: int = 0  # caller utterances said to their end
+    answers_heard: int = 0  # of those, how many the caller heard the agent answer (ANSWER_MIN_S or more)
+    # Agent audio heard since the caller's last utterance ended; None while the caller speaks or before.
+    heard_since_utterance_s: float | None = field(default=None, repr=False)
+
+    def note_tick(self, before: CallerState, after: CallerState, agent_heard_s: float) -> None:
+        """Account one 20 ms tick: the caller's state around it, and the agent audio heard in it (pure)."""
+        if self.heard_since_utterance_s is not None:
+            enough = ANSWER_MIN_S - 1e-9  # sums of 20 ms steps in float
+            answered = self.heard_since_utterance_s >= enough
+            self.heard_since_utterance_s += agent_heard_s
+            if not answered and self.heard_since_utterance_s >= enough:
+                self.answers_heard += 1
+        if before is CallerState.SPEAKING and after is CallerState.LISTENING:
+            self.utterances_said += 1
+            self.heard_since_utterance_s = 0.0
+        elif after is CallerState.SPEAKING and before is not CallerState.SPEAKING:
+            self.heard_since_utterance_s = None  # the next utterance begins: the last one's answer window is over
 
     def summary(self) -> str:
         first = f"{self.first_agent_audio_s:.2f} s" if self.first_agent_audio_s is not None else "never"
@@ -74,6 +95,7 @@ class CallReport:
                 f"  marks echoed             {self.marks_echoed}",
                 f"  clears received          {self.clears}",
                 f"  TwiML after the stream   {' '.join(self.after_stream_verbs) or '-'}",
+                f"  caller utterances        {self.utterances_said} said, {self.answers_heard} answered",
             ]
         )
 
@@ -315,7 +337,9 @@ class _Phone:
             heard_in_frame += real
             step += 1
             if step % steps_per_frame == 0:
+                before = self.caller.state
                 frame = self.caller.tick(agent_audible=heard_in_frame > 0)
+                self.report.note_tick(before, self.caller.state, heard_in_frame / 8000.0)
                 heard_in_frame = 0
                 self.report.caller_audio += frame
                 tick = step // steps_per_frame - 1
