@@ -4,12 +4,12 @@ Pure and synchronous: no I/O, no asyncio, no logging. Installed under the import
 `voice_codecs` (the folder is `codecs/`, which would shadow the standard library).
 """
 
+from .audio_mode import AUDIO_MODES, MULAW_BYTES_PER_MS, AudioMode, mulaw_ms
 from .fir import DEFAULT_SPEC, LowpassSpec, lowpass_taps
 from .g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from .resample import Downsampler, Upsampler
+from .audio_mode import MODEL_RATE, TWILIO_RATE
 from .transcoder import (
-    MODEL_RATE,
-    TWILIO_RATE,
     CallerToModel,
     ModelToCaller,
     Passthrough,
@@ -17,6 +17,10 @@ from .transcoder import (
 )
 
 __all__ = [
+    "AUDIO_MODES",
+    "MULAW_BYTES_PER_MS",
+    "AudioMode",
+    "mulaw_ms",
     "DEFAULT_SPEC",
     "MODEL_RATE",
     "TWILIO_RATE",

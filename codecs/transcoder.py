@@ -13,12 +13,11 @@ import functools
 
 import numpy as np
 
+from .audio_mode import MODEL_RATE, TWILIO_RATE, AudioMode
 from .fir import DEFAULT_SPEC, LowpassSpec
 from .g711 import ULAW_DECODE, ULAW_ENCODE
 from .resample import Downsampler, Upsampler
 
-TWILIO_RATE = 8000
-MODEL_RATE = 24000
 
 # The hot path decodes straight to float32, and turns the filter's float output into PCM16 or
 # μ-law with one table lookup: the table is indexed by the rounded sample plus an offset and has
@@ -144,12 +143,14 @@ class Passthrough:
         pass
 
 
-def make_transcoders(audio_mode: str) -> tuple[CallerToModel | Passthrough, ModelToCaller | Passthrough]:
+def make_transcoders(audio_mode: AudioMode | str) -> tuple[CallerToModel | Passthrough, ModelToCaller | Passthrough]:
     """The (caller→model, model→caller) pair for one call."""
     if not isinstance(audio_mode, str):
         raise TypeError(f"audio_mode must be a str, not {type(audio_mode).__name__}")
-    if audio_mode == "g711":
+    try:
+        mode = AudioMode(audio_mode)
+    except ValueError:
+        raise ValueError(f"unknown audio mode {audio_mode!r} (expected 'pcm24k' or 'g711')") from None
+    if mode is AudioMode.G711:
         return Passthrough(), Passthrough()
-    if audio_mode == "pcm24k":
-        return CallerToModel(), ModelToCaller()
-    raise ValueError(f"unknown audio mode {audio_mode!r} (expected 'pcm24k' or 'g711')")
+    return CallerToModel(), ModelToCaller()
