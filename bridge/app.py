@@ -25,29 +25,28 @@ from twilio.rest import Client as TwilioClient
 from twiml import documents
 from twiml.rest import CallControl
 from twiml.signatures import SIGNATURE_HEADER, TwilioSigner
-from twiml.stream_tokens import StreamTokenError, StreamTokens
+from twiml.stream_tokens import StreamTokens
 from twiml.urls import public_base_url, websocket_url
 
-from . import media_streams as ms
 from .admission import Admission, AdmissionRefused
 from .agent import LocalAgent
 from .package_data import PackageDataMissing
 from .call_outcomes import CallOutcomes, Outcome
 from .auth import EntraTokens, TokenUnavailable
-from .call_session import CallSession, EndReason, StartRefused
-from .call_setup import CallSetup, open_session
-from .dialects import SessionConfig, dialect_for
+from .call import CallSession, EndReason, prepare_call, prewarm_opener
+from .call.setup import STREAM_TOKEN_PARAMETER
+from .dialects import dialect_for
 from .prewarm import Prewarm
-from .recording import Recorder, RecordOptions, TwilioTap, UpstreamTap
+from .recording import Recorder, RecordOptions
 from .recording_format import make_private_dir
-from .profiles import ProfileBook, default_profile, session_config
+from .profiles import ProfileBook, default_profile
 from .logs import get_logger
 from .settings import ConfigError, Settings
 from .telemetry import Metrics, bounded_label
 from .tools import ToolRegistry, default_registry
 from .twilio_stream import CLOSE_INTERNAL, CLOSE_POLICY, TwilioStream
 from .readiness import PROBE_RESULTS, ReadinessMonitor
-from .upstream import UpstreamConnection, UpstreamTarget, UpstreamUnavailable, probe_upstream
+from .upstream import UpstreamTarget, probe_upstream
 from .upstream_config import check_upstream_settings, upstream_spec
 
 log = get_logger("bridge.app")
@@ -58,12 +57,13 @@ STATUS_PATH = "/voice/status"
 MEDIA_STREAM_PATH = "/media-stream"
 MAX_WEBHOOK_BYTES = 64 * 1024
 WEBHOOK_BODY_TIMEOUT_S = 10.0  # Twilio sends its few hundred bytes at once; a body that dribbles is not Twilio
-STREAM_TOKEN_PARAMETER = "StreamToken"
 STREAM_TOKEN_TTL_S = 60.0
 GOODBYE_GRACE_S = 15.0  # after the drain deadline: time for goodbyes to be said and heard
 # After the last call: Twilio asks /voice/after-stream right after a stream closes; a refused
 # request would make it speak an application error to the caller who just heard our goodbye.
 AFTER_STREAM_GRACE_S = 2.0
+# Twilio's CallSids are "CA" + 32 hex; anything long or odd would be kept (ledger, logs) for nothing.
+_CALL_SID = re.compile(r"[A-Za-z0-9]{1,64}")
 
 
 @dataclass(slots=True)
@@ -225,11 +225,7 @@ async def voice_webhook(request: Request) -> Response:
     base = _public_base(state, request)
     if state.prewarm is not None:
         # Connect and configure the model while Twilio sets up the stream.
-        config = _session_config(state, form.get("To"))
-        tap = _upstream_tap(state, call_sid, form.get("To"))  # recorded from its first event
-        state.prewarm.start(
-            call_sid, lambda: _open_session(state, state.upstream_target(), config, greet=True, tap=tap)
-        )
+        state.prewarm.start(call_sid, prewarm_opener(state, call_sid, form.get("To")))
     parameters = {
         "CallSid": call_sid,
         "From": form.get("From", ""),
@@ -286,91 +282,6 @@ async def call_status(request: Request) -> Response:
     return Response(status_code=204)
 
 
-def _session_config(state: BridgeState, to: str | None) -> SessionConfig:
-    return session_config(state.profiles.for_number(to), state.settings.audio, state.tools.specs())
-
-
-def _upstream_tap(state: BridgeState, call_sid: str, to: str | None) -> UpstreamTap | None:
-    """The recorder's tap for the call's next upstream session; None when calls are not recorded."""
-    if state.recorder is None:
-        return None
-    return state.recorder.call(call_sid, to, state.profiles.for_number(to)).upstream_tap()
-
-
-async def _open_session(
-    state: BridgeState, target: UpstreamTarget, config: SessionConfig, greet: bool, tap: UpstreamTap | None
-) -> UpstreamConnection:
-    """`open_session`, its connect's outcome told to the readiness monitor."""
-    try:
-        connection = await open_session(target, config, state.metrics, greet=greet, tap=tap)
-    except UpstreamUnavailable as exc:
-        if state.readiness is not None:
-            state.readiness.connect_failed(exc.reason, str(exc))
-        raise
-    if state.readiness is not None:
-        state.readiness.connect_succeeded()
-    return connection
-
-
-_CALL_SID = re.compile(r"[A-Za-z0-9]{1,64}")
-_GENUINE_TOKEN_REFUSALS = frozenset({"expired_stream_token", "reused_stream_token"})
-
-
-def _refused_start(state: BridgeState, call_sid: str, discard_prewarm: bool) -> None:
-    if not discard_prewarm:
-        return
-    if state.prewarm is not None:
-        state.prewarm.discard_soon(call_sid)
-    if state.recorder is not None:
-        state.recorder.finish(call_sid, "unauthorized")  # the pre-warmed session's recording
-
-
-def _prepare_call(state: BridgeState, twilio_tap: TwilioTap | None = None) -> Callable[[ms.Start], CallSetup]:
-    """Accept a stream's `start` (its token) and hand the call its profile and upstream session."""
-
-    def prepare(start: ms.Start) -> CallSetup:
-        try:
-            reservation_id = state.tokens.redeem(
-                start.custom_parameters.get(STREAM_TOKEN_PARAMETER), start.call_sid, state.wall_clock()
-            )
-        except StreamTokenError as exc:
-            # Only a token signed for this CallSid (expired, or used already) says the call is
-            # really this one: a forged or malformed token naming someone else's CallSid must not
-            # discard their pre-warmed session (the unclaimed sweep closes it within 15 s anyway).
-            _refused_start(state, start.call_sid, discard_prewarm=exc.reason in _GENUINE_TOKEN_REFUSALS)
-            raise StartRefused(exc.reason) from None
-        try:
-            state.admission.start(start.call_sid, reservation_id, state.clock())
-        except AdmissionRefused as exc:
-            # A second stream for a live call must not take the live call's pre-warmed session;
-            # any other refusal leaves nobody to claim it.
-            _refused_start(state, start.call_sid, discard_prewarm=exc.reason != "stream_already_live")
-            raise StartRefused(exc.reason) from None
-        to = start.custom_parameters.get("To")
-        profile = state.profiles.for_number(to)
-        config = session_config(profile, state.settings.audio, state.tools.specs())
-        target = state.upstream_target()
-        if twilio_tap is not None and state.recorder is not None:
-            twilio_tap.bind(state.recorder.call(start.call_sid, to, profile))
-        upstream = state.prewarm.claim(start.call_sid) if state.prewarm is not None else None
-        call_sid = start.call_sid
-        return CallSetup(
-            session_config=config,
-            upstream=upstream or _open_session(state, target, config, greet=True, tap=_upstream_tap(state, call_sid, to)),
-            reconnect=lambda: _open_session(state, target, config, greet=False, tap=_upstream_tap(state, call_sid, to)),
-            profile_name=profile.name,
-            max_call_s=profile.max_call_seconds,
-            tools=state.tools,
-            tool_names=profile.tools,
-            dtmf=profile.dtmf,
-            transfer_number=profile.transfer_number,
-            fallback_number=state.settings.fallback_number,
-            call_control=state.call_control,
-        )
-
-    return prepare
-
-
 async def media_stream(websocket: WebSocket) -> None:
     """`WS /media-stream`: one call's audio, both ways."""
     state: BridgeState = websocket.app.state.bridge
@@ -389,7 +300,7 @@ async def media_stream(websocket: WebSocket) -> None:
     twilio = TwilioStream(websocket, tap=twilio_tap, deadlines=state.settings.peer_deadlines)
     call = CallSession(
         twilio,
-        _prepare_call(state, twilio_tap),
+        prepare_call(state, twilio_tap),
         audio_mode=state.settings.audio,
         metrics=state.metrics,
         clock=state.clock,

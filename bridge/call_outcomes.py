@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from .call_session import EndReason
+from .call.state import EndReason
 
 
 @dataclass(frozen=True, slots=True)

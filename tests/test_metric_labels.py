@@ -16,14 +16,15 @@ SOURCES = sorted([*(ROOT / "bridge").rglob("*.py"), *(ROOT / "twiml").rglob("*.p
 
 # (file, expression): label values that are reasons our own code names with literals.
 REVIEWED = {
-    ("bridge/call_session.py", "reason"),  # _reject(reason, ...): a literal or exc.reason (checked below)
-    ("bridge/call_session.py", "exc.reason"),  # ProtocolError reasons: literals (checked below)
-    ("bridge/call_session.py", "stage"),  # TurnTimeline stages: turn_timeline.STAGES
+    ("bridge/call/start.py", "reason"),  # reject(reason, ...): a literal or exc.reason (checked below)
+    ("bridge/call/session.py", "exc.reason"),  # ProtocolError reasons: literals (checked below)
+    ("bridge/call/upstream_link.py", "reason"),  # _dropped(reason, frames): literals (checked below)
+    ("bridge/call/model_events.py", "stage"),  # TurnTimeline stages: turn_timeline.STAGES
     ("bridge/app.py", "reason"),  # _refuse_body(state, request, reason, ...): literals (body_too_large, body_timeout)
     ("bridge/serving.py", "reason"),  # guard.refused(reason, ...): literals (too_many_connections, header_timeout)
 }
 # Exceptions whose `reason` becomes a label: built with a literal (or passing another one's reason on).
-REASON_CARRIERS = {"ProtocolError", "StreamTokenError", "StartRefused", "_reject", "AdmissionRefused"}
+REASON_CARRIERS = {"ProtocolError", "StreamTokenError", "StartRefused", "reject", "_dropped", "AdmissionRefused"}
 
 
 def _calls(name: str) -> list[tuple[str, ast.Call]]:

@@ -24,7 +24,8 @@ import pytest
 from conftest import AUDIO, AUTH_TOKEN, capture_logs, metrics_text, open_signed_stream, read_wav, run, running_bridge, settle
 from scripted_upstream import ScriptedSession, ScriptedUpstream
 
-from bridge import call_session, upstream as upstream_module
+from bridge import upstream as upstream_module
+from bridge.call import caller_output
 from bridge.deadlines import PeerDeadlines
 from bridge import media_streams as ms
 from bridge.phone import place_call
@@ -380,8 +381,8 @@ def test_one_huge_delta_goes_out_in_twilio_sized_frames_without_stalling_another
 
     max_gap, steady_sizes, huge_sizes, huge_audio_s = run(scenario(), timeout=90)
     print(f"huge delta: {len(huge_sizes)} frames ({huge_audio_s:.1f} s of audio) in 6 s; steady call's longest gap {max_gap * 1000:.0f} ms")
-    assert huge_sizes and max(huge_sizes) <= call_session.TWILIO_FRAME_BYTES
-    assert steady_sizes and max(steady_sizes) <= call_session.TWILIO_FRAME_BYTES
+    assert huge_sizes and max(huge_sizes) <= caller_output.TWILIO_FRAME_BYTES
+    assert steady_sizes and max(steady_sizes) <= caller_output.TWILIO_FRAME_BYTES
     assert huge_audio_s > 10.0  # the huge delta did flow
     # Tolerant: the steady call's deltas come every 80 ms; the huge delta must not hold it for long.
     assert max_gap < 0.4, f"the steady call stalled for {max_gap * 1000:.0f} ms"

@@ -1,0 +1,93 @@
+"""What the caller hears: model audio transcoded to μ-law, sent as Twilio frames with a mark per
+slice, and the one way to stop it.
+
+A huge model delta is played slice by slice (MODEL_SLICE_MS of model audio), yielding to the event
+loop between slices, so one delta of any size cannot hold up other calls; frames to Twilio are at
+most TWILIO_FRAME_BYTES (20 ms of μ-law, Twilio's own frame size).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from prometheus_client import Counter
+from voice_codecs import AudioMode, make_transcoders
+
+from ..playback import PROBE_INTERVAL_S, PlaybackTracker
+from ..turn_timeline import TurnTimeline
+from .ports import TwilioPort
+
+TWILIO_FRAME_BYTES = 160
+MODEL_SLICE_MS = 200
+
+
+class CallerOutput:
+    def __init__(
+        self,
+        twilio: TwilioPort,
+        mode: AudioMode,
+        tracker: PlaybackTracker,
+        timeline: TurnTimeline,
+        clock: Callable[[], float],
+        frames_out: Counter,
+        on_first_audio: Callable[[float], None],
+    ) -> None:
+        self.twilio = twilio
+        self.mode = mode
+        self.tracker = tracker
+        self.timeline = timeline
+        self.clock = clock
+        self._frames_out = frames_out
+        self._on_first_audio: Callable[[float], None] | None = on_first_audio
+        _, self.to_caller = make_transcoders(mode)
+        self._slice_bytes = mode.model_bytes(MODEL_SLICE_MS)
+
+    async def play_model_audio(self, item_id: str, content_index: int, audio: bytes, still_wanted: Callable[[], bool]) -> bool:
+        """Transcode and play one delta slice by slice; False if `still_wanted()` turned false
+        between slices (the response was cancelled meanwhile)."""
+        step = self._slice_bytes
+        for offset in range(0, len(audio), step):
+            if offset:
+                await asyncio.sleep(0)
+                if not still_wanted():
+                    return False
+            await self.play(item_id, content_index, self.to_caller.process(audio[offset : offset + step]))
+        return True
+
+    async def finish_item(self, item_id: str, content_index: int) -> None:
+        """The item's audio is complete: the transcoder holds back a few ms, without a flush the word ending is lost."""
+        await self.play(item_id, content_index, self.to_caller.flush())
+
+    async def play(self, item_id: str, content_index: int, mulaw: bytes) -> None:
+        """Send `mulaw` in Twilio-sized frames, then one mark for all of them."""
+        if not mulaw:
+            return
+        now = self.clock()
+        for offset in range(0, len(mulaw), TWILIO_FRAME_BYTES):
+            await self.twilio.send_media(mulaw[offset : offset + TWILIO_FRAME_BYTES])
+            self._frames_out.inc()
+        mark = self.tracker.chunk_sent(item_id, content_index, len(mulaw), now)
+        await self.twilio.send_mark(mark)
+        self.timeline.media_sent(mark, now)
+        if self._on_first_audio is not None:
+            first, self._on_first_audio = self._on_first_audio, None
+            first(now)
+
+    async def stop(self) -> None:
+        """Stop what the caller hears, now: Twilio's buffer is cleared and the audio the transcoder
+        holds back is dropped. Every path that silences the model (barge-in, goodbye, a replaced
+        session) comes through here. The clear is sent even when every mark has been echoed: one
+        rule for every path, at the cost of a small message Twilio ignores when its buffer is empty."""
+        await self.twilio.send_clear()
+        self.tracker.cleared(self.clock())
+        self.to_caller.reset()
+
+    async def probe_round_trip(self, active: Callable[[], bool]) -> None:
+        """While nothing plays, now and then a bare mark: Twilio echoes it at once (one round trip)."""
+        while True:
+            if active():
+                name = self.tracker.probe_due(self.clock())
+                if name is not None:
+                    await self.twilio.send_mark(name)
+            await asyncio.sleep(PROBE_INTERVAL_S / 2)

@@ -1,0 +1,176 @@
+"""The model's events, as the call acts on them: its audio played to the caller, barge-in when the
+caller speaks over it, responses and tool calls booked, transcripts kept, errors counted.
+
+This is the model-facing half of `CallSession` (it is handed the session's parts, not its loops).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from .. import dialects
+from ..barge_in import plan_barge_in
+from ..realtime_events import (
+    AudioDelta,
+    AudioDone,
+    BadEvent,
+    FunctionCallRequested,
+    InputTranscriptDone,
+    ItemTruncated,
+    OutputTranscriptDone,
+    ResponseFinished,
+    ResponseStarted,
+    ServerEvent,
+    SpeechStarted,
+    SpeechStopped,
+    UpstreamError,
+)
+from ..telemetry import bounded_label
+
+if TYPE_CHECKING:
+    from .session import CallSession
+
+
+class ModelEvents:
+    def __init__(self, call: CallSession) -> None:
+        self.call = call
+        self.background: set[asyncio.Task[None]] = set()
+        self._relay_out = call.metrics.relay.labels(direction="model_to_caller")
+
+    async def handle(self, event: ServerEvent) -> None:
+        if isinstance(event, AudioDelta):
+            await self._audio(event)
+        elif isinstance(event, AudioDone):
+            if not self.call.ledger.is_dropped(event.response_id):
+                await self.call.output.finish_item(event.item_id, event.content_index)
+        elif isinstance(event, SpeechStarted):
+            if self.call.life.in_call:
+                await self.barge_in()
+        elif isinstance(event, ResponseStarted):
+            for key in self.call.ledger.started(event.response_id):
+                self.call.tracker.forget(*key)
+        elif isinstance(event, ResponseFinished):
+            self._response_finished(event)
+        elif isinstance(event, FunctionCallRequested):
+            assert self.call.tools is not None
+            self.call.tools.start(event)
+        else:
+            self._note(event)
+
+    def _note(self, event: ServerEvent) -> None:
+        """Events that only inform: logged, counted, remembered."""
+        call, log = self.call, self.call.log
+        if isinstance(event, SpeechStopped):
+            call.timeline.speech_stopped(call.clock())
+            log.info("caller.speech_stopped", audio_end_ms=event.audio_end_ms)
+        elif isinstance(event, ItemTruncated):
+            log.info("model.item_truncated", item_id=event.item_id, audio_end_ms=event.audio_end_ms)
+        elif isinstance(event, OutputTranscriptDone):
+            self._remember("assistant", event.transcript)
+        elif isinstance(event, InputTranscriptDone):
+            self._remember("user", event.transcript)
+        elif isinstance(event, BadEvent):
+            # Skipped: one unreadable event must not end a healthy call. Never its content in the log.
+            call.metrics.upstream_bad_events.labels(reason=bounded_label(event.reason, dialects.BAD_EVENT_REASONS)).inc()
+            log.warning("upstream.bad_event", reason=event.reason, event_type=event.wire_type, detail=event.detail)
+        elif isinstance(event, UpstreamError):
+            call.metrics.upstream_errors.labels(code=bounded_label(event.code or "none", dialects.KNOWN_ERROR_CODES)).inc()
+            if dialects.is_truncate_error(event):
+                call.metrics.truncate_errors.inc()
+            level = log.info if dialects.is_benign_error(event) else log.warning
+            level("upstream.error", code=event.code, error_type=event.error_type, message=event.message)
+
+    async def _audio(self, event: AudioDelta) -> None:
+        call = self.call
+        if not call.ledger.audio(event.response_id, (event.item_id, event.content_index)):
+            call.metrics.dropped_frames.labels(reason="cancelled_response").inc()
+            return
+        call.timeline.model_audio(call.clock())
+        call.tracker.audio_received(event.item_id, event.content_index, call.audio_mode.model_ms(len(event.audio)))
+        connection = call.link.connection
+        received_at = connection.received_at if connection is not None else time.perf_counter()
+        played = await call.output.play_model_audio(
+            event.item_id, event.content_index, event.audio, lambda: not call.ledger.is_dropped(event.response_id)
+        )
+        if played:
+            self._relay_out.observe(time.perf_counter() - received_at)
+
+    def _response_finished(self, event: ResponseFinished) -> None:
+        call = self.call
+        call.ledger.finished(event.response_id)
+        call.log.info("model.response_done", response_id=event.response_id, status=event.status)
+        if call.tools is not None and call.tools.called_in(event.response_id):
+            self._spawn(self._answer_tools(event.response_id), "answer_tools")
+
+    def _remember(self, role: str, text: str) -> None:
+        if self.call.memory.remember(role, text) and self.call.log_transcripts:
+            self.call.log.info("transcript", role=role, text=text)  # off by default: personal data
+
+    async def barge_in(self) -> None:
+        call = self.call
+        plan = plan_barge_in(
+            call.tracker, call.ledger.active, call.ledger.last_item, call.clock(), response_items_of=call.ledger.items_of_response_of
+        )
+        if plan.is_noop:
+            call.log.info("caller.speech_started", barge_in=False)
+            return
+        call.metrics.barge_ins.inc()
+        call.timeline.abandoned()
+        if plan.clear_playback:
+            await call.output.stop()
+            call.ledger.playback_stopped()
+        if plan.cancel_response_id is not None:
+            call.ledger.drop(plan.cancel_response_id)
+            call.link.send(dialects.cancel_response())
+        if plan.truncation is not None:
+            t = plan.truncation
+            call.link.send(dialects.truncate_item(t.item_id, t.content_index, t.audio_end_ms))
+            call.metrics.truncations.inc()
+        for item_id, _ in plan.deletions:
+            call.link.send(dialects.delete_item(item_id))
+        call.log.info(
+            "caller.barge_in",
+            cancelled=plan.cancel_response_id,
+            truncated_item=plan.truncation.item_id if plan.truncation else None,
+            audio_end_ms=plan.truncation.audio_end_ms if plan.truncation else None,
+            deleted_items=len(plan.deletions),
+            **self.network_estimate(),
+        )
+
+    async def _answer_tools(self, response_id: str) -> None:
+        """Every call of the finished response gets its output, then the model may go on."""
+        call = self.call
+        assert call.tools is not None
+        await call.tools.answer(response_id, call.link.send)
+        marker = call.ledger.marker()
+        call.respond_unless_active()  # the caller may have spoken meanwhile: that response answers
+        pending = call.tools.actions.take()
+        if pending is not None:
+            await call.ending.until_heard(marker, pending.action.value)
+            await call.ending.act(pending)
+
+    def turn_completed(self, stages: dict[str, float]) -> None:
+        for stage, seconds in stages.items():
+            self.call.metrics.turn_latency.labels(stage=stage).observe(seconds)
+        self.call.log.info(
+            "turn.timeline",
+            **{f"{stage}_ms": round(seconds * 1000, 1) for stage, seconds in stages.items()},
+            **self.network_estimate(),
+        )
+
+    def network_estimate(self) -> dict[str, float | None]:
+        """The Twilio round trip and playout delay barge-in accounting uses now, for the logs."""
+        network = self.call.tracker.network
+        rtt = network.round_trip_s
+        return {
+            "twilio_rtt_ms": round(rtt * 1000, 1) if rtt is not None else None,
+            "playout_delay_ms": round(network.playout_delay_s * 1000, 1),
+        }
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)

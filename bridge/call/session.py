@@ -1,0 +1,340 @@
+"""One phone call: the Twilio stream and the upstream Realtime session, pumped both ways.
+
+The session starts the call, runs its loops and ends it; the loops only move data between the
+parts that decide: the start handshake (`start`), caller input and output (`caller_input`,
+`caller_output`), the response ledger and barge-in plan (`ledger`, `bridge.barge_in`), the model
+link (`upstream_link`), tools (`tool_runs`), the keypad (`keypad`) and ending politely (`ending`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import structlog
+import websockets
+from voice_codecs import TWILIO_RATE, AudioMode
+
+from .. import dialects
+from .. import media_streams as ms
+from ..append_batcher import TWILIO_FRAME_MS
+from ..deadlines import PeerDeadlines
+from ..logs import get_logger
+from ..playback import PlaybackTracker
+from ..round_trip import RoundTripEstimator
+from ..telemetry import Metrics
+from ..turn_timeline import TurnTimeline
+from ..twilio_stream import CLOSE_INTERNAL, CLOSE_NORMAL, StreamClosed, close_code_for
+from .caller_input import CallerInput
+from .caller_output import CallerOutput
+from .ending import Ending
+from .keypad import Keypad
+from .ledger import ResponseLedger
+from .memory import ConversationMemory
+from .model_events import ModelEvents
+from .ports import TwilioPort
+from .setup import CallSetup
+from .start import StartHandshake
+from .state import CallState, EndReason, Lifecycle
+from .tool_runs import ToolActions, ToolRuns
+from .upstream_link import UPSTREAM_FAILURES, UpstreamLink
+
+log = get_logger("bridge.call")
+
+MAX_RECONNECTS = 1  # per call: a second loss in one call is not a passing fault
+
+
+class CallSession:
+    """Owns everything of one call; created when the stream opens, gone when it ends."""
+
+    def __init__(
+        self,
+        twilio: TwilioPort,
+        prepare: Callable[[ms.Start], CallSetup],
+        audio_mode: AudioMode | str,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+        log_transcripts: bool = False,
+        append_ms: int = TWILIO_FRAME_MS,
+        deadlines: PeerDeadlines | None = None,
+    ) -> None:
+        self.twilio = twilio
+        self.audio_mode = AudioMode(audio_mode)
+        self.metrics = metrics
+        self.clock = clock
+        self.log_transcripts = log_transcripts
+        self.life = Lifecycle()
+        self.setup: CallSetup | None = None
+        self.call_sid: str | None = None
+        self._started_at = 0.0
+        self.log = log
+        self._handshake = StartHandshake(twilio, prepare, self.life, metrics, log)
+        self.tracker = PlaybackTracker(sample_rate=TWILIO_RATE, network=RoundTripEstimator(on_sample=metrics.twilio_rtt.observe))
+        self.timeline = TurnTimeline()
+        self.ledger = ResponseLedger()
+        self.memory = ConversationMemory()
+        self.input = CallerInput(self.audio_mode, append_ms)
+        self.output = CallerOutput(
+            twilio, self.audio_mode, self.tracker, self.timeline, clock, metrics.frames.labels(direction="out"), self._first_audio
+        )
+        self.link = UpstreamLink(metrics, deadlines or PeerDeadlines(), log)
+        self.ending = Ending(self.life, self.ledger, self.tracker, self.output, self.link, clock, log)
+        self.events = ModelEvents(self)
+        self._frames_in = metrics.frames.labels(direction="in")
+        self._reconnects = 0
+        self.tools: ToolRuns | None = None
+        self.keypad = Keypad("off")
+        twilio.on_stall = metrics.peer_stalls.labels(peer="twilio").inc
+
+    # --- state, for the app ----------------------------------------------------------------------
+
+    @property
+    def state(self) -> CallState:
+        return self.life.state
+
+    @property
+    def end_reason(self) -> EndReason | None:
+        return self.life.end_reason
+
+    @property
+    def transfer_to(self) -> str | None:
+        return self.ending.transfer_to
+
+    def request_goodbye(self, reason: EndReason = EndReason.DRAINED) -> None:
+        """Ask the call to end politely: the model says goodbye, the caller hears it, then we close."""
+        self.ending.request(reason)
+
+    def twilio_gone(self) -> EndReason:
+        """Why the call ends when the Twilio socket is gone: a hang-up, or our abort of a stalled peer."""
+        return EndReason.TWILIO_STALLED if self.twilio.stalled else EndReason.CALLER_HANGUP
+
+    # --- the call ------------------------------------------------------------------------------
+
+    async def run(self) -> EndReason:
+        try:
+            if not await self._start():
+                return self.life.end_reason or EndReason.NO_START
+            assert self.setup is not None
+            with structlog.contextvars.bound_contextvars(call_sid=self.call_sid, stream_sid=self.twilio.stream_sid):
+                self.log.info("call.started", audio=self.audio_mode.value, profile=self.setup.profile_name)
+                self.metrics.active_calls.inc()
+                try:
+                    await self._converse()
+                finally:
+                    self.metrics.active_calls.dec()
+                    self.metrics.call_duration.observe(self.clock() - self._started_at)
+                self.log.info("call.ended", reason=self.end_reason.value if self.end_reason else None)
+            return self.life.end_reason or EndReason.CALLER_HANGUP
+        except Exception:
+            self.life.end(EndReason.INTERNAL_ERROR)
+            raise
+        finally:
+            await self._close_both()
+            self.life.finish()
+            self.metrics.calls.labels(outcome=(self.life.end_reason or EndReason.INTERNAL_ERROR).value).inc()
+
+    async def _start(self) -> bool:
+        started = await self._handshake.run()
+        if started is None:
+            return False
+        self.setup, start = started.setup, started.start
+        self.call_sid = start.call_sid
+        self.twilio.stream_sid = start.stream_sid
+        self._started_at = self.clock()
+        actions = ToolActions(start.call_sid, self.setup.transfer_number)
+        self.tools = ToolRuns(self.setup.tools, self.setup.tool_names, actions, self.metrics, self.log)
+        self.keypad = Keypad(self.setup.dtmf)
+        self.ending.begin(self.setup, start.call_sid, self._started_at)
+        self.life.move_to(CallState.CONNECTING_UPSTREAM)
+        return True
+
+    async def _converse(self) -> None:
+        assert self.setup is not None
+        # Twilio is read while the upstream connects: marks, a hangup or bad input are handled at
+        # once, and caller audio does not pile up unread (it is dropped until the model is there).
+        caller = asyncio.create_task(self._pump_caller(), name="pump_caller")
+        if not await self._connect(caller):
+            return
+        self.life.move_to(CallState.IN_CALL)
+        # Measure the round trip before the greeting starts playing (then only while nothing plays).
+        probe = self.tracker.probe_due(self.clock())
+        if probe is not None:
+            await self.twilio.send_mark(probe)
+        tasks = {
+            caller,
+            asyncio.create_task(self._pump_model(), name="pump_model"),
+            asyncio.create_task(self._send_to_model(), name="send_to_model"),
+            asyncio.create_task(self._goodbye(), name="goodbye"),
+            asyncio.create_task(self.ending.stop_requested.wait(), name="stop"),
+            asyncio.create_task(self.output.probe_round_trip(lambda: self.life.in_call), name="probe_round_trip"),
+        }
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            others = (*self.events.background, *(self.tools.tasks() if self.tools else ()))
+            for task in (*tasks, *others):
+                task.cancel()
+            await asyncio.gather(*tasks, *others, return_exceptions=True)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                self.log.error("call.failed", error=repr(task.exception()))
+                self.life.end(EndReason.INTERNAL_ERROR)
+        if self.life.end_reason is EndReason.UPSTREAM_FAILED:
+            await self.ending.push_apology()
+
+    async def _connect(self, caller: asyncio.Task[None]) -> bool:
+        """Wait for the model session while the caller is read; False if the call ended meanwhile."""
+        assert self.setup is not None
+        connecting = asyncio.ensure_future(self.setup.upstream)
+        await asyncio.wait({caller, connecting}, return_when=asyncio.FIRST_COMPLETED)
+        if not connecting.done():
+            # The call ended (hangup, bad input) before the model was there.
+            connecting.cancel()
+            await asyncio.wait({connecting})
+            if not connecting.cancelled() and connecting.exception() is None:
+                await self.link.close_quietly(connecting.result())
+            await asyncio.gather(caller, return_exceptions=True)
+            return False
+        try:
+            self.link.connection = connecting.result()
+        except UPSTREAM_FAILURES as exc:
+            self.log.error("upstream.connect_failed", error=type(exc).__name__, detail=str(exc))
+            self.life.end(EndReason.UPSTREAM_UNAVAILABLE)
+            caller.cancel()
+            await asyncio.gather(caller, return_exceptions=True)
+            await self.ending.push_apology()
+            await self.twilio.close(CLOSE_INTERNAL, "upstream_unavailable")
+            return False
+        if self.life.state is not CallState.CONNECTING_UPSTREAM:  # ended while the result came in
+            await asyncio.gather(caller, return_exceptions=True)
+            return False
+        return True
+
+    # --- caller → model ------------------------------------------------------------------------
+
+    async def _pump_caller(self) -> None:
+        """Twilio → model: caller audio, mark echoes, keypad, hangup."""
+        try:
+            while not await self._on_twilio_event(await self.twilio.receive()):
+                pass
+        except StreamClosed:
+            self.life.end(self.twilio_gone())
+        except ms.ProtocolError as exc:
+            self.log.warning("twilio.bad_frame", reason=exc.reason, detail=exc.detail)
+            self.metrics.rejections.labels(reason=exc.reason).inc()
+            self.life.end(EndReason.PROTOCOL_ERROR)
+            await self.twilio.close(close_code_for(exc.reason), exc.reason)
+
+    async def _on_twilio_event(self, event: ms.TwilioEvent) -> bool:
+        """Handle one event from Twilio; True when the caller hung up."""
+        if isinstance(event, ms.Connected | ms.Start):
+            raise ms.ProtocolError("second_start" if isinstance(event, ms.Start) else "late_connected")
+        if event.stream_sid != self.twilio.stream_sid:
+            raise ms.ProtocolError("wrong_stream_sid", event.stream_sid)
+        now = self.clock()
+        if not self.input.admit(event.payload if isinstance(event, ms.Media) else None, now):
+            raise ms.ProtocolError("flood", "frames arrive faster than real time")
+        if isinstance(event, ms.Media):
+            self._frames_in.inc()
+            if self.life.state is CallState.SAYING_GOODBYE:
+                return False  # the caller cannot interrupt the goodbye
+            batch = self.input.media(event.payload, self.twilio.received_at)
+            if batch is not None:
+                self.link.send(dialects.append_audio(batch.audio), frames=batch.frames, completed_at=batch.completed_at)
+        elif isinstance(event, ms.MarkEcho):
+            if self.tracker.mark_echoed(event.name, now):
+                stages = self.timeline.mark_echoed(event.name, now)
+                if stages is not None:
+                    self.events.turn_completed(stages)
+        elif isinstance(event, ms.Dtmf):
+            self._on_dtmf(event.digit)
+        elif isinstance(event, ms.Stop):
+            self.life.end(EndReason.CALLER_HANGUP)
+            return True
+        return False
+
+    async def _goodbye(self) -> None:
+        try:
+            await self.ending.when_asked()
+        except StreamClosed:
+            self.life.end(self.twilio_gone())
+
+    async def _send_to_model(self) -> None:
+        await self.link.run_sender()
+        self.life.end(EndReason.UPSTREAM_FAILED)  # the model stopped reading: cut, apology and fallback
+
+    def _on_dtmf(self, digit: str) -> None:
+        """Keypad digits reach the model as conversation items (never logged: they may be PINs)."""
+        connection = self.link.connection
+        if self.keypad.mode == "off" or not self.life.in_call or connection is None:
+            self.log.info("caller.dtmf_ignored", mode=self.keypad.mode)
+            return
+        text = self.keypad.press(digit)
+        if text is None:
+            return
+        self.link.send(connection.dialect.text_item("user", text))
+        self.respond_unless_active()
+        self.log.info("caller.dtmf_sent", mode=self.keypad.mode)
+
+    def respond_unless_active(self) -> None:
+        """Ask the model to answer, unless a response is already under way (it answers then)."""
+        if self.ledger.active is None:
+            self.link.send(dialects.create_response())
+
+    # --- model → caller ------------------------------------------------------------------------
+
+    async def _pump_model(self) -> None:
+        """Model → Twilio: its events, one by one; a lost session is replaced once."""
+        while True:
+            connection = self.link.connection
+            assert connection is not None
+            expired = False
+            try:
+                async for event in connection.events():
+                    expired = dialects.is_session_expired(event)
+                    await self.events.handle(event)
+                    if expired:
+                        break
+            except StreamClosed:
+                self.life.end(self.twilio_gone())
+                return
+            except websockets.ConnectionClosed:
+                pass
+            if self.life.end_reason is not None:  # e.g. the sender found the model stalled and cut it
+                return
+            if not expired and dialects.is_clean_close(connection.close_code):
+                self.life.end(EndReason.UPSTREAM_CLOSED)
+                return
+            if self._reconnects >= MAX_RECONNECTS or not await self._reconnect(expired):
+                self.life.end(EndReason.UPSTREAM_FAILED)
+                return
+
+    async def _reconnect(self, expired: bool) -> bool:
+        """Open a new upstream session and tell it the conversation so far."""
+        assert self.setup is not None
+        self._reconnects += 1
+        reason = "session_expired" if expired else "dropped"
+        self.log.warning("upstream.reconnecting", reason=reason, turns=len(self.memory))
+        try:
+            async with self.link.replacing():
+                # What was playing belonged to the old session: stop it, the new one starts clean.
+                await self.output.stop()
+                self.input.reset()
+                self.ledger.session_replaced()
+                await self.link.open_seeded(self.setup.reconnect, self.memory)
+        except UPSTREAM_FAILURES as exc:
+            self.log.error("upstream.reconnect_failed", error=type(exc).__name__, detail=str(exc))
+            return False
+        self.log.info("upstream.reconnected", seeded_turns=len(self.memory))
+        return True
+
+    def _first_audio(self, now: float) -> None:
+        self.metrics.first_greeting_audio.observe(now - self._started_at)
+
+    async def _close_both(self) -> None:
+        """Both closes at once, each bounded: a stalled model must not delay the caller's close.
+        Their log events (`twilio.stalled`, `upstream.close_timeout`) are bound to the call."""
+        ids = {"call_sid": self.call_sid, "stream_sid": self.twilio.stream_sid}
+        with structlog.contextvars.bound_contextvars(**{k: v for k, v in ids.items() if v is not None}):
+            await asyncio.gather(self.twilio.close(CLOSE_NORMAL), self.link.close())

@@ -1,0 +1,132 @@
+"""The call's side of the model session: one sender through a bounded queue, send and close
+deadlines, and replacing a lost session.
+
+Caller audio never waits for the model: `send()` queues (at most `audio_events` appends, 1 s at
+the default 20 ms appends) and one sender task drains the queue, each send with a deadline. A send
+blocked past `deadlines.upstream_send_s` means the model stopped reading: the connection is cut
+(`upstream.stalled`) and `run_sender()` returns, for the call to take the fallback path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import websockets
+from structlog.stdlib import BoundLogger
+
+from ..deadlines import PeerDeadlines
+from ..outbound import OutboundQueue, Outgoing
+from ..telemetry import Metrics
+from .ports import ModelPort
+
+UPSTREAM_QUEUE_AUDIO_EVENTS = 50
+UPSTREAM_QUEUE_CONTROL_EVENTS = 256  # cancels, truncations, tool outputs, keypad text: few per turn
+UPSTREAM_FAILURES = (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI, websockets.ConnectionClosed)
+
+Event = dict[str, Any] | str
+
+
+class UpstreamLink:
+    def __init__(self, metrics: Metrics, deadlines: PeerDeadlines, log: BoundLogger) -> None:
+        self.metrics = metrics
+        self.deadlines = deadlines
+        self.log = log
+        self.connection: ModelPort | None = None
+        self._queue = OutboundQueue(UPSTREAM_QUEUE_AUDIO_EVENTS, UPSTREAM_QUEUE_CONTROL_EVENTS)
+        self._ready = asyncio.Event()
+        self._replacing = False
+        self._send_blocked = False  # a send is under way (still true if cancelled in it)
+        self._relay_in = metrics.relay.labels(direction="caller_to_model")
+
+    def _dropped(self, reason: str, frames: int) -> None:
+        self.metrics.dropped_frames.labels(reason=reason).inc(frames)
+
+    def send(self, event: Event, frames: int = 0, completed_at: float | None = None) -> bool:
+        """Queue `event` for the model, never waiting. Dropped, not fatal, while the session is not
+        there yet or being replaced, or when the model has stopped reading and the queue is full.
+
+        `frames` is how many caller frames the event carries (0: a control event); True if queued.
+        """
+        if self.connection is None:
+            self._dropped("upstream_connecting", max(frames, 1))
+            return False
+        if self._replacing:
+            self._dropped("upstream_reconnecting", max(frames, 1))
+            return False
+        if not self._queue.offer(Outgoing(event, frames, completed_at)):
+            self._dropped("upstream_stalled", max(frames, 1))
+            return False
+        self._ready.set()
+        return True
+
+    async def run_sender(self) -> None:
+        """The one sender to the model; returns only when the model stopped reading (cut by then)."""
+        while True:
+            item = self._queue.pop()
+            if item is None:
+                self._ready.clear()
+                await self._ready.wait()
+                continue
+            connection = self.connection
+            assert connection is not None
+            self._send_blocked = True
+            try:
+                async with asyncio.timeout(self.deadlines.upstream_send_s):
+                    await connection.send(item.event)
+            except TimeoutError:
+                dropped = item.frames + self._queue.clear()
+                self.log.error("upstream.stalled", timeout_s=self.deadlines.upstream_send_s, dropped_frames=dropped)
+                self.metrics.peer_stalls.labels(peer="upstream").inc()
+                self._dropped("upstream_stalled", dropped)
+                connection.abort()
+                return
+            except websockets.ConnectionClosed:
+                # The model pump sees the same closure and decides: reconnect, or end the call.
+                self._dropped("upstream_closed", max(item.frames, 1))
+            else:
+                if item.completed_at is not None:
+                    self._relay_in.observe(time.perf_counter() - item.completed_at)
+            self._send_blocked = False
+
+    @contextlib.asynccontextmanager
+    async def replacing(self) -> AsyncIterator[None]:
+        """While a lost session is replaced: what is queued is dropped, the old session closed, and
+        nothing new is queued until the block ends."""
+        assert self.connection is not None
+        self._replacing = True
+        self._dropped("upstream_reconnecting", self._queue.clear())
+        try:
+            await self.close_quietly(self.connection)
+            yield
+        finally:
+            self._replacing = False
+
+    async def open_seeded(self, opener: Callable[[], Awaitable[ModelPort]], seed: Iterable[tuple[str, str]]) -> ModelPort:
+        """A new session told the conversation so far; a session that does not read fails here."""
+        connection = await opener()
+        async with asyncio.timeout(self.deadlines.upstream_send_s):
+            for role, text in seed:
+                await connection.send(connection.dialect.text_item(role, text))
+        self.connection = connection
+        return connection
+
+    async def close_quietly(self, connection: ModelPort) -> None:
+        """Close a session; if its closing handshake stalls, cut the connection."""
+        try:
+            async with asyncio.timeout(self.deadlines.upstream_close_s):
+                await connection.close()
+        except (TimeoutError, OSError):
+            self.log.warning("upstream.close_timeout")
+            connection.abort()
+
+    async def close(self) -> None:
+        """At the end of the call: a model not taking what we sent gets no closing handshake."""
+        if self.connection is None:
+            return
+        if self._send_blocked:
+            self.connection.abort()
+        await self.close_quietly(self.connection)
