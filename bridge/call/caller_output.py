@@ -74,13 +74,15 @@ class CallerOutput:
             first, self._on_first_audio = self._on_first_audio, None
             first(now)
 
-    async def stop(self) -> None:
-        """Stop what the caller hears, now: Twilio's buffer is cleared and the audio the transcoder
-        holds back is dropped. Every path that silences the model (barge-in, goodbye, a replaced
-        session) comes through here. The clear is sent even when every mark has been echoed: one
-        rule for every path, at the cost of a small message Twilio ignores when its buffer is empty."""
-        await self.twilio.send_clear()
-        self.tracker.cleared(self.clock())
+    async def stop(self, generating: bool) -> None:
+        """Stop what the caller hears, now; every path that silences the model (barge-in, goodbye,
+        a replaced session) comes through here. Twilio's buffer is cleared when it may hold our
+        audio: marks are pending, or the model is still `generating` a response (a slice goes out
+        frame by frame, so its first frames may be on the way before its mark). The audio the
+        transcoder holds back is dropped either way."""
+        if self.tracker.is_playing or generating:
+            await self.twilio.send_clear()
+            self.tracker.cleared(self.clock())
         self.to_caller.reset()
 
     async def probe_round_trip(self, active: Callable[[], bool]) -> None:

@@ -74,7 +74,7 @@ class Ending:
         if self.ledger.active is not None:
             self.ledger.drop(self.ledger.active)
             self.link.send(dialects.cancel_response())
-        await self.output.stop()
+        await self.output.stop(generating=False)  # its response was cancelled above: only what plays is cleared
         self.ledger.playback_stopped()
         marker = self.ledger.marker()
         self.link.send(dialects.create_response(GOODBYE_INSTRUCTIONS))

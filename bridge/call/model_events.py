@@ -120,7 +120,7 @@ class ModelEvents:
         call.metrics.barge_ins.inc()
         call.timeline.abandoned()
         if plan.clear_playback:
-            await call.output.stop()
+            await call.output.stop(generating=call.ledger.active is not None)
             call.ledger.playback_stopped()
         if plan.cancel_response_id is not None:
             call.ledger.drop(plan.cancel_response_id)

@@ -319,9 +319,9 @@ class CallSession:
         try:
             async with self.link.replacing():
                 # What was playing belonged to the old session: stop it, the new one starts clean.
-                await self.output.stop()
+                self.ledger.session_replaced()  # the old session generates nothing any more
+                await self.output.stop(generating=False)
                 self.input.reset()
-                self.ledger.session_replaced()
                 await self.link.open_seeded(self.setup.reconnect, self.memory)
         except UPSTREAM_FAILURES as exc:
             self.log.error("upstream.reconnect_failed", error=type(exc).__name__, detail=str(exc))
