@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 from .realtime_events import (
     AudioDelta,
-    BadEvent,
     AudioDone,
+    BadEvent,
     FunctionCallRequested,
     Ignored,
     InputTranscriptDone,

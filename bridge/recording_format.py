@@ -186,7 +186,7 @@ def open_private(path: Path, mode: str = "w") -> Any:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), PRIVATE_FILE_MODE)
     try:
         os.fchmod(fd, PRIVATE_FILE_MODE)
-        return os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+        return os.fdopen(fd, mode) if "b" in mode else os.fdopen(fd, mode, encoding="utf-8")
     except BaseException:
         os.close(fd)
         raise
