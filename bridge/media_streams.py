@@ -13,10 +13,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from voice_codecs import TWILIO_RATE
+
 from .playback import is_mark_name
 from .wire import WireJSONError, ascii_uint, json_uint, loads_bounded
 
-TWILIO_MEDIA_FORMAT = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
+TWILIO_MEDIA_FORMAT = {"encoding": "audio/x-mulaw", "sampleRate": TWILIO_RATE, "channels": 1}
 
 
 class ProtocolError(ValueError):
