@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TWILIO_FRAME_MS = 20
-MAX_APPEND_MS = 200
-MULAW_BYTES_PER_MS = 8  # 8 kHz, one byte a sample
+from voice_codecs import MULAW_BYTES_PER_MS, TWILIO_FRAME_MS
+
+from .append_limits import MAX_APPEND_MS, check_append_ms
+
+__all__ = ["MAX_APPEND_MS", "MULAW_BYTES_PER_MS", "TWILIO_FRAME_MS", "AppendBatcher", "Batch", "check_append_ms"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,12 +25,6 @@ class Batch:
     audio: bytes
     frames: int
     completed_at: float
-
-
-def check_append_ms(append_ms: int) -> None:
-    """ValueError unless `append_ms` is whole Twilio frames within the allowed range."""
-    if append_ms < TWILIO_FRAME_MS or append_ms > MAX_APPEND_MS or append_ms % TWILIO_FRAME_MS:
-        raise ValueError(f"must be a multiple of {TWILIO_FRAME_MS} ms (Twilio's frame) from {TWILIO_FRAME_MS} to {MAX_APPEND_MS} ms")
 
 
 class AppendBatcher:

@@ -21,10 +21,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from voice_codecs import AUDIO_MODES, AudioMode
+
 from .realtime_events import (
     AudioDelta,
-    BadEvent,
     AudioDone,
+    BadEvent,
     FunctionCallRequested,
     Ignored,
     InputTranscriptDone,
@@ -85,6 +87,18 @@ KNOWN_ERROR_CODES = frozenset(
         "server_error",
     }
 )
+# How the bridge reads some errors and closes (the call decides what to do about them).
+SESSION_EXPIRED = "session_expired"  # the service ended the session (time limit): replace it
+# Errors the service sends in normal operation, e.g. when server VAD already cancelled the
+# response the bridge also cancels: not worth a warning.
+BENIGN_ERROR_CODES = frozenset({"response_cancel_not_active"})
+# The service's words when it refuses a `conversation.item.truncate` (no code of its own):
+# "Audio content of 1200ms is already shorter than 1500ms", or any message about truncation.
+_TRUNCATE_ERROR_PREFIX = "Audio content of"
+_TRUNCATE_ERROR_WORD = "truncat"
+# WebSocket close codes of a session the service ended on purpose (RFC 6455 §7.4.1: normal
+# closure, going away); any other close, or none, is a failure worth one reconnect.
+CLEAN_CLOSE_CODES = frozenset({1000, 1001})
 MAX_ID_CHARS = 256  # ids the service makes up (item_…, resp_…, call_…) are a few dozen characters
 MAX_NAME_CHARS = 128  # function names (the Realtime API allows 64)
 MAX_TYPE_CHARS = 128  # an unknown event type kept for logs
@@ -92,7 +106,6 @@ MAX_CODE_CHARS = 128  # error and warning codes and types, as logged
 MAX_MESSAGE_CHARS = 1000  # error and warning messages, as logged
 
 
-AUDIO_MODES = ("pcm24k", "g711")
 VOICE_TYPES = ("openai", "azure-standard")
 # The bridge's names for turn detection; each dialect maps them to its own `type`.
 TURN_DETECTION_KINDS = ("server_vad", "semantic", "semantic_multilingual")
@@ -143,7 +156,7 @@ class SessionConfig:
 
     instructions: str
     voice: str
-    audio_mode: str  # "pcm24k" or "g711"
+    audio_mode: AudioMode | str  # an AudioMode; any other string is refused by `unsupported()`
     voice_type: str = "openai"  # or "azure-standard" (Voice Live only)
     turn_detection: TurnDetection | None = None  # None: the dialect's default
     noise_suppression: bool = False  # where the upstream offers it
@@ -176,10 +189,13 @@ def _text_item(role: str, text: str, assistant_content_type: str) -> dict[str, A
 
 # Client events that have the same shape in every dialect.
 
+APPEND_TYPE = "input_audio_buffer.append"
+_APPEND_HEAD = '{"type":"' + APPEND_TYPE + '","audio":"'
+
 
 def append_audio(audio: bytes) -> str:
     """`input_audio_buffer.append` as wire text: the hot path, so assembled rather than json.dumps'ed."""
-    return '{"type":"input_audio_buffer.append","audio":"' + base64.b64encode(audio).decode("ascii") + '"}'
+    return _APPEND_HEAD + base64.b64encode(audio).decode("ascii") + '"}'
 
 
 def create_response(instructions: str | None = None) -> dict[str, Any]:
@@ -387,6 +403,29 @@ def _error(message: dict[str, Any]) -> UpstreamError:
     )
 
 
+def is_session_expired(event: ServerEvent) -> bool:
+    """The service ended the session on purpose (its time limit): the call opens a new one."""
+    return isinstance(event, UpstreamError) and event.code == SESSION_EXPIRED
+
+
+def is_benign_error(event: ServerEvent) -> bool:
+    """An error the service sends in normal operation: logged at info, not as a warning."""
+    return isinstance(event, UpstreamError) and event.code in BENIGN_ERROR_CODES
+
+
+def is_truncate_error(event: ServerEvent) -> bool:
+    """The service refused a `conversation.item.truncate` (counted as a truncate error)."""
+    if not isinstance(event, UpstreamError):
+        return False
+    return event.message.startswith(_TRUNCATE_ERROR_PREFIX) or _TRUNCATE_ERROR_WORD in event.message.lower()
+
+
+def is_clean_close(code: int | None) -> bool:
+    """The upstream closed its socket on purpose (normal closure, going away): the call ends,
+    with no reconnect. `None` (no close frame: the connection dropped) is not clean."""
+    return code in CLEAN_CLOSE_CODES
+
+
 def _warning(message: dict[str, Any]) -> UpstreamWarning:
     warning = _dict(message, "warning")
     return UpstreamWarning(code=_text(warning, "code", MAX_CODE_CHARS), message=_text(warning, "message", MAX_MESSAGE_CHARS))
@@ -423,14 +462,13 @@ def _common_unsupported(config: SessionConfig) -> list[str]:
     return problems
 
 
-_GA_EVENTS = _EventParser(
-    _WireNames(
-        audio_delta="response.output_audio.delta",
-        audio_done="response.output_audio.done",
-        transcript_done="response.output_audio_transcript.done",
-        item_added="conversation.item.added",
-    )
+_GA_NAMES = _WireNames(
+    audio_delta="response.output_audio.delta",
+    audio_done="response.output_audio.done",
+    transcript_done="response.output_audio_transcript.done",
+    item_added="conversation.item.added",
 )
+_GA_EVENTS = _EventParser(_GA_NAMES)
 
 
 class GADialect:
@@ -440,7 +478,9 @@ class GADialect:
 
     def session_update(self, config: SessionConfig) -> dict[str, Any]:
         audio_format: dict[str, Any] = (
-            {"type": "audio/pcmu"} if config.audio_mode == "g711" else {"type": "audio/pcm", "rate": 24000}
+            {"type": "audio/pcmu"}
+            if config.audio_mode == AudioMode.G711
+            else {"type": "audio/pcm", "rate": AudioMode.PCM24K.model_rate}
         )
         audio_input: dict[str, Any] = {"format": audio_format, "turn_detection": self._turn_detection(config.turn_detection)}
         if config.noise_suppression:
@@ -487,14 +527,16 @@ class GADialect:
         return tuple(problems)
 
 
-_VOICELIVE_EVENTS = _EventParser(
-    _WireNames(
-        audio_delta="response.audio.delta",
-        audio_done="response.audio.done",
-        transcript_done="response.audio_transcript.done",
-        item_added="conversation.item.created",
-    )
+_VOICELIVE_NAMES = _WireNames(
+    audio_delta="response.audio.delta",
+    audio_done="response.audio.done",
+    transcript_done="response.audio_transcript.done",
+    item_added="conversation.item.created",
 )
+_VOICELIVE_EVENTS = _EventParser(_VOICELIVE_NAMES)
+
+# The model-audio event of either dialect (a recording reads both without knowing which it has).
+AUDIO_DELTA_TYPES = frozenset({_GA_NAMES.audio_delta, _VOICELIVE_NAMES.audio_delta})
 
 _VOICELIVE_TURN_TYPES = {
     "server_vad": "server_vad",
@@ -509,12 +551,13 @@ class VoiceLiveDialect:
     name = "voicelive"
 
     def session_update(self, config: SessionConfig) -> dict[str, Any]:
-        audio_format = "g711_ulaw" if config.audio_mode == "g711" else "pcm16"
+        mode = AudioMode.G711 if config.audio_mode == AudioMode.G711 else AudioMode.PCM24K
+        audio_format = "g711_ulaw" if mode is AudioMode.G711 else "pcm16"
         session: dict[str, Any] = {
             "modalities": ["text", "audio"],
             "instructions": config.instructions,
             "input_audio_format": audio_format,
-            "input_audio_sampling_rate": 8000 if config.audio_mode == "g711" else 24000,
+            "input_audio_sampling_rate": mode.model_rate,
             "output_audio_format": audio_format,
             "voice": {"type": config.voice_type, "name": config.voice},
             "turn_detection": self._turn_detection(config.turn_detection),

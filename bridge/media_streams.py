@@ -13,10 +13,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from voice_codecs import TWILIO_RATE
+
 from .playback import is_mark_name
 from .wire import WireJSONError, ascii_uint, json_uint, loads_bounded
 
-TWILIO_MEDIA_FORMAT = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
+TWILIO_MEDIA_FORMAT = {"encoding": "audio/x-mulaw", "sampleRate": TWILIO_RATE, "channels": 1}
 
 
 class ProtocolError(ValueError):
@@ -103,6 +105,40 @@ def _int_string(obj: dict[str, Any], name: str, where: str) -> int:
 DTMF_DIGITS = frozenset("0123456789*#")
 
 
+def _parse_start(message: dict[str, Any], stream_sid: str) -> Start:
+    start = _field(message, "start", dict, "start")
+    params = start.get("customParameters") or {}
+    if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
+        raise ProtocolError("invalid_field", "start.customParameters must map names to strings")
+    tracks = start.get("tracks") or []
+    if not isinstance(tracks, list) or not all(isinstance(t, str) for t in tracks):
+        raise ProtocolError("invalid_field", "start.tracks must be a list of strings")
+    return Start(
+        stream_sid=stream_sid,
+        call_sid=_field(start, "callSid", str, "start"),
+        account_sid=_optional_str(start, "accountSid", "start"),
+        tracks=tuple(tracks),
+        custom_parameters=dict(params),
+        media_format=dict(_field(start, "mediaFormat", dict, "start")),
+    )
+
+
+def _parse_media(message: dict[str, Any], stream_sid: str) -> Media:
+    media = _field(message, "media", dict, "media")
+    text = _field(media, "payload", str, "media")
+    try:
+        payload = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII text
+        raise ProtocolError("invalid_base64", "media.payload is not base64") from None
+    return Media(
+        stream_sid=stream_sid,
+        track=_optional_str(media, "track", "media", "inbound"),
+        chunk=_int_string(media, "chunk", "media"),
+        timestamp_ms=_int_string(media, "timestamp", "media"),
+        payload=payload,
+    )
+
+
 def parse_twilio_message(text: str) -> TwilioEvent | None:
     """One inbound text frame → a typed event; None for an event we do not know (to ignore).
 
@@ -125,35 +161,9 @@ def parse_twilio_message(text: str) -> TwilioEvent | None:
         return None
     stream_sid = _field(message, "streamSid", str, event)
     if event == "start":
-        start = _field(message, "start", dict, event)
-        params = start.get("customParameters") or {}
-        if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
-            raise ProtocolError("invalid_field", "start.customParameters must map names to strings")
-        tracks = start.get("tracks") or []
-        if not isinstance(tracks, list) or not all(isinstance(t, str) for t in tracks):
-            raise ProtocolError("invalid_field", "start.tracks must be a list of strings")
-        return Start(
-            stream_sid=stream_sid,
-            call_sid=_field(start, "callSid", str, "start"),
-            account_sid=_optional_str(start, "accountSid", "start"),
-            tracks=tuple(tracks),
-            custom_parameters=dict(params),
-            media_format=dict(_field(start, "mediaFormat", dict, "start")),
-        )
+        return _parse_start(message, stream_sid)
     if event == "media":
-        media = _field(message, "media", dict, event)
-        text = _field(media, "payload", str, "media")
-        try:
-            payload = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):  # ValueError: non-ASCII text
-            raise ProtocolError("invalid_base64", "media.payload is not base64") from None
-        return Media(
-            stream_sid=stream_sid,
-            track=_optional_str(media, "track", "media", "inbound"),
-            chunk=_int_string(media, "chunk", "media"),
-            timestamp_ms=_int_string(media, "timestamp", "media"),
-            payload=payload,
-        )
+        return _parse_media(message, stream_sid)
     if event == "dtmf":
         digit = _field(_field(message, "dtmf", dict, event), "digit", str, "dtmf")
         if digit not in DTMF_DIGITS:
@@ -216,7 +226,12 @@ def mark_echo_message(stream_sid: str, name: str, sequence: int) -> str:
 
 def dtmf_message(stream_sid: str, digit: str, sequence: int) -> str:
     return json.dumps(
-        {"event": "dtmf", "sequenceNumber": str(sequence), "streamSid": stream_sid, "dtmf": {"track": "inbound_track", "digit": digit}}
+        {
+            "event": "dtmf",
+            "sequenceNumber": str(sequence),
+            "streamSid": stream_sid,
+            "dtmf": {"track": "inbound_track", "digit": digit},
+        }
     )
 
 

@@ -29,6 +29,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NoReturn
 
+from voice_codecs import AudioMode
+
 from .dialects import (
     SEMANTIC_EAGERNESS,
     TURN_DETECTION_KINDS,
@@ -99,7 +101,7 @@ def normalize_number(number: str) -> str:
 
 
 def session_config(
-    profile: AgentProfile, audio_mode: str, tools: Mapping[str, ToolSpec] | None = None
+    profile: AgentProfile, audio_mode: AudioMode | str, tools: Mapping[str, ToolSpec] | None = None
 ) -> SessionConfig:
     """What to ask of the model for a call answered by `profile`; `tools` are the tools the bridge has."""
     available = tools or {}
@@ -193,7 +195,7 @@ class ProfileBook:
             seen.setdefault(profile.name, profile)
         return tuple(seen.values())
 
-    def check(self, dialect: Dialect, audio_mode: str, tools: Mapping[str, ToolSpec] | None = None) -> None:
+    def check(self, dialect: Dialect, audio_mode: AudioMode | str, tools: Mapping[str, ToolSpec] | None = None) -> None:
         """At start: every profile works with this upstream and these tools, or `ProfileError`."""
         for profile in self.profiles:
             where = f"{self.source}:{self.lines[profile.name]}: " if profile.name in self.lines else ""

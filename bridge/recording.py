@@ -34,6 +34,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
+from voice_codecs import AudioMode
+
 from .logs import get_logger
 from .profiles import AgentProfile
 from .recording_format import (
@@ -330,7 +332,7 @@ class _CallFiles:
 
     def audio_ref(self, track: Track | None, data: bytes) -> dict[str, Any]:
         if track is None:
-            width = to_model_track(self.meta.get("audio_mode", "pcm24k")).sample_bytes
+            width = to_model_track(self.meta.get("audio_mode", AudioMode.PCM24K)).sample_bytes
             return {"$wav": None, "samples": len(data) // width}
         if not self.options.audio:
             return {"$wav": None, "samples": len(data) // track.sample_bytes}
@@ -441,7 +443,7 @@ class _Writer:
             holder, key = slot
             data = decode_audio(holder[key])
             if data is not None:
-                track = track_for(channel, direction, files.meta.get("audio_mode", "pcm24k"))
+                track = track_for(channel, direction, files.meta.get("audio_mode", AudioMode.PCM24K))
                 holder[key] = files.audio_ref(track, data)
             elif isinstance(holder[key], str):
                 holder[key] = holder[key][:MAX_TEXT_CHARS]  # not base64: kept as the bad input it is

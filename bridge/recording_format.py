@@ -35,6 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from voice_codecs import TWILIO_RATE, AudioMode
+
+from .dialects import APPEND_TYPE, AUDIO_DELTA_TYPES
 from .profiles import AgentProfile
 
 FORMAT = "voice-bridge-recording/1"
@@ -47,8 +50,7 @@ MAX_TEXT_CHARS = 1024  # of a frame that is not JSON
 TWILIO = "twilio"
 UPSTREAM = "upstream"
 IN, OUT = "in", "out"
-AUDIO_DELTA_TYPES = frozenset({"response.output_audio.delta", "response.audio.delta"})
-APPEND_TYPE = "input_audio_buffer.append"
+# AUDIO_DELTA_TYPES and APPEND_TYPE (the upstream events that carry audio) come from dialects.py.
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,19 +70,28 @@ class Track:
         return 0xFF if self.encoding == "mulaw" else 0
 
 
-CALLER = Track("caller.wav", "mulaw", 8000)
-TO_CALLER = Track("to_caller.wav", "mulaw", 8000)
-AGENT_PCM = Track("agent.wav", "pcm16", 24000)
-AGENT_G711 = Track("agent.wav", "mulaw", 8000)
+CALLER = Track("caller.wav", "mulaw", TWILIO_RATE)
+TO_CALLER = Track("to_caller.wav", "mulaw", TWILIO_RATE)
+AGENT_PCM = Track("agent.wav", "pcm16", AudioMode.PCM24K.model_rate)
+AGENT_G711 = Track("agent.wav", "mulaw", AudioMode.G711.model_rate)
+_TO_MODEL = {
+    AudioMode.G711: Track("", "mulaw", AudioMode.G711.model_rate),
+    AudioMode.PCM24K: Track("", "pcm16", AudioMode.PCM24K.model_rate),
+}
+
+
+def recorded_mode(audio_mode: str) -> AudioMode:
+    """A recording's `audio_mode` as written in its meta.json: "g711", else (as always) pcm24k."""
+    return AudioMode.G711 if audio_mode == AudioMode.G711 else AudioMode.PCM24K
 
 
 def agent_track(audio_mode: str) -> Track:
-    return AGENT_G711 if audio_mode == "g711" else AGENT_PCM
+    return AGENT_G711 if recorded_mode(audio_mode) is AudioMode.G711 else AGENT_PCM
 
 
 def to_model_track(audio_mode: str) -> Track:
     """The caller's audio as sent on to the model (lengths only, never stored)."""
-    return Track("", "mulaw", 8000) if audio_mode == "g711" else Track("", "pcm16", 24000)
+    return _TO_MODEL[recorded_mode(audio_mode)]
 
 
 def audio_slot(channel: str, direction: str, msg: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
@@ -186,7 +197,7 @@ def open_private(path: Path, mode: str = "w") -> Any:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), PRIVATE_FILE_MODE)
     try:
         os.fchmod(fd, PRIVATE_FILE_MODE)
-        return os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+        return os.fdopen(fd, mode) if "b" in mode else os.fdopen(fd, mode, encoding="utf-8")
     except BaseException:
         os.close(fd)
         raise
@@ -354,7 +365,7 @@ class Recording:
 
     @property
     def audio_mode(self) -> str:
-        return str(self.meta.get("audio_mode", "pcm24k"))
+        return str(self.meta.get("audio_mode", AudioMode.PCM24K.value))
 
     def audio(self, ref: dict[str, Any]) -> bytes | None:
         """The bytes a reference points at; None when the recording has no audio for it."""

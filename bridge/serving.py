@@ -8,7 +8,7 @@ import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 from starlette.applications import Starlette
@@ -168,7 +168,7 @@ def uvicorn_config(
     header_timeout_s: float = HEADER_TIMEOUT_S,
     limit_concurrency: int | None = None,
     forwarded_allow_ips: str | None = None,
-    lifespan: str = "on",
+    lifespan: Literal["auto", "on", "off"] = "on",
 ) -> uvicorn.Config:
     """uvicorn for the bridge. `forwarded_allow_ips` None: uvicorn's default, FORWARDED_ALLOW_IPS
     or else 127.0.0.1 and ::1 (X-Forwarded-Proto/-For from other peers are ignored)."""

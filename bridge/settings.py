@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .append_batcher import check_append_ms
+from voice_codecs import AUDIO_MODES, AudioMode
+
+from .append_limits import check_append_ms
 from .deadlines import PeerDeadlines
 
 UPSTREAMS = ("local", "voicelive", "azure-openai", "openai")
-AUDIO_MODES = ("pcm24k", "g711")
 LOG_FORMATS = ("console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 DTMF_MODES = ("off", "forward", "collect")
@@ -123,7 +124,7 @@ def _existing_file(name: str, raw: str) -> str:
 class Settings:
     upstream: str = "local"
     upstream_url: str | None = field(default=None, repr=False)  # may carry a key (query, user info)
-    audio: str = "pcm24k"
+    audio: AudioMode = AudioMode.PCM24K  # a string naming a mode becomes the mode; another is refused by validate()
     twilio_auth_token: str | None = field(default=None, repr=False)
     twilio_account_sid: str | None = None
     public_url: str | None = None
@@ -180,7 +181,7 @@ class Settings:
         settings = cls(
             upstream=env_choice(env, "VOICE_BRIDGE_UPSTREAM", "local", UPSTREAMS),
             upstream_url=text("VOICE_BRIDGE_UPSTREAM_URL"),
-            audio=env_choice(env, "VOICE_BRIDGE_AUDIO", "pcm24k", AUDIO_MODES),
+            audio=AudioMode(env_choice(env, "VOICE_BRIDGE_AUDIO", AudioMode.PCM24K, AUDIO_MODES)),
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
             twilio_account_sid=text("TWILIO_ACCOUNT_SID"),
             public_url=(text("VOICE_BRIDGE_PUBLIC_URL") or "").rstrip("/") or None,
@@ -220,6 +221,10 @@ class Settings:
         )
         settings.validate()
         return settings
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.audio, AudioMode) and self.audio in AUDIO_MODES:
+            object.__setattr__(self, "audio", AudioMode(self.audio))
 
     def validate(self) -> None:
         if self.upstream not in UPSTREAMS:

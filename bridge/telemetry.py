@@ -30,15 +30,30 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        r = self.registry
+        # One builder per concern, registered in this order (the order of GET /metrics). A new
+        # concern adds its own builder at the end of the class and one call at the end here.
+        self._call_metrics(self.registry)
+        self._frame_metrics(self.registry)
+        self._wire_edge_metrics(self.registry)
+        self._ops_metrics(self.registry)
+        self._network_metrics(self.registry)
+        self._stall_metrics(self.registry)
+
+    def _call_metrics(self, r: CollectorRegistry) -> None:
+        """Calls, webhooks and what the caller experiences: latencies, barge-ins, tools."""
         self.active_calls = Gauge("voice_bridge_active_calls", "Calls with an open media stream.", registry=r)
         self.calls = Counter("voice_bridge_calls", "Calls ended, by outcome.", ["outcome"], registry=r)
         self.call_duration = Histogram(
             "voice_bridge_call_duration_seconds", "Media stream duration.", buckets=_DURATION_BUCKETS, registry=r
         )
-        self.webhooks = Counter("voice_bridge_webhooks", "Twilio webhook requests, by route and result.", ["route", "result"], registry=r)
+        self.webhooks = Counter(
+            "voice_bridge_webhooks", "Twilio webhook requests, by route and result.", ["route", "result"], registry=r
+        )
         self.upstream_connect = Histogram(
-            "voice_bridge_upstream_connect_seconds", "Time to open the upstream Realtime session.", buckets=_LATENCY_BUCKETS, registry=r
+            "voice_bridge_upstream_connect_seconds",
+            "Time to open the upstream Realtime session.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.first_greeting_audio = Histogram(
             "voice_bridge_first_greeting_audio_seconds",
@@ -58,6 +73,9 @@ class Metrics:
         self.truncations = Counter("voice_bridge_truncations", "conversation.item.truncate sent.", registry=r)
         self.truncate_errors = Counter("voice_bridge_truncate_errors", "Truncations the upstream refused.", registry=r)
         self.tool_calls = Counter("voice_bridge_tool_calls", "Tool calls, by tool and outcome.", ["tool", "outcome"], registry=r)
+
+    def _frame_metrics(self, r: CollectorRegistry) -> None:
+        """Media frames and the time they spend inside the bridge; the process draining."""
         self.frames = Counter("voice_bridge_frames", "Twilio media frames, by direction (in, out).", ["direction"], registry=r)
         self.dropped_frames = Counter("voice_bridge_dropped_frames", "Audio frames dropped, by reason.", ["reason"], registry=r)
         self.rejections = Counter("voice_bridge_rejections", "Bad input refused, by reason.", ["reason"], registry=r)
@@ -79,6 +97,9 @@ class Metrics:
             registry=r,
         )
         self.draining = Gauge("voice_bridge_draining", "1 while the process drains before exit.", registry=r)
+
+    def _wire_edge_metrics(self, r: CollectorRegistry) -> None:
+        """Input refused at the edges: unreadable upstream events and refused HTTP connections."""
         # issue 13 (wire, class 1): upstream events that could not be read, skipped; reason from BAD_EVENT_REASONS.
         self.upstream_bad_events = Counter(
             "voice_bridge_upstream_bad_events", "Upstream events skipped as unreadable, by reason.", ["reason"], registry=r
@@ -91,18 +112,27 @@ class Metrics:
             registry=r,
         )
 
+    def _ops_metrics(self, r: CollectorRegistry) -> None:
+        """Operations: lost log lines and upstream readiness."""
         # class 9 (ops): log lines lost to a failing stderr (a broken pipe), and upstream readiness.
         self.dropped_log_lines = Gauge(
             "voice_bridge_dropped_log_lines", "Log lines lost because stderr could not be written (since start).", registry=r
         )
         self.dropped_log_lines.set_function(dropped_log_lines)
         self.upstream_ready = Gauge(
-            "voice_bridge_upstream_ready", "1 while the upstream is believed reachable (probe or last connect), else 0.", registry=r
+            "voice_bridge_upstream_ready",
+            "1 while the upstream is believed reachable (probe or last connect), else 0.",
+            registry=r,
         )
         self.upstream_probes = Counter(
-            "voice_bridge_upstream_probes", "Upstream readiness probes, by result (ok, or the failure reason).", ["result"], registry=r
+            "voice_bridge_upstream_probes",
+            "Upstream readiness probes, by result (ok, or the failure reason).",
+            ["result"],
+            registry=r,
         )
 
+    def _network_metrics(self, r: CollectorRegistry) -> None:
+        """The network between the bridge and Twilio."""
         # Network-aware barge-in (issue 14): each measured Twilio round trip (probe marks, clear echoes).
         self.twilio_rtt = Histogram(
             "voice_bridge_twilio_rtt_seconds",
@@ -111,6 +141,9 @@ class Metrics:
             buckets=(0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0),
             registry=r,
         )
+
+    def _stall_metrics(self, r: CollectorRegistry) -> None:
+        """Peers that stopped reading."""
         # issue 13 class 3 (stalled peers): a peer that stopped reading, whose connection was aborted
         self.peer_stalls = Counter(
             "voice_bridge_peer_stalls",

@@ -288,7 +288,11 @@ class UpstreamConnection:
                 if not _retryable(exc) or loop.time() + delay - started >= policy.budget_s:
                     raise UpstreamUnavailable(target.url, attempt, exc, status) from exc  # the caller logs it
                 log.warning(
-                    "upstream.connect_retry", url=url, attempt=attempt, error=_describe(exc, status, target.url), delay_s=round(delay, 3)
+                    "upstream.connect_retry",
+                    url=url,
+                    attempt=attempt,
+                    error=_describe(exc, status, target.url),
+                    delay_s=round(delay, 3),
                 )
                 await sleep(delay)
                 continue

@@ -92,12 +92,12 @@ def upstream_spec(settings: Settings, local_url: str | None = None) -> UpstreamS
         url = settings.upstream_url or _with_query(OPENAI_REALTIME_URL, model=settings.openai_realtime_model)
         spec = UpstreamSpec(upstream, url, BearerKey(settings.openai_api_key))
     elif upstream == "local":
-        url = settings.upstream_url or local_url
-        if url is None:
+        agent_url = settings.upstream_url or local_url
+        if agent_url is None:
             raise ValueError(
                 "the local upstream needs the embedded agent's URL (local_url) or VOICE_BRIDGE_UPSTREAM_URL"
             )
-        spec = UpstreamSpec(upstream, url)
+        spec = UpstreamSpec(upstream, agent_url)
     else:
         raise ConfigError(f"VOICE_BRIDGE_UPSTREAM={upstream!r}: no such upstream")
     if spec.auth_kind != "none":

@@ -4,11 +4,10 @@ Pure and synchronous: no I/O, no asyncio, no logging. Installed under the import
 `voice_codecs` (the folder is `codecs/`, which would shadow the standard library).
 """
 
-from .audio_mode import AUDIO_MODES, MULAW_BYTES_PER_MS, AudioMode, mulaw_ms
+from .audio_mode import AUDIO_MODES, MODEL_RATE, MULAW_BYTES_PER_MS, TWILIO_FRAME_MS, TWILIO_RATE, AudioMode, mulaw_ms
 from .fir import DEFAULT_SPEC, LowpassSpec, lowpass_taps
 from .g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from .resample import Downsampler, Upsampler
-from .audio_mode import MODEL_RATE, TWILIO_RATE
 from .transcoder import (
     CallerToModel,
     ModelToCaller,
@@ -23,6 +22,7 @@ __all__ = [
     "mulaw_ms",
     "DEFAULT_SPEC",
     "MODEL_RATE",
+    "TWILIO_FRAME_MS",
     "TWILIO_RATE",
     "CallerToModel",
     "Downsampler",

@@ -11,6 +11,7 @@ import enum
 TWILIO_RATE = 8000
 MODEL_RATE = 24000
 MULAW_BYTES_PER_MS = TWILIO_RATE // 1000  # 8 kHz μ-law: one byte per sample
+TWILIO_FRAME_MS = 20  # the audio in one Twilio media message
 
 
 def mulaw_ms(n_bytes: int) -> float:

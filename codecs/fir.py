@@ -74,7 +74,7 @@ def soxr_impulse_response(quality: str, factor: int, half_width: int) -> np.ndar
     impulse[pad] = 1.0
     response = soxr.resample(impulse, 8000, 8000 * factor, quality=quality)
     centre = pad * factor
-    taps = response[centre - half_width : centre + half_width + 1] / factor
+    taps: np.ndarray = response[centre - half_width : centre + half_width + 1] / factor
     taps.setflags(write=False)
     return taps
 
@@ -82,7 +82,8 @@ def soxr_impulse_response(quality: str, factor: int, half_width: int) -> np.ndar
 def _sinc(spec: LowpassSpec) -> np.ndarray:
     offsets = np.arange(-spec.half_width, spec.half_width + 1)
     band = spec.cutoff / spec.factor  # cutoff over the high rate's Nyquist
-    return band * np.sinc(band * offsets)
+    taps: np.ndarray = band * np.sinc(band * offsets)
+    return taps
 
 
 @functools.cache

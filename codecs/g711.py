@@ -28,7 +28,8 @@ def _ulaw_decode_table() -> np.ndarray:
     exponent = (codes >> 4) & 0x07
     mantissa = codes & 0x0F
     magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84
-    return np.where(codes & 0x80, -magnitude, magnitude).astype(np.int16)
+    table: np.ndarray = np.where(codes & 0x80, -magnitude, magnitude).astype(np.int16)
+    return table
 
 
 def _ulaw_encode_table() -> np.ndarray:
@@ -40,7 +41,8 @@ def _ulaw_encode_table() -> np.ndarray:
         exponent += (biased >> bit) > 0
     mantissa = (biased >> (exponent + 1)) & 0x0F
     sign = np.where(samples < 0, 0x00, 0x80)
-    return (sign | ((7 - exponent) << 4) | (0x0F - mantissa)).astype(np.uint8)
+    table: np.ndarray = (sign | ((7 - exponent) << 4) | (0x0F - mantissa)).astype(np.uint8)
+    return table
 
 
 def _alaw_decode_table() -> np.ndarray:
@@ -49,7 +51,8 @@ def _alaw_decode_table() -> np.ndarray:
     exponent = toggled >> 4
     mantissa = (toggled & 0x0F) + np.where(exponent > 0, 16, 0)
     magnitude = ((mantissa << 4) + 8) << np.maximum(exponent - 1, 0)
-    return np.where(codes & 0x80, magnitude, -magnitude).astype(np.int16)
+    table: np.ndarray = np.where(codes & 0x80, magnitude, -magnitude).astype(np.int16)
+    return table
 
 
 def _alaw_encode_table() -> np.ndarray:
@@ -60,7 +63,8 @@ def _alaw_encode_table() -> np.ndarray:
         exponent += (magnitude >> bit) > 0
     mantissa = np.where(exponent > 0, magnitude >> np.maximum(exponent - 1, 0), magnitude) & 0x0F
     sign = np.where(samples < 0, 0x00, 0x80)
-    return ((sign | (exponent << 4) | mantissa) ^ 0x55).astype(np.uint8)
+    table: np.ndarray = ((sign | (exponent << 4) | mantissa) ^ 0x55).astype(np.uint8)
+    return table
 
 
 def _frozen(table: np.ndarray) -> np.ndarray:
@@ -97,19 +101,23 @@ def _sample_index(samples: object) -> np.ndarray:
 
 def ulaw_decode(data: _BytesLike) -> np.ndarray:
     """μ-law bytes → int16 samples."""
-    return ULAW_DECODE[_codes(data)]
+    samples: np.ndarray = ULAW_DECODE[_codes(data)]
+    return samples
 
 
 def ulaw_encode(samples: np.ndarray) -> bytes:
     """int16 samples → μ-law bytes."""
-    return ULAW_ENCODE[_sample_index(samples)].tobytes()
+    codes: bytes = ULAW_ENCODE[_sample_index(samples)].tobytes()
+    return codes
 
 
 def alaw_decode(data: _BytesLike) -> np.ndarray:
     """A-law bytes → int16 samples."""
-    return ALAW_DECODE[_codes(data)]
+    samples: np.ndarray = ALAW_DECODE[_codes(data)]
+    return samples
 
 
 def alaw_encode(samples: np.ndarray) -> bytes:
     """int16 samples → A-law bytes."""
-    return ALAW_ENCODE[_sample_index(samples)].tobytes()
+    codes: bytes = ALAW_ENCODE[_sample_index(samples)].tobytes()
+    return codes

@@ -75,7 +75,7 @@ class _PolyphaseFIR:
             plan = self._plan(need)
         blocks, rest, used = plan
         if blocks is not None:
-            out = np.dot(blocks, self._block_bank).reshape(-1)
+            out: np.ndarray = np.dot(blocks, self._block_bank).reshape(-1)
             if rest is not None:
                 out = np.concatenate((out, np.dot(rest, self._bank).reshape(-1)))
         elif rest is not None:

@@ -18,7 +18,6 @@ from .fir import DEFAULT_SPEC, LowpassSpec
 from .g711 import ULAW_DECODE, ULAW_ENCODE
 from .resample import Downsampler, Upsampler
 
-
 # The hot path decodes straight to float32, and turns the filter's float output into PCM16 or
 # μ-law with one table lookup: the table is indexed by the rounded sample plus an offset and has
 # saturation built in, which replaces a round, two clips and a cast (a few µs per frame).

@@ -25,7 +25,7 @@ def connect_stream(stream_url: str, parameters: Mapping[str, str], after_stream_
         stream.parameter(name=name, value=value)
     response.append(connect)
     response.redirect(after_stream_url, method="POST")
-    return response.to_xml()
+    return str(response.to_xml())
 
 
 def busy() -> str:
@@ -33,24 +33,25 @@ def busy() -> str:
     response = VoiceResponse()
     response.say(BUSY_MESSAGE)
     response.hangup()
-    return response.to_xml()
+    return str(response.to_xml())
 
 
 def hang_up() -> str:
     response = VoiceResponse()
     response.hangup()
-    return response.to_xml()
+    return str(response.to_xml())
 
 
 def apology(fallback_number: str | None) -> str:
     """The model is unreachable: apologise, then hand the caller to a person if we have one."""
     response = VoiceResponse()
-    response.say(APOLOGY_MESSAGE + (" Let me connect you to a colleague." if fallback_number else " Please call again later. Goodbye."))
+    then = " Let me connect you to a colleague." if fallback_number else " Please call again later. Goodbye."
+    response.say(APOLOGY_MESSAGE + then)
     if fallback_number:
         response.dial(fallback_number)
     else:
         response.hangup()
-    return response.to_xml()
+    return str(response.to_xml())
 
 
 def transfer(number: str, handoff: str | None = TRANSFER_MESSAGE) -> str:
@@ -59,4 +60,4 @@ def transfer(number: str, handoff: str | None = TRANSFER_MESSAGE) -> str:
     if handoff:
         response.say(handoff)
     response.dial(number)
-    return response.to_xml()
+    return str(response.to_xml())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from twilio.rest import Client
 
@@ -41,14 +42,14 @@ class NumberNotFound(LookupError):
     pass
 
 
-def _find(client: Client, phone_number: str):  # noqa: ANN202 - twilio's instance type
+def _find(client: Client, phone_number: str) -> Any:  # twilio's IncomingPhoneNumberInstance (untyped)
     numbers = client.incoming_phone_numbers.list(phone_number=phone_number, limit=2)
     if not numbers:
         raise NumberNotFound(f"{phone_number} is not a number of this Twilio account")
     return numbers[0]
 
 
-def _webhooks(number) -> NumberWebhooks:  # noqa: ANN001
+def _webhooks(number: Any) -> NumberWebhooks:
     return NumberWebhooks(
         phone_number=number.phone_number,
         sid=number.sid,
@@ -83,7 +84,7 @@ def configure_number(client: Client, phone_number: str, base_url: str) -> tuple[
 
 def points_here(webhooks: NumberWebhooks, base_url: str) -> list[str]:
     """What differs from the expected configuration (empty when it points here)."""
-    differences = []
+    differences: list[str] = []
     for name, wanted in expected_webhooks(base_url).items():
         have = getattr(webhooks, name)
         if (have or "").upper() != wanted.upper() if name.endswith("method") else have != wanted:

@@ -16,7 +16,7 @@ class TwilioSigner:
         self._validator = RequestValidator(auth_token)
 
     def sign(self, url: str, params: Mapping[str, str] | None = None) -> str:
-        return self._validator.compute_signature(url, dict(params or {}))
+        return str(self._validator.compute_signature(url, dict(params or {})))
 
     def is_valid(self, url: str, params: Mapping[str, str] | None, signature: str | None) -> bool:
         if not signature:

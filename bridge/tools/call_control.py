@@ -16,7 +16,9 @@ async def _transfer_call(args: dict[str, Any], call: CallActions) -> dict[str, A
     if not call.transfer_number:
         return {"status": "No colleague can take this call: tell the caller, and keep helping them yourself."}
     call.transfer_after_speaking(call.transfer_number)
-    return {"status": "The caller will be transferred after your next sentence. Tell them you are connecting them to a colleague now."}
+    return {
+        "status": "The caller will be transferred after your next sentence. Tell them you are connecting them to a colleague now."
+    }
 
 
 END_CALL = Tool(
