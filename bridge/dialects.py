@@ -609,33 +609,3 @@ def dialect_for(upstream: str) -> Dialect:
     if upstream == "voicelive":
         return VoiceLiveDialect()
     raise ValueError(f"no dialect for upstream {upstream!r}")
-
-
-# --- what server events and closes mean to a call (both dialects) ---------------------------------
-
-SESSION_EXPIRED = "session_expired"
-# Errors the service sends in normal operation, e.g. when server VAD already cancelled the
-# response we also cancel: not worth a warning.
-BENIGN_ERROR_CODES = frozenset({"response_cancel_not_active"})
-CLEAN_CLOSE_CODES = frozenset({1000, 1001})  # normal closure, going away
-# A rejected `conversation.item.truncate`: "Audio content of … is already shorter than …".
-_TRUNCATE_ERROR_PREFIX = "Audio content of"
-
-
-def is_session_expired(event: ServerEvent) -> bool:
-    """The service ended the session for its age (Azure OpenAI 30 min, others 60): replace it."""
-    return isinstance(event, UpstreamError) and event.code == SESSION_EXPIRED
-
-
-def is_benign_error(event: UpstreamError) -> bool:
-    return event.code in BENIGN_ERROR_CODES
-
-
-def is_truncate_error(event: UpstreamError) -> bool:
-    """The service refused a truncation (past the item's end, or a bad item)."""
-    return event.message.startswith(_TRUNCATE_ERROR_PREFIX) or "truncat" in event.message.lower()
-
-
-def is_clean_close(code: int | None) -> bool:
-    """The service closed the session on purpose (not a drop): the call ends, no replacement."""
-    return code in CLEAN_CLOSE_CODES

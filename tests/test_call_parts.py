@@ -4,7 +4,6 @@ input, the conversation memory and what tool code may ask of a call (bridge/call
 from __future__ import annotations
 
 import pytest
-from voice_codecs import AudioMode
 
 from bridge.call.caller_input import CallerInput
 from bridge.call.keypad import Keypad
@@ -12,6 +11,7 @@ from bridge.call.ledger import ResponseLedger
 from bridge.call.memory import ConversationMemory
 from bridge.call.state import CallState, EndReason, Lifecycle
 from bridge.call.tool_runs import Pending, PendingAction, ToolActions
+from voice_codecs import AudioMode
 
 # --- the response ledger ---------------------------------------------------------------------------
 

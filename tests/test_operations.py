@@ -18,8 +18,8 @@ import httpx
 import pytest
 from conftest import AUDIO, AUTH_TOKEN, caller_clip, read_wav, run, running_bridge
 
-from bridge.call_outcomes import CallOutcomes, Outcome
 from bridge.call import EndReason
+from bridge.call_outcomes import CallOutcomes, Outcome
 from bridge.phone import place_call
 from bridge.phone.caller import CallerPlan
 from twiml.signatures import TwilioSigner

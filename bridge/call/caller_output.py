@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Callable
 
 from prometheus_client import Counter
+
 from voice_codecs import AudioMode, make_transcoders
 
 from ..playback import PROBE_INTERVAL_S, PlaybackTracker

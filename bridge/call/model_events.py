@@ -111,9 +111,8 @@ class ModelEvents:
 
     async def barge_in(self) -> None:
         call = self.call
-        plan = plan_barge_in(
-            call.tracker, call.ledger.active, call.ledger.last_item, call.clock(), response_items_of=call.ledger.items_of_response_of
-        )
+        ledger = call.ledger
+        plan = plan_barge_in(call.tracker, ledger.active, ledger.last_item, call.clock(), ledger.items_of_response_of)
         if plan.is_noop:
             call.log.info("caller.speech_started", barge_in=False)
             return

@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 import structlog
 import websockets
+
 from voice_codecs import TWILIO_RATE, AudioMode
 
-from .. import dialects
-from .. import media_streams as ms
+from .. import dialects, media_streams as ms
 from ..append_batcher import TWILIO_FRAME_MS
 from ..deadlines import PeerDeadlines
 from ..logs import get_logger

@@ -15,8 +15,7 @@ from typing import Protocol
 from twiml.rest import CallControl
 from twiml.stream_tokens import StreamTokenError, StreamTokens
 
-from .. import dialects
-from .. import media_streams as ms
+from .. import dialects, media_streams as ms
 from ..admission import Admission, AdmissionRefused
 from ..dialects import SessionConfig
 from ..prewarm import Prewarm
@@ -65,8 +64,12 @@ class CallServices(Protocol):
     prewarm: Prewarm | None
     recorder: Recorder | None
     readiness: ReadinessMonitor | None
-    clock: Callable[[], float]
-    wall_clock: Callable[[], float]
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+    @property
+    def wall_clock(self) -> Callable[[], float]: ...
 
     def upstream_target(self) -> UpstreamTarget: ...
 
