@@ -46,8 +46,8 @@ def turn_latency_ms(report: object) -> float | None:
 async def one_network(delay_ms: float | None, calls: int, seed: int) -> dict[str, object]:
     """`delay_ms` None: no network at all (the simulator talks to the socket directly)."""
     from bridge.app import create_app
-    from bridge.phone import place_call
-    from bridge.phone.caller import CallerPlan, load_caller_audio
+    from bridge.devtools.phone import place_call
+    from bridge.devtools.phone.caller import CallerPlan, load_caller_audio
     from bridge.serving import serving
     from bridge.settings import Settings
     from bargein import AUDIO

@@ -55,7 +55,7 @@ from websockets.http11 import Request, Response
 from bridge import media_streams as ms
 from bridge.app import create_app
 from bridge.logs import configure_logging
-from bridge.phone.simulator import parse_stream_twiml
+from bridge.devtools.phone.simulator import parse_stream_twiml
 from bridge.serving import serving
 from bridge.settings import Settings
 from twiml.signatures import SIGNATURE_HEADER, TwilioSigner

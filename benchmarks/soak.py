@@ -6,9 +6,9 @@
 
 Everything runs in this process on loopback, as `voice-bridge demo` does: the app
 (`bridge.app.create_app(settings, clock=scaled_clock(speed))`) under uvicorn
-(`bridge.serving.serving`), signatures on, the local agent (`bridge.agent.LocalAgent`, started here
+(`bridge.serving.serving`), signatures on, the local agent (`bridge.devtools.agent.LocalAgent`, started here
 with `pace = 4 x speed` so that it streams 4x faster than the call's own time, as it does in real
-time), and two simulated callers (`bridge.phone.place_call(..., speed=speed)`), both cycling
+time), and two simulated callers (`bridge.devtools.phone.place_call(..., speed=speed)`), both cycling
 fixtures/audio/caller_*.wav for the whole call:
 
 - "barge-in": interrupts every answer 1.5 s into it (clear, response.cancel, truncate, again
@@ -74,7 +74,7 @@ class _Discard(bytearray):
 def _no_recording() -> None:
     """The simulator keeps every call's audio for `--record` (16 kB per simulated second per call):
     that is the test harness growing, not the bridge, so the soak drops it."""
-    from bridge.phone import simulator
+    from bridge.devtools.phone import simulator
 
     original = simulator.CallReport
 
@@ -91,12 +91,12 @@ def counter(metric) -> float:
 
 
 async def soak(args: argparse.Namespace) -> dict:
-    from bridge.agent import LocalAgent
+    from bridge.devtools.agent import LocalAgent
     from bridge.app import create_app
     from bridge.logs import configure_logging
-    from bridge.phone import place_call
-    from bridge.phone.caller import CallerPlan, load_caller_audio
-    from bridge.phone.simulator import scaled_clock
+    from bridge.devtools.phone import place_call
+    from bridge.devtools.phone.caller import CallerPlan, load_caller_audio
+    from bridge.devtools.clock import scaled_clock
     from bridge.serving import serving
     from bridge.settings import Settings
 

@@ -30,7 +30,7 @@ from twiml.urls import public_base_url, websocket_url
 
 from . import media_streams as ms
 from .admission import Admission, AdmissionRefused
-from .agent import LocalAgent
+from .devtools.agent import LocalAgent
 from .package_data import PackageDataMissing
 from .call_outcomes import CallOutcomes, Outcome
 from .auth import EntraTokens, TokenUnavailable

@@ -80,7 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_agent(args: argparse.Namespace) -> int:
     import wave
 
-    from .agent import LocalAgent
+    from .devtools.agent import LocalAgent
 
     from .settings import LOG_FORMATS, env_choice
 
@@ -118,7 +118,7 @@ def _plan(args: argparse.Namespace) -> object:
     """The caller's plan; each `--say` file is read now, and `--record`'s folder checked, before any call."""
     import wave
 
-    from .phone.caller import CallerPlan, load_caller_audio
+    from .devtools.phone.caller import CallerPlan, load_caller_audio
 
     utterances = []
     for name in args.say:
@@ -145,7 +145,7 @@ def _plan(args: argparse.Namespace) -> object:
 
 
 def _network(args: argparse.Namespace) -> object:
-    from .phone.network import NetworkProfile
+    from .devtools.phone.network import NetworkProfile
 
     try:
         return NetworkProfile(delay_ms=args.net_delay_ms, jitter_ms=args.jitter_ms, playout_delay_ms=args.playout_delay_ms)
@@ -155,7 +155,7 @@ def _network(args: argparse.Namespace) -> object:
 
 
 def _finish_call(report: object, record: str | None) -> None:
-    from .phone import CallReport
+    from .devtools.phone import CallReport
 
     assert isinstance(report, CallReport)
     print(report.summary())
@@ -165,8 +165,8 @@ def _finish_call(report: object, record: str | None) -> None:
 
 
 def cmd_call(args: argparse.Namespace) -> int:
-    from .phone import place_call
-    from .phone.simulator import SimulatorError
+    from .devtools.phone import place_call
+    from .devtools.phone.simulator import SimulatorError
 
     try:
         plan = _plan(args)
@@ -193,8 +193,8 @@ def cmd_call(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The bridge (with its embedded agent) and a simulated caller in one process, on loopback."""
     from .app import create_app
-    from .phone import place_call
-    from .phone.simulator import scaled_clock
+    from .devtools.phone import place_call
+    from .devtools.clock import scaled_clock
     from .serving import serving
 
     # A throwaway auth token: the demo signs and checks every request, as production does.
@@ -238,7 +238,7 @@ def demo_outcome(report: object, planned: int, agent_turns: int | None) -> tuple
     ask, the phone's side alone decides); the answer was heard when the caller heard the agent
     after each utterance (`CallReport.answers_heard`).
     """
-    from .phone import CallReport
+    from .devtools.phone import CallReport
 
     assert isinstance(report, CallReport)
     said, answered = report.utterances_said, report.answers_heard
@@ -262,8 +262,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import json
 
     from .recording_format import RecordingError
-    from .replay import recorded_calls, replay_call
-    from .replay_compare import Tolerances
+    from .devtools.replay.run import recorded_calls, replay_call
+    from .devtools.replay.compare import Tolerances
 
     configure_logging("console", args.log_level)
     tolerances = Tolerances(

@@ -17,8 +17,8 @@ import websockets
 from starlette.applications import Starlette
 
 from bridge.app import create_app
-from bridge.phone.caller import load_caller_audio
-from bridge.phone.simulator import scaled_clock
+from bridge.devtools.phone.caller import load_caller_audio
+from bridge.devtools.clock import scaled_clock
 from bridge.serving import serving
 from bridge.settings import Settings
 
@@ -95,7 +95,7 @@ async def open_signed_stream(
     import httpx
     from websockets.asyncio.client import connect
 
-    from bridge.phone.simulator import parse_stream_twiml
+    from bridge.devtools.phone.simulator import parse_stream_twiml
     from twiml.signatures import TwilioSigner
 
     signer = TwilioSigner(AUTH_TOKEN)

@@ -13,8 +13,8 @@ import soxr
 from conftest import AUDIO, AUTH_TOKEN, caller_clip, capture_logs, read_wav, run, running_bridge, settle
 from scripted_upstream import ScriptedSession, ScriptedUpstream
 
-from bridge.phone import place_call
-from bridge.phone.caller import CallerPlan
+from bridge.devtools.phone import place_call
+from bridge.devtools.phone.caller import CallerPlan
 from voice_codecs import ulaw_decode, ulaw_encode
 
 

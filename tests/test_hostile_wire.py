@@ -29,8 +29,8 @@ from scripted_upstream import ScriptedSession, ScriptedUpstream
 from bridge import dialects
 from bridge import media_streams as ms
 from bridge.dialects import GADialect, VoiceLiveDialect
-from bridge.phone import place_call
-from bridge.phone.caller import CallerPlan
+from bridge.devtools.phone import place_call
+from bridge.devtools.phone.caller import CallerPlan
 from bridge.profiles import default_profile, session_config
 from bridge.settings import Settings
 from bridge.tools import Tool, ToolRegistry, default_registry

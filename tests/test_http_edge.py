@@ -26,7 +26,7 @@ from websockets.asyncio.client import connect
 
 import bridge.app as app_module
 from bridge.app import create_app, create_internal_app
-from bridge.phone.simulator import parse_stream_twiml
+from bridge.devtools.phone.simulator import parse_stream_twiml
 from bridge.serving import serving
 from bridge.settings import Settings
 from twiml.signatures import TwilioSigner

@@ -27,8 +27,8 @@ from scripted_upstream import ScriptedSession, ScriptedUpstream
 from bridge import call_session, upstream as upstream_module
 from bridge.deadlines import PeerDeadlines
 from bridge import media_streams as ms
-from bridge.phone import place_call
-from bridge.phone.caller import CallerPlan
+from bridge.devtools.phone import place_call
+from bridge.devtools.phone.caller import CallerPlan
 from bridge.serving import AbortableWebSocketProtocol
 
 GREETING, _ = read_wav(AUDIO / "agent_greeting.wav")

@@ -16,8 +16,8 @@ from twilio_api import FakeTwilioApi
 
 from bridge import media_streams as ms
 from bridge.flood_guard import FloodGuard
-from bridge.phone import place_call
-from bridge.phone.caller import CallerPlan
+from bridge.devtools.phone import place_call
+from bridge.devtools.phone.caller import CallerPlan
 
 SILENCE = b"\xff" * 160
 UNREACHABLE = "ws://127.0.0.1:9/v1/realtime"  # nothing listens on the discard port

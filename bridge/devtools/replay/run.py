@@ -10,7 +10,7 @@ Everything runs in one process on loopback, like `voice-bridge demo`:
   scaled by `speed`, and records this run into a scratch folder;
 - the phone simulator plays the recorded caller (`RecordedCaller`) on the same scaled clock.
 
-The two recordings are then compared (`bridge.replay_compare`).
+The two recordings are then compared (`bridge.devtools.replay.compare`).
 """
 
 from __future__ import annotations
@@ -25,16 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .app import create_app
-from .phone import place_call
-from .phone.recorded_caller import RecordedCaller, RecordedCallerScript
-from .phone.simulator import scaled_clock
-from .recording_format import IN, TWILIO, Recording, RecordingError, load_recording
-from .replay_compare import Comparison, Tolerances, compare
-from .replay_upstream import ReplayUpstream, StreamTimeline
-from .serving import serving
-from .settings import DEFAULT_INSTRUCTIONS, Settings
-from .tools import ToolRegistry
+from ...app import create_app
+from ..phone import place_call
+from ..phone.recorded_caller import RecordedCaller, RecordedCallerScript
+from ..clock import scaled_clock
+from ...recording_format import IN, TWILIO, Recording, RecordingError, load_recording
+from .compare import Comparison, Tolerances, compare
+from .upstream import ReplayUpstream, StreamTimeline
+from ...serving import serving
+from ...settings import DEFAULT_INSTRUCTIONS, Settings
+from ...tools import ToolRegistry
 
 DUMMY_KEY = "replay-dummy-key-not-a-secret"
 REPLAY_NUMBER = "+15550100000"

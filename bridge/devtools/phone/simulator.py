@@ -4,7 +4,7 @@ Faithful to Twilio where the bridge can tell: form fields and signatures on `POS
 signed WebSocket upgrade, `connected`/`start`/`media`/`stop` with string counters, outbound
 audio played at 8 kHz, marks echoed only once their audio has played, and every pending mark
 echoed at once on `clear`. With a `NetworkProfile` it also puts a network between itself and
-the bridge (`bridge.phone.network`): one-way delay and jitter each way, in order, with stalls that
+the bridge (`bridge.devtools.phone.network`): one-way delay and jitter each way, in order, with stalls that
 release messages in bursts, and Twilio's playout start delay for audio arriving into an empty
 buffer. "Heard" is then what played until the `clear` reached the phone.
 """
@@ -32,7 +32,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from twiml.signatures import SIGNATURE_HEADER, TwilioSigner
 from voice_codecs import ulaw_decode
 
-from .. import media_streams as ms
+from ... import media_streams as ms
 from .caller import FRAME_MS, Caller, CallerPlan, CallerState
 from .network import DelayLine, NetworkProfile
 from .playout import PlayoutBuffer
@@ -112,12 +112,6 @@ class CallReport:
             wav.setsampwidth(2)
             wav.setframerate(8000)
             wav.writeframes(stereo.tobytes())
-
-
-def scaled_clock(speed: float) -> Callable[[], float]:
-    """A monotonic clock running `speed` times faster: give it to the bridge when the phone runs at `speed`."""
-    origin = time.monotonic()
-    return lambda: origin + (time.monotonic() - origin) * speed
 
 
 def _sid(prefix: str) -> str:
