@@ -14,7 +14,7 @@ being heard that were deleted, and the time from speech_started to silence at th
 `--no-network-model` holds the bridge's round-trip estimate cold (the accounting before issue 14);
 `--pace 1` streams the model in real time (outbound pacing).
 
-Everything runs in this process on loopback: the real app under uvicorn (`bridge.app.create_app`,
+Everything runs in this process on loopback: the real app under uvicorn (`bridge.devtools.local_bridge.served_bridge`,
 `bridge.serving.serving`), the phone simulator as Twilio (`bridge.devtools.phone.place_call`, real time,
 5 ms playout steps), and a scripted GA Realtime upstream defined here that enforces the real
 service's truncate rules (`audio_end_ms` > 0 and <= the item's audio, assistant audio items only).
@@ -594,19 +594,17 @@ async def run_call(
     rounds: list[RoundPlan], tap: PhoneTap, pace: float = 4.0, settle_s: float = 0.25, network: Any = None
 ) -> CallResult:
     """One simulated phone call, in real time, through the real app, against `rounds`."""
-    from bridge.app import create_app
+    from bridge.devtools.local_bridge import served_bridge
     from bridge.devtools.phone import place_call
     from bridge.devtools.phone.caller import CallerPlan
-    from bridge.serving import serving
     from bridge.settings import Settings
 
     async with RulesUpstream(rounds, pace=pace, settle_s=settle_s) as upstream:
         settings = Settings(twilio_auth_token=AUTH_TOKEN, upstream_url=upstream.url)
         settings.validate()
-        app = create_app(settings)
-        async with serving(app) as url:
+        async with served_bridge(settings) as bridge:
             plan = CallerPlan(max_call_s=3600.0, hangup_after_s=1e9)
-            report = await place_call(url, plan, auth_token=AUTH_TOKEN, speed=1.0, network=network)
+            report = await place_call(bridge.url, plan, auth_token=AUTH_TOKEN, speed=1.0, network=network)
     if upstream.failures:
         raise RuntimeError(f"the scripted upstream failed: {upstream.failures[0]!r}") from upstream.failures[0]
     if not upstream.sessions or not upstream.sessions[0].finished:

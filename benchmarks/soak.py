@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/soak.py --minutes 8 --speed 3 --trace   # find where memory goes
 
 Everything runs in this process on loopback, as `voice-bridge demo` does: the app
-(`bridge.app.create_app(settings, clock=scaled_clock(speed))`) under uvicorn
+(`bridge.devtools.local_bridge.local_bridge(settings, clock=scaled_clock(speed))`) under uvicorn
 (`bridge.serving.serving`), signatures on, the local agent (`bridge.devtools.agent.LocalAgent`, started here
 with `pace = 4 x speed` so that it streams 4x faster than the call's own time, as it does in real
 time), and two simulated callers (`bridge.devtools.phone.place_call(..., speed=speed)`), both cycling
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -92,7 +93,7 @@ def counter(metric) -> float:
 
 async def soak(args: argparse.Namespace) -> dict:
     from bridge.devtools.agent import LocalAgent
-    from bridge.app import create_app
+    from bridge.devtools.local_bridge import local_bridge
     from bridge.logs import configure_logging
     from bridge.devtools.phone import place_call
     from bridge.devtools.phone.caller import CallerPlan, load_caller_audio
@@ -114,7 +115,8 @@ async def soak(args: argparse.Namespace) -> dict:
     await agent.start()
     settings = Settings(twilio_auth_token=token, upstream_url=agent.url, log_level="warning")
     settings.validate()
-    app = create_app(settings, clock=scaled_clock(args.speed))
+    services = contextlib.AsyncExitStack()  # the bridge's services, closed once the calls are over
+    app = (await services.enter_async_context(local_bridge(settings, clock=scaled_clock(args.speed)))).app
     state = app.state.bridge
     samples: list[dict] = []
     snapshot_half = None
@@ -175,6 +177,7 @@ async def soak(args: argparse.Namespace) -> dict:
             after_snapshot = tracemalloc.take_snapshot() if tracemalloc.is_tracing() else None
             tracemalloc.stop()
     finally:
+        await services.aclose()
         await agent.stop()
 
     reports = {}

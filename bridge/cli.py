@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import secrets
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .logs import configure_logging, get_logger
 from .settings import ConfigError, Settings, check_clips_folder
+
+if TYPE_CHECKING:
+    from .services import ServicePlan
 
 log = get_logger("bridge.cli")
 
@@ -24,9 +29,10 @@ def _settings_or_exit() -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .app import create_app, create_internal_app
-    from .serving import DrainingServer, default_limit_concurrency, uvicorn_config
-    from .upstream import redact_url
+    import uvicorn
+
+    from .serving import default_limit_concurrency
+    from .services import prepare_services
 
     settings = _settings_or_exit()
     host = args.host if args.host is not None else settings.host
@@ -37,11 +43,73 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Everything that can be wrong with the configuration is found before the first log line, so a
     # mistake is one line on stderr (and exit 2), never a traceback.
     try:
-        app = create_app(settings)
+        plan = prepare_services(settings)
+        agent = _embedded_agent_or_none(settings)
     except ConfigError as exc:
         print(f"voice-bridge: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level, redact=settings.secret_values())
+    _log_starting(settings)
+    edge = {
+        "header_timeout_s": args.header_timeout,
+        "limit_concurrency": args.limit_concurrency or default_limit_concurrency(settings.max_calls),
+        "forwarded_allow_ips": args.forwarded_allow_ips,
+    }
+    # The event loop uvicorn would pick (uvloop when installed), with the services and the embedded
+    # agent (VOICE_BRIDGE_UPSTREAM=local) started in it before the server listens.
+    loop_factory = uvicorn.Config(app=None, log_config=None).get_loop_factory()
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_serve(settings, plan, agent, host, port, edge))
+    return 0
+
+
+class _Agent(Protocol):
+    """The embedded local agent as `serve` uses it (bridge/devtools/agent, imported only when needed)."""
+
+    url: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def _embedded_agent_or_none(settings: Settings) -> _Agent | None:
+    """The embedded local agent (clips loaded; ConfigError if they cannot be), for VOICE_BRIDGE_UPSTREAM=local."""
+    if not settings.uses_embedded_agent:
+        return None
+    from .devtools.local_bridge import embedded_agent  # dev tooling: only the local upstream needs it
+
+    return embedded_agent(settings)
+
+
+async def _serve(settings: Settings, plan: ServicePlan, agent: _Agent | None, host: str, port: int, edge: dict[str, Any]) -> None:
+    """Start the embedded agent (if any), then the services, then serve until SIGTERM has drained the calls."""
+    from .app import create_app, create_internal_app
+    from .serving import DrainingServer, uvicorn_config
+    async with contextlib.AsyncExitStack() as stack:
+        local_url = None
+        if agent is not None:
+            await agent.start()
+            stack.push_async_callback(agent.stop)
+            local_url = agent.url
+        services = await stack.enter_async_context(plan.open(local_url=local_url))
+        app = create_app(settings, services)
+        internal = None
+        if settings.metrics_port is not None:
+            internal = uvicorn_config(create_internal_app(app), host, settings.metrics_port, lifespan="off", **edge)
+            log.info("voice-bridge.internal_port", port=settings.metrics_port, routes="/metrics /readyz /healthz")
+        # On SIGTERM the server drains the calls first (see DrainingServer), then exits 0.
+        server = DrainingServer(
+            uvicorn_config(app, host, port, **edge),
+            drain=lambda: app.state.bridge.drain(settings.drain_seconds),
+            internal=internal,
+        )
+        await server.serve()
+
+
+def _log_starting(settings: Settings) -> None:
+    from .upstream import redact_url
+
     if settings.uses_embedded_agent:
         log.info("voice-bridge.starting", upstream="local", note="using the embedded local agent: no cloud account needed")
     else:
@@ -58,23 +126,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "voice-bridge.insecure",
             note="VOICE_BRIDGE_INSECURE_DEV=1: Twilio signatures are NOT checked; never expose this server",
         )
-    # On SIGTERM the server drains the calls first (see DrainingServer), then exits 0.
-    edge = {
-        "header_timeout_s": args.header_timeout,
-        "limit_concurrency": args.limit_concurrency or default_limit_concurrency(settings.max_calls),
-        "forwarded_allow_ips": args.forwarded_allow_ips,
-    }
-    internal = None
-    if settings.metrics_port is not None:
-        internal = uvicorn_config(create_internal_app(app), host, settings.metrics_port, lifespan="off", **edge)
-        log.info("voice-bridge.internal_port", port=settings.metrics_port, routes="/metrics /readyz /healthz")
-    server = DrainingServer(
-        uvicorn_config(app, host, port, **edge),
-        drain=lambda: app.state.bridge.drain(settings.drain_seconds),
-        internal=internal,
-    )
-    server.run()
-    return 0
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -192,10 +243,10 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The bridge (with its embedded agent) and a simulated caller in one process, on loopback."""
-    from .app import create_app
-    from .devtools.phone import place_call
     from .devtools.clock import scaled_clock
-    from .serving import serving
+    from .devtools.local_bridge import embedded_agent, served_bridge
+    from .devtools.phone import place_call
+    from .services import prepare_services
 
     # A throwaway auth token: the demo signs and checks every request, as production does.
     token = secrets.token_hex(16)
@@ -205,7 +256,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         clips = (os.environ.get("VOICE_BRIDGE_AGENT_CLIPS") or "").strip()
         settings = Settings(twilio_auth_token=token, audio=args.audio, agent_clips_dir=check_clips_folder(clips) if clips else None)
         settings.validate()
-        app = create_app(settings, clock=scaled_clock(args.speed))
+        services = prepare_services(settings)
+        agent = embedded_agent(settings)
     except _BadArgument as exc:
         print(f"voice-bridge demo: {exc}", file=sys.stderr)
         return 2
@@ -216,13 +268,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     async def run() -> object:
         # The bridge keeps time with the phone, so --speed is real time for both of them.
-        async with serving(app) as url:
-            return await place_call(url, plan, auth_token=token, speed=args.speed, network=network)  # type: ignore[arg-type]
+        async with served_bridge(settings, clock=scaled_clock(args.speed), plan=services, agent=agent) as bridge:
+            return await place_call(bridge.url, plan, auth_token=token, speed=args.speed, network=network)  # type: ignore[arg-type]
 
     report = asyncio.run(run())
     _finish_call(report, args.record)
-    agent = app.state.bridge.agent
-    lines, problems = demo_outcome(report, len(args.say), agent.caller_turns_heard if agent is not None else None)
+    lines, problems = demo_outcome(report, len(args.say), agent.caller_turns_heard)
     print("\n".join(lines))
     if problems:
         print(f"voice-bridge demo: {'; '.join(problems)}", file=sys.stderr)

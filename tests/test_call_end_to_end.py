@@ -49,7 +49,7 @@ def test_whole_call_greeting_question_answer_caller_hangs_up() -> None:
                 report = await place_call(url, plan, auth_token=AUTH_TOKEN, speed=2.0)
                 # Both sockets close and every task of the call ends, within a second.
                 assert await settle(lambda: not state.active_calls)
-                assert await settle(lambda: state.agent.open_sessions == 0)
+                assert await settle(lambda: app.state.local_agent.open_sessions == 0)
                 assert await settle(lambda: not (asyncio.all_tasks() - before - {asyncio.current_task()}))
 
             assert report.ended_by == "caller"
