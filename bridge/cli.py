@@ -473,7 +473,12 @@ def _add_call_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voice-bridge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_serve, _add_agent, _add_call, _add_twilio, _add_demo, _add_replay):
+        add(sub)
+    return parser
 
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="run the bridge (POST /voice, WS /media-stream, /healthz, /readyz)")
     # Defaults come from VOICE_BRIDGE_HOST and PORT, read (and checked) with the other settings:
     # a bad PORT must not break `--help`.
@@ -489,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds a request's line and headers may take to arrive before 408 and close (default 10)")
     serve.set_defaults(func=cmd_serve)
 
+
+def _add_agent(sub: argparse._SubParsersAction) -> None:
     agent = sub.add_parser("agent", help="run the local Realtime agent on its own")
     agent.add_argument("--host", default="127.0.0.1")
     agent.add_argument("--port", type=_port, default=9000)
@@ -496,6 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--pace", type=_positive, default=4.0, help="how many times faster than real time it streams audio")
     agent.set_defaults(func=cmd_agent)
 
+
+def _add_call(sub: argparse._SubParsersAction) -> None:
     call = sub.add_parser("call", help="place a simulated Twilio call against a running bridge")
     call.add_argument("--url", default="http://127.0.0.1:8000", help="the bridge's base URL (it posts to URL/voice)")
     call.add_argument("--to", default="+15550100000")
@@ -504,6 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_call_options(call)
     call.set_defaults(func=cmd_call)
 
+
+def _add_twilio(sub: argparse._SubParsersAction) -> None:
     twilio = sub.add_parser("twilio", help="point a Twilio number at this service, or check that it does")
     twilio_sub = twilio.add_subparsers(dest="twilio_command", required=True)
     for name, text in (("configure", "set the number's voice webhook and status callback"), ("check", "say whether the number points here")):
@@ -512,12 +523,16 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--url", required=True, help="this service's public base URL, https://host")
     twilio.set_defaults(func=cmd_twilio)
 
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="a whole simulated call against an in-process bridge and local agent")
     demo.add_argument("--audio", choices=("pcm24k", "g711"), default="pcm24k")
     demo.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error", "critical"))
     _add_call_options(demo)
     demo.set_defaults(func=cmd_demo)
 
+
+def _add_replay(sub: argparse._SubParsersAction) -> None:
     replay = sub.add_parser("replay", help="replay recorded calls against the current code and compare")
     replay.add_argument("calls", nargs="+", metavar="DIR",
                         help="a recorded call's folder (events.jsonl, meta.json, WAVs), or a folder of them")
@@ -535,7 +550,6 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="print the comparison as JSON")
     replay.add_argument("--log-level", default="warning")
     replay.set_defaults(func=cmd_replay)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
