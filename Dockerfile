@@ -29,6 +29,10 @@ RUN python -m venv /opt/venv \
 # 2. The project itself, as a wheel, with no dependency resolution (they are all in already);
 #    `pip check` fails the build if the lock no longer satisfies pyproject.toml.
 COPY pyproject.toml README.md ./
+# bridge/devtools/ (local agent, phone simulator, replay) ships too, on purpose: `serve` with the
+# default VOICE_BRIDGE_UPSTREAM=local starts the embedded agent from it, and the image's smoke test
+# (.ci/check-deploy.sh) calls it with `voice-bridge call`. No production module imports it
+# (tests/test_import_graph.py), so `serve` against a cloud upstream never loads it.
 COPY bridge ./bridge
 COPY codecs ./codecs
 COPY twiml ./twiml

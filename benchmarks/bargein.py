@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bargein.py --direct   # no network at all (the simulator before issue 14)
     .venv/bin/python benchmarks/bargein.py --calls 3 --rounds 100 --seed 7 --delays 30
 
-Since issue 14 the phone simulator sits behind a simulated network (`bridge.phone.network`): each
+Since issue 14 the phone simulator sits behind a simulated network (`bridge.devtools.phone.network`): each
 delay d runs with jitter ±d/3 (`--jitter-ratio`), a 60 ms playout start delay
 (`--playout-delay-ms`) and a 40 ms stall about every 10 s each way (`--no-bursts` to drop them).
 "Heard" is what played until the `clear` reached the phone. Per delay it prints ours beside the
@@ -14,8 +14,8 @@ being heard that were deleted, and the time from speech_started to silence at th
 `--no-network-model` holds the bridge's round-trip estimate cold (the accounting before issue 14);
 `--pace 1` streams the model in real time (outbound pacing).
 
-Everything runs in this process on loopback: the real app under uvicorn (`bridge.app.create_app`,
-`bridge.serving.serving`), the phone simulator as Twilio (`bridge.phone.place_call`, real time,
+Everything runs in this process on loopback: the real app under uvicorn (`bridge.devtools.local_bridge.served_bridge`,
+`bridge.serving.serving`), the phone simulator as Twilio (`bridge.devtools.phone.place_call`, real time,
 5 ms playout steps), and a scripted GA Realtime upstream defined here that enforces the real
 service's truncate rules (`audio_end_ms` > 0 and <= the item's audio, assistant audio items only).
 
@@ -579,7 +579,7 @@ class PhoneTap:
 
 @dataclass
 class CallResult:
-    report: Any  # bridge.phone.simulator.CallReport
+    report: Any  # bridge.devtools.phone.simulator.CallReport
     upstream: RulesUpstream
     media: list[tuple[float, int]]
     clears: list[float]
@@ -594,19 +594,17 @@ async def run_call(
     rounds: list[RoundPlan], tap: PhoneTap, pace: float = 4.0, settle_s: float = 0.25, network: Any = None
 ) -> CallResult:
     """One simulated phone call, in real time, through the real app, against `rounds`."""
-    from bridge.app import create_app
-    from bridge.phone import place_call
-    from bridge.phone.caller import CallerPlan
-    from bridge.serving import serving
+    from bridge.devtools.local_bridge import served_bridge
+    from bridge.devtools.phone import place_call
+    from bridge.devtools.phone.caller import CallerPlan
     from bridge.settings import Settings
 
     async with RulesUpstream(rounds, pace=pace, settle_s=settle_s) as upstream:
         settings = Settings(twilio_auth_token=AUTH_TOKEN, upstream_url=upstream.url)
         settings.validate()
-        app = create_app(settings)
-        async with serving(app) as url:
+        async with served_bridge(settings) as bridge:
             plan = CallerPlan(max_call_s=3600.0, hangup_after_s=1e9)
-            report = await place_call(url, plan, auth_token=AUTH_TOKEN, speed=1.0, network=network)
+            report = await place_call(bridge.url, plan, auth_token=AUTH_TOKEN, speed=1.0, network=network)
     if upstream.failures:
         raise RuntimeError(f"the scripted upstream failed: {upstream.failures[0]!r}") from upstream.failures[0]
     if not upstream.sessions or not upstream.sessions[0].finished:
@@ -925,7 +923,7 @@ def machine_description() -> str:
 
 
 def network_profile(delay_ms: float, jitter_ratio: float, playout_ms: float, bursts: bool, seed: int) -> Any:
-    from bridge.phone.network import NetworkProfile
+    from bridge.devtools.phone.network import NetworkProfile
 
     realistic = NetworkProfile.realistic(delay_ms, seed=seed)
     return dataclasses.replace(

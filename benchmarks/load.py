@@ -18,7 +18,7 @@ For each N, fresh processes:
   above N, its upstream the local agent below (`VOICE_BRIDGE_UPSTREAM_URL`).
 - core 1: the load generator: the local agent (`taskset -c 1 voice-bridge agent --pace 4`: it
   streams each answer in 100 ms deltas 4x faster than real time, as a real service does), the
-  simulator fleet (this file with `--fleet`: N `bridge.phone.place_call(..., speed=1.0,
+  simulator fleet (this file with `--fleet`: N `bridge.devtools.phone.place_call(..., speed=1.0,
   playout_step_ms=20)` in one asyncio process on uvloop, started at random offsets over
   `--spread` seconds), and this controller (it samples /proc, scrapes /metrics, probes /healthz).
 
@@ -299,9 +299,9 @@ def run_fleet(cfg: dict) -> dict:
     import uvloop
 
     from bridge import media_streams as ms
+    from bridge.devtools.phone import place_call
+    from bridge.devtools.phone.caller import CallerPlan, load_caller_audio
     from bridge.logs import configure_logging
-    from bridge.phone import place_call
-    from bridge.phone.caller import CallerPlan, load_caller_audio
 
     configure_logging("console", "warning")
     clips = [load_caller_audio(AUDIO / "caller_question.wav"), load_caller_audio(AUDIO / "caller_interrupt.wav")]

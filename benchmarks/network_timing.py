@@ -45,10 +45,9 @@ def turn_latency_ms(report: object) -> float | None:
 
 async def one_network(delay_ms: float | None, calls: int, seed: int) -> dict[str, object]:
     """`delay_ms` None: no network at all (the simulator talks to the socket directly)."""
-    from bridge.app import create_app
-    from bridge.phone import place_call
-    from bridge.phone.caller import CallerPlan, load_caller_audio
-    from bridge.serving import serving
+    from bridge.devtools.local_bridge import served_bridge
+    from bridge.devtools.phone import place_call
+    from bridge.devtools.phone.caller import CallerPlan, load_caller_audio
     from bridge.settings import Settings
     from bargein import AUDIO
 
@@ -57,7 +56,8 @@ async def one_network(delay_ms: float | None, calls: int, seed: int) -> dict[str
     settings.validate()
     plan = CallerPlan(utterances=(load_caller_audio(AUDIO / "caller_question.wav"),), pause_s=0.6, hangup_after_s=1.0)
     greetings, turns = [], []
-    async with serving(create_app(settings)) as url:
+    async with served_bridge(settings) as bridge:
+        url = bridge.url
         for n in range(0, calls, 2):
             batch = [
                 place_call(url, plan, auth_token=token, network=None if delay_ms is None else network_profile(delay_ms, 1 / 3, 60.0, True, seed + n + k))

@@ -53,10 +53,9 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from bridge import media_streams as ms
-from bridge.app import create_app
+from bridge.devtools.local_bridge import served_bridge
+from bridge.devtools.phone.simulator import parse_stream_twiml
 from bridge.logs import configure_logging
-from bridge.phone.simulator import parse_stream_twiml
-from bridge.serving import serving
 from bridge.settings import Settings
 from twiml.signatures import SIGNATURE_HEADER, TwilioSigner
 
@@ -203,8 +202,12 @@ async def benchmark(handshakes: list[float], gaps: list[float], first_audio_ms: 
     async with ScriptedModel(first_audio_ms) as model:
         base = {"upstream": "openai", "openai_api_key": "sk-benchmark", "upstream_url": model.url,
                 "twilio_auth_token": AUTH_TOKEN, "max_calls": 1000}  # fmt: skip
-        on, off = create_app(Settings(**base, prewarm=True)), create_app(Settings(**base, prewarm=False))
-        async with serving(on) as url_on, serving(off) as url_off, httpx.AsyncClient() as http:
+        async with (
+            served_bridge(Settings(**base, prewarm=True)) as on,
+            served_bridge(Settings(**base, prewarm=False)) as off,
+            httpx.AsyncClient() as http,
+        ):
+            url_on, url_off = on.url, off.url
             await place_call(http, url_on, 0.0, signer)  # warm up imports, code paths, HTTP connections: not measured
             await place_call(http, url_off, 0.0, signer)
             for handshake_ms in handshakes:

@@ -5,10 +5,10 @@
     .venv/bin/python benchmarks/soak.py --minutes 8 --speed 3 --trace   # find where memory goes
 
 Everything runs in this process on loopback, as `voice-bridge demo` does: the app
-(`bridge.app.create_app(settings, clock=scaled_clock(speed))`) under uvicorn
-(`bridge.serving.serving`), signatures on, the local agent (`bridge.agent.LocalAgent`, started here
+(`bridge.devtools.local_bridge.local_bridge(settings, clock=scaled_clock(speed))`) under uvicorn
+(`bridge.serving.serving`), signatures on, the local agent (`bridge.devtools.agent.LocalAgent`, started here
 with `pace = 4 x speed` so that it streams 4x faster than the call's own time, as it does in real
-time), and two simulated callers (`bridge.phone.place_call(..., speed=speed)`), both cycling
+time), and two simulated callers (`bridge.devtools.phone.place_call(..., speed=speed)`), both cycling
 fixtures/audio/caller_*.wav for the whole call:
 
 - "barge-in": interrupts every answer 1.5 s into it (clear, response.cancel, truncate, again
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -74,7 +75,7 @@ class _Discard(bytearray):
 def _no_recording() -> None:
     """The simulator keeps every call's audio for `--record` (16 kB per simulated second per call):
     that is the test harness growing, not the bridge, so the soak drops it."""
-    from bridge.phone import simulator
+    from bridge.devtools.phone import simulator
 
     original = simulator.CallReport
 
@@ -91,12 +92,12 @@ def counter(metric) -> float:
 
 
 async def soak(args: argparse.Namespace) -> dict:
-    from bridge.agent import LocalAgent
-    from bridge.app import create_app
+    from bridge.devtools.agent import LocalAgent
+    from bridge.devtools.clock import scaled_clock
+    from bridge.devtools.local_bridge import local_bridge
+    from bridge.devtools.phone import place_call
+    from bridge.devtools.phone.caller import CallerPlan, load_caller_audio
     from bridge.logs import configure_logging
-    from bridge.phone import place_call
-    from bridge.phone.caller import CallerPlan, load_caller_audio
-    from bridge.phone.simulator import scaled_clock
     from bridge.serving import serving
     from bridge.settings import Settings
 
@@ -114,7 +115,8 @@ async def soak(args: argparse.Namespace) -> dict:
     await agent.start()
     settings = Settings(twilio_auth_token=token, upstream_url=agent.url, log_level="warning")
     settings.validate()
-    app = create_app(settings, clock=scaled_clock(args.speed))
+    services = contextlib.AsyncExitStack()  # the bridge's services, closed once the calls are over
+    app = (await services.enter_async_context(local_bridge(settings, clock=scaled_clock(args.speed)))).app
     state = app.state.bridge
     samples: list[dict] = []
     snapshot_half = None
@@ -175,6 +177,7 @@ async def soak(args: argparse.Namespace) -> dict:
             after_snapshot = tracemalloc.take_snapshot() if tracemalloc.is_tracing() else None
             tracemalloc.stop()
     finally:
+        await services.aclose()
         await agent.stop()
 
     reports = {}

@@ -1,15 +1,11 @@
-"""The Starlette application: routes and the process-wide resources they share."""
+"""The Starlette application: the routes, over the process-wide services (`bridge.services`)."""
 
 from __future__ import annotations
 
 import asyncio
 import re
-import contextlib
-import time
-import wave
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
@@ -18,36 +14,20 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from azure.core.credentials_async import AsyncTokenCredential
-from twilio.http.async_http_client import AsyncTwilioHttpClient
-from twilio.rest import Client as TwilioClient
-
 from twiml import documents
-from twiml.rest import CallControl
-from twiml.signatures import SIGNATURE_HEADER, TwilioSigner
-from twiml.stream_tokens import StreamTokens
+from twiml.signatures import SIGNATURE_HEADER
 from twiml.urls import public_base_url, websocket_url
 
-from .admission import Admission, AdmissionRefused
-from .agent import LocalAgent
-from .package_data import PackageDataMissing
-from .call_outcomes import CallOutcomes, Outcome
-from .auth import EntraTokens, TokenUnavailable
+from .admission import AdmissionRefused
 from .call import CallSession, EndReason, prepare_call, prewarm_opener
 from .call.setup import STREAM_TOKEN_PARAMETER
-from .dialects import dialect_for
-from .prewarm import Prewarm
-from .recording import Recorder, RecordOptions
-from .recording_format import make_private_dir
-from .profiles import ProfileBook, default_profile
+from .call_outcomes import Outcome
 from .logs import get_logger
-from .settings import ConfigError, Settings
-from .telemetry import Metrics, bounded_label
-from .tools import ToolRegistry, default_registry
+from .services import Services
+from .settings import Settings
+from .telemetry import bounded_label
 from .twilio_stream import CLOSE_INTERNAL, CLOSE_POLICY, TwilioStream
-from .readiness import PROBE_RESULTS, ReadinessMonitor
-from .upstream import UpstreamTarget, probe_upstream
-from .upstream_config import check_upstream_settings, upstream_spec
+from .upstream import UpstreamTarget
 
 log = get_logger("bridge.app")
 
@@ -57,7 +37,6 @@ STATUS_PATH = "/voice/status"
 MEDIA_STREAM_PATH = "/media-stream"
 MAX_WEBHOOK_BYTES = 64 * 1024
 WEBHOOK_BODY_TIMEOUT_S = 10.0  # Twilio sends its few hundred bytes at once; a body that dribbles is not Twilio
-STREAM_TOKEN_TTL_S = 60.0
 GOODBYE_GRACE_S = 15.0  # after the drain deadline: time for goodbyes to be said and heard
 # After the last call: Twilio asks /voice/after-stream right after a stream closes; a refused
 # request would make it speak an application error to the caller who just heard our goodbye.
@@ -67,31 +46,18 @@ _CALL_SID = re.compile(r"[A-Za-z0-9]{1,64}")
 
 
 @dataclass(slots=True)
-class BridgeState:
-    """What the routes share for the life of the process (each call keeps its own state)."""
+class BridgeState(Services):
+    """The process-wide services (built and ready, see `bridge.services`) and the routes' own state."""
 
     settings: Settings
-    signer: TwilioSigner | None
-    tokens: StreamTokens
-    admission: Admission
-    profiles: ProfileBook
-    tools: ToolRegistry
-    call_control: CallControl | None = None
-    outcomes: CallOutcomes = field(default_factory=CallOutcomes)
-    metrics: Metrics = field(default_factory=Metrics)
-    prewarm: Prewarm | None = None
-    recorder: Recorder | None = None  # VOICE_BRIDGE_RECORD_DIR
-    upstream: UpstreamTarget | None = None
-    agent: LocalAgent | None = None
-    readiness: ReadinessMonitor | None = None  # the upstream probe; None: not probed (embedded agent, or off)
     active_calls: set[CallSession] = field(default_factory=set)
     draining: bool = False
-    clock: Callable[[], float] = time.monotonic
-    wall_clock: Callable[[], float] = time.time
+
+    @classmethod
+    def of(cls, settings: Settings, services: Services) -> BridgeState:
+        return cls(settings=settings, **{f.name: getattr(services, f.name) for f in fields(Services)})
 
     def upstream_target(self) -> UpstreamTarget:
-        if self.upstream is None:
-            raise RuntimeError("the upstream is not set up yet (the app has not started)")
         return self.upstream
 
     async def drain(self, drain_s: float, goodbye_s: float = GOODBYE_GRACE_S) -> None:
@@ -331,8 +297,6 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     state: BridgeState = request.app.state.bridge
-    if state.upstream is None:
-        return JSONResponse({"status": "starting"}, status_code=503)
     if state.draining:
         return JSONResponse({"status": "draining", "active_calls": len(state.active_calls)}, status_code=503)
     if state.readiness is not None and not state.readiness.ready:
@@ -342,164 +306,16 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready", "active_calls": len(state.active_calls)})
 
 
-async def _watch_loop_lag(metrics: Metrics, every_s: float = 0.1) -> None:
-    """Measure how late the event loop runs a timer: frames wait that long before being read."""
-    loop = asyncio.get_running_loop()
-    while True:
-        due = loop.time() + every_s
-        await asyncio.sleep(every_s)
-        metrics.loop_lag.observe(max(0.0, loop.time() - due))
-
-
 async def metrics(request: Request) -> Response:
     body, content_type = request.app.state.bridge.metrics.exposition()
     return Response(body, media_type=content_type)
 
 
-def _recorder(settings: Settings, state: BridgeState, upstream_url: str) -> Recorder | None:
-    """The call recorder, started; None (and an error logged) if its folder cannot be made."""
-    assert settings.record_dir is not None and state.upstream is not None
-    directory = Path(settings.record_dir)
-    try:
-        make_private_dir(directory, exist_ok=True)  # each call's folder inside is 0700 in any case
-    except OSError as exc:
-        log.error("recording.unavailable", dir=str(directory), error=type(exc).__name__, detail=str(exc))
-        return None
-    recorder = Recorder(
-        RecordOptions(directory, transcripts=settings.record_transcripts, audio=settings.record_audio),
-        clock=state.clock,
-        wall_clock=state.wall_clock,
-        meta={
-            "upstream": settings.upstream,
-            "dialect": state.upstream.dialect.name,
-            "upstream_url": upstream_url,
-            "audio_mode": settings.audio,
-            "prewarm": settings.prewarm,
-        },
-    )
-    recorder.start()
-    log.info("recording.on", dir=str(directory), transcripts=settings.record_transcripts, audio=settings.record_audio)
-    return recorder
+def create_app(settings: Settings, services: Services) -> Starlette:
+    """The app, serving `services` (built by `bridge.services`, ready; whoever built them closes them).
 
-
-def _embedded_agent(settings: Settings, agent_clips: str | None) -> LocalAgent:
-    """The embedded agent with its clips loaded now: a bad clips folder is a ConfigError before start."""
-    configured = agent_clips or settings.agent_clips_dir
-    try:
-        return LocalAgent(clips=configured)
-    except PackageDataMissing:
-        raise  # already one line naming the file
-    except (OSError, EOFError, ValueError, KeyError, TypeError, wave.Error) as exc:
-        source = "VOICE_BRIDGE_AGENT_CLIPS" if configured else "the clips shipped with the package (bridge/fixtures/audio)"
-        raise ConfigError(f"{source}: the local agent's clips cannot be loaded: {exc}") from None
-
-
-def create_app(
-    settings: Settings,
-    agent_clips: str | None = None,
-    clock: Callable[[], float] = time.monotonic,
-    tools: ToolRegistry | None = None,
-    twilio_client: TwilioClient | None = None,
-    credential: AsyncTokenCredential | None = None,
-) -> Starlette:
-    """The app. Configuration mistakes (upstream settings, the profiles file) raise ConfigError
-    here, before anything listens. `clock` drives playback estimates, flood limits and timeouts;
-    the phone simulator's scaled-time runs pass the same scaled clock (see `scaled_clock`).
-    `tools` replaces the built-in tool registry (how a team ships its own tools); `twilio_client`
-    replaces the REST client built from TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN; `credential`
-    replaces DefaultAzureCredential for Entra ID (the app owns it and closes it)."""
-    check_upstream_settings(settings)
-    agent = _embedded_agent(settings, agent_clips) if settings.uses_embedded_agent else None
-    tools = tools or default_registry(settings.orders_file)
-    profiles = ProfileBook.load(settings.profiles_path, default_profile(settings))
-    profiles.check(dialect_for(settings.upstream), settings.audio, tools.specs())
-    signer = TwilioSigner(settings.twilio_auth_token) if settings.twilio_auth_token else None
-    key = settings.stream_token_key.encode() if settings.stream_token_key else None
-    state = BridgeState(
-        settings=settings,
-        signer=signer,
-        tokens=StreamTokens(key=key, ttl_s=STREAM_TOKEN_TTL_S),
-        # Ended calls are remembered longer than a stream token lives: a replay gets no stream.
-        admission=Admission(settings.max_calls, remember_s=STREAM_TOKEN_TTL_S + 15.0),
-        profiles=profiles,
-        tools=tools,
-        agent=agent,
-        clock=clock,
-    )
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        local_url = None
-        if state.agent is not None:
-            await state.agent.start()
-            local_url = state.agent.url
-        spec = upstream_spec(settings, local_url=local_url)
-        # One credential for the process; tokens are cached and renewed ahead of expiry.
-        tokens = EntraTokens(credential) if spec.entra_scope else None
-        if tokens is not None and spec.entra_scope is not None:
-            try:
-                await tokens.prefetch(spec.entra_scope)
-            except TokenUnavailable as exc:
-                log.error("upstream.auth_unavailable", scope=spec.entra_scope, error=str(exc))
-        state.upstream = spec.target(tokens)
-        if settings.record_dir:
-            state.recorder = _recorder(settings, state, spec.log_url)
-        if settings.prewarm:
-            recorder = state.recorder
-            state.prewarm = Prewarm(clock, on_unclaimed=recorder.finish_unstreamed if recorder is not None else lambda _: None)
-        twilio_rest = twilio_client
-        if twilio_rest is None and settings.twilio_account_sid and settings.twilio_auth_token:
-            # Hang up and transfer go through Twilio's REST API, with its async HTTP client.
-            twilio_rest = TwilioClient(
-                settings.twilio_account_sid, settings.twilio_auth_token, http_client=AsyncTwilioHttpClient()
-            )
-        if twilio_rest is not None:
-            state.call_control = CallControl(twilio_rest)
-        lag_monitor = asyncio.create_task(_watch_loop_lag(state.metrics), name="loop_lag")
-        prober = None
-        if settings.upstream_probe and state.agent is None:
-            target = state.upstream
-            state.readiness = ReadinessMonitor(
-                lambda: probe_upstream(target),
-                on_probe=lambda result: state.metrics.upstream_probes.labels(result=bounded_label(result, PROBE_RESULTS)).inc(),
-                on_change=state.metrics.upstream_ready.set,
-            )
-            prober = asyncio.create_task(state.readiness.run_forever(), name="upstream_probe")
-        else:
-            state.metrics.upstream_ready.set(1)  # the embedded agent runs in this process
-        sweeper = (
-            asyncio.create_task(state.prewarm.sweep_forever(), name="prewarm_sweeper")
-            if state.prewarm is not None
-            else None
-        )
-        log.info(
-            "bridge.ready",
-            upstream=settings.upstream,
-            upstream_url=spec.log_url,
-            auth=spec.auth_kind,
-            audio=settings.audio,
-            profiles=len(profiles.profiles),
-            prewarm=settings.prewarm,
-        )
-        try:
-            yield
-        finally:
-            lag_monitor.cancel()
-            background = [task for task in (sweeper, prober) if task is not None]
-            for task in background:
-                task.cancel()
-            await asyncio.gather(lag_monitor, *background, return_exceptions=True)
-            if state.prewarm is not None:
-                await state.prewarm.aclose()
-            if state.recorder is not None:
-                await state.recorder.aclose()
-            if tokens is not None:
-                await tokens.aclose()
-            if twilio_rest is not None and twilio_client is None:
-                await twilio_rest.http_client.close()
-            if state.agent is not None:
-                await state.agent.stop()
-
+    `/readyz` and `/metrics` are on this app unless VOICE_BRIDGE_METRICS_PORT moves them to
+    `create_internal_app`."""
     routes = [
         Route(VOICE_PATH, voice_webhook, methods=["POST"]),
         Route(AFTER_STREAM_PATH, after_stream, methods=["POST"]),
@@ -509,8 +325,8 @@ def create_app(
     ]
     if settings.metrics_port is None:
         routes += [Route("/readyz", readyz), Route("/metrics", metrics)]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.bridge = state
+    app = Starlette(routes=routes)
+    app.state.bridge = BridgeState.of(settings, services)
     return app
 
 
@@ -518,7 +334,7 @@ def create_internal_app(app: Starlette) -> Starlette:
     """The internal port's app (VOICE_BRIDGE_METRICS_PORT): `/metrics`, `/readyz` and `/healthz` of
     the bridge `app`, which then serves only `/healthz` of the three. Nothing here on the public port
     tells an outsider how many calls are in progress or anything a metric says. Serve it in the same
-    event loop as `app`; it has no lifespan of its own (readiness is "starting" until `app`'s is done)."""
+    event loop as `app`; it has no lifespan of its own."""
     internal = Starlette(routes=[Route("/metrics", metrics), Route("/readyz", readyz), Route("/healthz", healthz)])
     internal.state.bridge = app.state.bridge
     return internal

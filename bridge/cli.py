@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import secrets
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .logs import configure_logging, get_logger
 from .settings import ConfigError, Settings, check_clips_folder
+
+if TYPE_CHECKING:
+    from .services import ServicePlan
 
 log = get_logger("bridge.cli")
 
@@ -24,9 +29,10 @@ def _settings_or_exit() -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .app import create_app, create_internal_app
-    from .serving import DrainingServer, default_limit_concurrency, uvicorn_config
-    from .upstream import redact_url
+    import uvicorn
+
+    from .serving import default_limit_concurrency
+    from .services import prepare_services
 
     settings = _settings_or_exit()
     host = args.host if args.host is not None else settings.host
@@ -37,11 +43,74 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Everything that can be wrong with the configuration is found before the first log line, so a
     # mistake is one line on stderr (and exit 2), never a traceback.
     try:
-        app = create_app(settings)
+        plan = prepare_services(settings)
+        agent = _embedded_agent_or_none(settings)
     except ConfigError as exc:
         print(f"voice-bridge: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level, redact=settings.secret_values())
+    _log_starting(settings)
+    edge = {
+        "header_timeout_s": args.header_timeout,
+        "limit_concurrency": args.limit_concurrency or default_limit_concurrency(settings.max_calls),
+        "forwarded_allow_ips": args.forwarded_allow_ips,
+    }
+    # The event loop uvicorn would pick (uvloop when installed), with the services and the embedded
+    # agent (VOICE_BRIDGE_UPSTREAM=local) started in it before the server listens.
+    loop_factory = uvicorn.Config(app="bridge.app:create_app", log_config=None).get_loop_factory()
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_serve(settings, plan, agent, host, port, edge))
+    return 0
+
+
+class _Agent(Protocol):
+    """The embedded local agent as `serve` uses it (bridge/devtools/agent, imported only when needed)."""
+
+    @property
+    def url(self) -> str: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def _embedded_agent_or_none(settings: Settings) -> _Agent | None:
+    """The embedded local agent (clips loaded; ConfigError if they cannot be), for VOICE_BRIDGE_UPSTREAM=local."""
+    if not settings.uses_embedded_agent:
+        return None
+    from .devtools.local_bridge import embedded_agent  # dev tooling: only the local upstream needs it
+
+    return embedded_agent(settings)
+
+
+async def _serve(settings: Settings, plan: ServicePlan, agent: _Agent | None, host: str, port: int, edge: dict[str, Any]) -> None:
+    """Start the embedded agent (if any), then the services, then serve until SIGTERM has drained the calls."""
+    from .app import create_app, create_internal_app
+    from .serving import DrainingServer, uvicorn_config
+    async with contextlib.AsyncExitStack() as stack:
+        local_url = None
+        if agent is not None:
+            await agent.start()
+            stack.push_async_callback(agent.stop)
+            local_url = agent.url
+        services = await stack.enter_async_context(plan.open(local_url=local_url))
+        app = create_app(settings, services)
+        internal = None
+        if settings.metrics_port is not None:
+            internal = uvicorn_config(create_internal_app(app), host, settings.metrics_port, lifespan="off", **edge)
+            log.info("voice-bridge.internal_port", port=settings.metrics_port, routes="/metrics /readyz /healthz")
+        # On SIGTERM the server drains the calls first (see DrainingServer), then exits 0.
+        server = DrainingServer(
+            uvicorn_config(app, host, port, **edge),
+            drain=lambda: app.state.bridge.drain(settings.drain_seconds),
+            internal=internal,
+        )
+        await server.serve()
+
+
+def _log_starting(settings: Settings) -> None:
+    from .upstream import redact_url
+
     if settings.uses_embedded_agent:
         log.info("voice-bridge.starting", upstream="local", note="using the embedded local agent: no cloud account needed")
     else:
@@ -58,29 +127,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "voice-bridge.insecure",
             note="VOICE_BRIDGE_INSECURE_DEV=1: Twilio signatures are NOT checked; never expose this server",
         )
-    # On SIGTERM the server drains the calls first (see DrainingServer), then exits 0.
-    edge = {
-        "header_timeout_s": args.header_timeout,
-        "limit_concurrency": args.limit_concurrency or default_limit_concurrency(settings.max_calls),
-        "forwarded_allow_ips": args.forwarded_allow_ips,
-    }
-    internal = None
-    if settings.metrics_port is not None:
-        internal = uvicorn_config(create_internal_app(app), host, settings.metrics_port, lifespan="off", **edge)
-        log.info("voice-bridge.internal_port", port=settings.metrics_port, routes="/metrics /readyz /healthz")
-    server = DrainingServer(
-        uvicorn_config(app, host, port, **edge),
-        drain=lambda: app.state.bridge.drain(settings.drain_seconds),
-        internal=internal,
-    )
-    server.run()
-    return 0
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
     import wave
 
-    from .agent import LocalAgent
+    from .devtools.agent import LocalAgent
 
     from .settings import LOG_FORMATS, env_choice
 
@@ -118,7 +170,7 @@ def _plan(args: argparse.Namespace) -> object:
     """The caller's plan; each `--say` file is read now, and `--record`'s folder checked, before any call."""
     import wave
 
-    from .phone.caller import CallerPlan, load_caller_audio
+    from .devtools.phone.caller import CallerPlan, load_caller_audio
 
     utterances = []
     for name in args.say:
@@ -145,7 +197,7 @@ def _plan(args: argparse.Namespace) -> object:
 
 
 def _network(args: argparse.Namespace) -> object:
-    from .phone.network import NetworkProfile
+    from .devtools.phone.network import NetworkProfile
 
     try:
         return NetworkProfile(delay_ms=args.net_delay_ms, jitter_ms=args.jitter_ms, playout_delay_ms=args.playout_delay_ms)
@@ -155,7 +207,7 @@ def _network(args: argparse.Namespace) -> object:
 
 
 def _finish_call(report: object, record: str | None) -> None:
-    from .phone import CallReport
+    from .devtools.phone import CallReport
 
     assert isinstance(report, CallReport)
     print(report.summary())
@@ -165,8 +217,8 @@ def _finish_call(report: object, record: str | None) -> None:
 
 
 def cmd_call(args: argparse.Namespace) -> int:
-    from .phone import place_call
-    from .phone.simulator import SimulatorError
+    from .devtools.phone import place_call
+    from .devtools.phone.simulator import SimulatorError
 
     try:
         plan = _plan(args)
@@ -192,10 +244,10 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The bridge (with its embedded agent) and a simulated caller in one process, on loopback."""
-    from .app import create_app
-    from .phone import place_call
-    from .phone.simulator import scaled_clock
-    from .serving import serving
+    from .devtools.clock import scaled_clock
+    from .devtools.local_bridge import embedded_agent, served_bridge
+    from .devtools.phone import place_call
+    from .services import prepare_services
 
     # A throwaway auth token: the demo signs and checks every request, as production does.
     token = secrets.token_hex(16)
@@ -205,7 +257,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         clips = (os.environ.get("VOICE_BRIDGE_AGENT_CLIPS") or "").strip()
         settings = Settings(twilio_auth_token=token, audio=args.audio, agent_clips_dir=check_clips_folder(clips) if clips else None)
         settings.validate()
-        app = create_app(settings, clock=scaled_clock(args.speed))
+        services = prepare_services(settings)
+        agent = embedded_agent(settings)
     except _BadArgument as exc:
         print(f"voice-bridge demo: {exc}", file=sys.stderr)
         return 2
@@ -216,13 +269,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     async def run() -> object:
         # The bridge keeps time with the phone, so --speed is real time for both of them.
-        async with serving(app) as url:
-            return await place_call(url, plan, auth_token=token, speed=args.speed, network=network)  # type: ignore[arg-type]
+        async with served_bridge(settings, clock=scaled_clock(args.speed), plan=services, agent=agent) as bridge:
+            return await place_call(bridge.url, plan, auth_token=token, speed=args.speed, network=network)  # type: ignore[arg-type]
 
     report = asyncio.run(run())
     _finish_call(report, args.record)
-    agent = app.state.bridge.agent
-    lines, problems = demo_outcome(report, len(args.say), agent.caller_turns_heard if agent is not None else None)
+    lines, problems = demo_outcome(report, len(args.say), agent.caller_turns_heard)
     print("\n".join(lines))
     if problems:
         print(f"voice-bridge demo: {'; '.join(problems)}", file=sys.stderr)
@@ -238,7 +290,7 @@ def demo_outcome(report: object, planned: int, agent_turns: int | None) -> tuple
     ask, the phone's side alone decides); the answer was heard when the caller heard the agent
     after each utterance (`CallReport.answers_heard`).
     """
-    from .phone import CallReport
+    from .devtools.phone import CallReport
 
     assert isinstance(report, CallReport)
     said, answered = report.utterances_said, report.answers_heard
@@ -262,8 +314,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import json
 
     from .recording_format import RecordingError
-    from .replay import recorded_calls, replay_call
-    from .replay_compare import Tolerances
+    from .devtools.replay.run import recorded_calls, replay_call
+    from .devtools.replay.compare import Tolerances
 
     configure_logging("console", args.log_level)
     tolerances = Tolerances(
@@ -422,7 +474,12 @@ def _add_call_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voice-bridge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_serve, _add_agent, _add_call, _add_twilio, _add_demo, _add_replay):
+        add(sub)
+    return parser
 
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="run the bridge (POST /voice, WS /media-stream, /healthz, /readyz)")
     # Defaults come from VOICE_BRIDGE_HOST and PORT, read (and checked) with the other settings:
     # a bad PORT must not break `--help`.
@@ -438,6 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds a request's line and headers may take to arrive before 408 and close (default 10)")
     serve.set_defaults(func=cmd_serve)
 
+
+def _add_agent(sub: argparse._SubParsersAction) -> None:
     agent = sub.add_parser("agent", help="run the local Realtime agent on its own")
     agent.add_argument("--host", default="127.0.0.1")
     agent.add_argument("--port", type=_port, default=9000)
@@ -445,6 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--pace", type=_positive, default=4.0, help="how many times faster than real time it streams audio")
     agent.set_defaults(func=cmd_agent)
 
+
+def _add_call(sub: argparse._SubParsersAction) -> None:
     call = sub.add_parser("call", help="place a simulated Twilio call against a running bridge")
     call.add_argument("--url", default="http://127.0.0.1:8000", help="the bridge's base URL (it posts to URL/voice)")
     call.add_argument("--to", default="+15550100000")
@@ -453,6 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_call_options(call)
     call.set_defaults(func=cmd_call)
 
+
+def _add_twilio(sub: argparse._SubParsersAction) -> None:
     twilio = sub.add_parser("twilio", help="point a Twilio number at this service, or check that it does")
     twilio_sub = twilio.add_subparsers(dest="twilio_command", required=True)
     for name, text in (("configure", "set the number's voice webhook and status callback"), ("check", "say whether the number points here")):
@@ -461,12 +524,16 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--url", required=True, help="this service's public base URL, https://host")
     twilio.set_defaults(func=cmd_twilio)
 
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="a whole simulated call against an in-process bridge and local agent")
     demo.add_argument("--audio", choices=("pcm24k", "g711"), default="pcm24k")
     demo.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error", "critical"))
     _add_call_options(demo)
     demo.set_defaults(func=cmd_demo)
 
+
+def _add_replay(sub: argparse._SubParsersAction) -> None:
     replay = sub.add_parser("replay", help="replay recorded calls against the current code and compare")
     replay.add_argument("calls", nargs="+", metavar="DIR",
                         help="a recorded call's folder (events.jsonl, meta.json, WAVs), or a folder of them")
@@ -484,7 +551,6 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="print the comparison as JSON")
     replay.add_argument("--log-level", default="warning")
     replay.set_defaults(func=cmd_replay)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,7 +49,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 
 from bridge import media_streams as ms
-from bridge.phone.simulator import SimulatorError, parse_stream_twiml
+from bridge.devtools.phone.simulator import SimulatorError, parse_stream_twiml
 from twiml.signatures import TwilioSigner
 
 BIN = Path(sys.executable).parent / "voice-bridge"

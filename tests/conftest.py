@@ -16,10 +16,9 @@ import structlog
 import websockets
 from starlette.applications import Starlette
 
-from bridge.app import create_app
-from bridge.phone.caller import load_caller_audio
-from bridge.phone.simulator import scaled_clock
-from bridge.serving import serving
+from bridge.devtools.clock import scaled_clock
+from bridge.devtools.local_bridge import served_bridge
+from bridge.devtools.phone.caller import load_caller_audio
 from bridge.settings import Settings
 
 AUDIO = Path(__file__).resolve().parents[1] / "fixtures" / "audio"
@@ -47,7 +46,8 @@ def caller_clip(name: str) -> bytes:
 
 @contextlib.asynccontextmanager
 async def running_bridge(speed: float = 1.0, **overrides: Any) -> AsyncIterator[tuple[str, Starlette]]:
-    """The real app under uvicorn on a free loopback port, signatures on, embedded agent by default.
+    """The real app under uvicorn on a free loopback port, signatures on, embedded agent by default
+    (started here, before the app, as the CLI does; the app's `state.local_agent` names it for tests).
 
     `speed` must match the phone simulator's: the bridge then keeps the same (scaled) time.
     """
@@ -56,11 +56,12 @@ async def running_bridge(speed: float = 1.0, **overrides: Any) -> AsyncIterator[
     credential = overrides.pop("credential", None)
     settings = Settings(**{"twilio_auth_token": AUTH_TOKEN, **overrides})
     settings.validate()
-    app = create_app(
+    async with served_bridge(
         settings, clock=scaled_clock(speed), tools=tool_registry, twilio_client=twilio_client, credential=credential
-    )
-    async with serving(app) as url:
-        yield url, app
+    ) as bridge:
+        assert bridge.url is not None
+        bridge.app.state.local_agent = bridge.agent
+        yield bridge.url, bridge.app
 
 
 async def settle(condition: Any, timeout: float = 1.0) -> bool:
@@ -95,7 +96,7 @@ async def open_signed_stream(
     import httpx
     from websockets.asyncio.client import connect
 
-    from bridge.phone.simulator import parse_stream_twiml
+    from bridge.devtools.phone.simulator import parse_stream_twiml
     from twiml.signatures import TwilioSigner
 
     signer = TwilioSigner(AUTH_TOKEN)

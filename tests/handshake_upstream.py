@@ -1,18 +1,15 @@
 """Loopback upstreams for connect tests: one that records every opening handshake (and can refuse
-the first ones with an HTTP status), and one that accepts TCP but never answers the upgrade."""
+the first ones with an HTTP status), and one that accepts TCP but never answers the upgrade.
+The first is the shared fake Realtime server (bridge/devtools/fake_realtime.py) with those options."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Callable
 
-from scripted_upstream import ScriptedSession
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
+from bridge.devtools.fake_realtime import FakeRealtime, Script, wait_for_close
 
-Script = Callable[[ScriptedSession], Awaitable[None]]
+__all__ = ["HandshakeUpstream", "SilentUpstream", "free_port", "wait_for_close"]
 
 
 def free_port() -> int:
@@ -22,59 +19,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def wait_for_close(session: ScriptedSession) -> None:
-    await session.ws.wait_closed()
-
-
-class HandshakeUpstream:
-    """Records each handshake's path and headers; refuses the first ones with `refuse_with` statuses."""
+class HandshakeUpstream(FakeRealtime):
+    """Records each handshake's path and headers; refuses the first ones with `refuse_with` statuses;
+    each session is held until the bridge closes it (its close code recorded)."""
 
     def __init__(self, script: Script = wait_for_close, refuse_with: list[int] | None = None, port: int = 0) -> None:
-        self.script = script
-        self.refuse_with = list(refuse_with or [])
-        self.port = port
-        self.requests: list[Request] = []
-        self.sessions: list[ScriptedSession] = []
-        self.close_codes: list[int | None] = []
-        self._server: Server | None = None
-
-    @property
-    def origin(self) -> str:
-        """What an endpoint setting would say: `http://127.0.0.1:<port>`."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def headers(self, index: int = -1) -> Headers:
-        return self.requests[index].headers
-
-    async def start(self) -> HandshakeUpstream:
-        self._server = await serve(
-            self._handle, "127.0.0.1", self.port, process_request=self._process_request, compression=None
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aenter__(self) -> HandshakeUpstream:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        self.requests.append(request)
-        if self.refuse_with:
-            return connection.respond(self.refuse_with.pop(0), "not now\n")
-        return None
-
-    async def _handle(self, ws: ServerConnection) -> None:
-        session = ScriptedSession(ws)
-        self.sessions.append(session)
-        try:
-            await self.script(session)
-        finally:
-            await ws.wait_closed()
-            self.close_codes.append(ws.close_code)
+        super().__init__(script, port=port, refuse_with=refuse_with, hold_until_client_closes=True)
 
 
 class SilentUpstream:

@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect
 
 from bridge import media_streams as ms
 from bridge.admission import Admission, AdmissionRefused
-from bridge.phone.simulator import parse_stream_twiml
+from bridge.devtools.phone.simulator import parse_stream_twiml
 from twiml.signatures import TwilioSigner
 from twiml.stream_tokens import StreamTokenError, StreamTokens
 

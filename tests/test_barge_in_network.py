@@ -16,9 +16,9 @@ from conftest import AUTH_TOKEN, caller_clip, run, running_bridge
 from structlog.testing import capture_logs
 from test_barge_in_accuracy import audio, bargein
 
-from bridge.phone import place_call
-from bridge.phone.caller import CallerPlan
-from bridge.phone.network import NetworkProfile
+from bridge.devtools.phone import place_call
+from bridge.devtools.phone.caller import CallerPlan
+from bridge.devtools.phone.network import NetworkProfile
 
 ItemPlan, ResponsePlan, RoundPlan = bargein.ItemPlan, bargein.ResponsePlan, bargein.RoundPlan
 NETWORK = NetworkProfile(delay_ms=30.0, jitter_ms=5.0, playout_delay_ms=60.0, seed=3)

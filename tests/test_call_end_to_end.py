@@ -13,8 +13,8 @@ import soxr
 from conftest import AUDIO, AUTH_TOKEN, caller_clip, capture_logs, read_wav, run, running_bridge, settle
 from scripted_upstream import ScriptedSession, ScriptedUpstream
 
-from bridge.phone import place_call
-from bridge.phone.caller import CallerPlan
+from bridge.devtools.phone import place_call
+from bridge.devtools.phone.caller import CallerPlan
 from voice_codecs import ulaw_decode, ulaw_encode
 
 
@@ -49,7 +49,7 @@ def test_whole_call_greeting_question_answer_caller_hangs_up() -> None:
                 report = await place_call(url, plan, auth_token=AUTH_TOKEN, speed=2.0)
                 # Both sockets close and every task of the call ends, within a second.
                 assert await settle(lambda: not state.active_calls)
-                assert await settle(lambda: state.agent.open_sessions == 0)
+                assert await settle(lambda: app.state.local_agent.open_sessions == 0)
                 assert await settle(lambda: not (asyncio.all_tasks() - before - {asyncio.current_task()}))
 
             assert report.ended_by == "caller"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from bridge.cli import demo_outcome
-from bridge.phone import CallReport
-from bridge.phone.caller import CallerState
+from bridge.devtools.phone import CallReport
+from bridge.devtools.phone.caller import CallerState
 
 L, S, H = CallerState.LISTENING, CallerState.SPEAKING, CallerState.HUNG_UP
 BIN = Path(sys.executable).parent / "voice-bridge"

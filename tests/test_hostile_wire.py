@@ -29,8 +29,8 @@ from scripted_upstream import ScriptedSession, ScriptedUpstream
 from bridge import dialects
 from bridge import media_streams as ms
 from bridge.dialects import GADialect, VoiceLiveDialect
-from bridge.phone import place_call
-from bridge.phone.caller import CallerPlan
+from bridge.devtools.phone import place_call
+from bridge.devtools.phone.caller import CallerPlan
 from bridge.profiles import default_profile, session_config
 from bridge.settings import Settings
 from bridge.tools import Tool, ToolRegistry, default_registry
@@ -78,7 +78,7 @@ TWILIO_CASES: list[tuple[str, Any, str]] = [
 def test_bad_numbers_from_twilio_close_with_1007_while_a_healthy_call_runs() -> None:
     async def scenario() -> None:
         async with running_bridge() as (url, app):
-            agent = app.state.bridge.agent
+            agent = app.state.local_agent
             plan = CallerPlan(utterances=(caller_clip("caller_question.wav"),), pause_s=0.6, hangup_after_s=0.8)
             with capture_logs() as logs:
                 healthy = asyncio.create_task(place_call(url, plan, auth_token=AUTH_TOKEN))

@@ -25,8 +25,9 @@ from starlette.applications import Starlette
 from websockets.asyncio.client import connect
 
 import bridge.app as app_module
-from bridge.app import create_app, create_internal_app
-from bridge.phone.simulator import parse_stream_twiml
+from bridge.app import create_internal_app
+from bridge.devtools.local_bridge import local_bridge
+from bridge.devtools.phone.simulator import parse_stream_twiml
 from bridge.serving import serving
 from bridge.settings import Settings
 from twiml.signatures import TwilioSigner
@@ -40,9 +41,8 @@ FORM = {"CallSid": "CA" + "e" * 32, "AccountSid": "AC" + "0" * 32, "From": "+155
 async def bridge(**options: Any) -> AsyncIterator[tuple[str, Starlette]]:
     """The real app under uvicorn on loopback, with `uvicorn_config` options (trusted proxies, limits)."""
     settings = Settings(twilio_auth_token=AUTH_TOKEN, prewarm=False, **options.pop("settings", {}))
-    app = create_app(settings)
-    async with serving(app, **options) as url:
-        yield url, app
+    async with local_bridge(settings) as started, serving(started.app, **options) as url:
+        yield url, started.app
 
 
 async def post_voice(url: str, signed_for: str, headers: dict[str, str] | None = None, form: dict[str, str] = FORM) -> httpx.Response:
@@ -259,17 +259,20 @@ def test_connections_beyond_the_limit_are_refused_at_once_and_the_slots_come_bac
 def test_with_a_metrics_port_the_public_port_serves_no_metrics_and_no_readiness() -> None:
     async def scenario() -> None:
         settings = Settings(twilio_auth_token=AUTH_TOKEN, metrics_port=9999)  # the port is `serve`'s business
-        app = create_app(settings)
-        async with serving(app) as url, serving(create_internal_app(app), lifespan="off") as internal:
-            async with httpx.AsyncClient() as http:
-                assert (await http.get(f"{url}/metrics")).status_code == 404
-                assert (await http.get(f"{url}/readyz")).status_code == 404
-                assert (await http.get(f"{url}/healthz")).json() == {"status": "ok"}
-                assert (await post_voice(url, f"{url}/voice")).status_code == 200
-                scraped = await http.get(f"{internal}/metrics")
-                assert scraped.status_code == 200
-                assert 'voice_bridge_webhooks_total{result="stream",route="/voice"} 1.0' in scraped.text
-                assert (await http.get(f"{internal}/readyz")).json()["status"] == "ready"
+        async with (
+            local_bridge(settings) as started,
+            serving(started.app) as url,
+            serving(create_internal_app(started.app), lifespan="off") as internal,
+            httpx.AsyncClient() as http,
+        ):
+            assert (await http.get(f"{url}/metrics")).status_code == 404
+            assert (await http.get(f"{url}/readyz")).status_code == 404
+            assert (await http.get(f"{url}/healthz")).json() == {"status": "ok"}
+            assert (await post_voice(url, f"{url}/voice")).status_code == 200
+            scraped = await http.get(f"{internal}/metrics")
+            assert scraped.status_code == 200
+            assert 'voice_bridge_webhooks_total{result="stream",route="/voice"} 1.0' in scraped.text
+            assert (await http.get(f"{internal}/readyz")).json()["status"] == "ready"
 
     run(scenario())
 

@@ -10,10 +10,10 @@ import pytest
 from conftest import AUDIO, run
 from websockets.asyncio.client import connect
 
-from bridge.agent import LocalAgent
-from bridge.agent.clips import ClipLibrary
-from bridge.agent.conversation import AgentConversation, RealtimeRequestError
-from bridge.agent.vad import EnergyVad
+from bridge.devtools.agent import LocalAgent
+from bridge.devtools.agent.clips import ClipLibrary
+from bridge.devtools.agent.conversation import AgentConversation, RealtimeRequestError
+from bridge.devtools.agent.vad import EnergyVad
 
 
 def test_vad_finds_speech_between_silences() -> None:

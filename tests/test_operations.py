@@ -20,8 +20,8 @@ from conftest import AUDIO, AUTH_TOKEN, caller_clip, read_wav, run, running_brid
 
 from bridge.call import EndReason
 from bridge.call_outcomes import CallOutcomes, Outcome
-from bridge.phone import place_call
-from bridge.phone.caller import CallerPlan
+from bridge.devtools.phone import place_call
+from bridge.devtools.phone.caller import CallerPlan
 from twiml.signatures import TwilioSigner
 
 BIN = Path(sys.executable).parent / "voice-bridge"

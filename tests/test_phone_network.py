@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from bridge.phone.network import DelayLine, NetworkProfile
-from bridge.phone.playout import PlayoutBuffer
+from bridge.devtools.phone.network import DelayLine, NetworkProfile
+from bridge.devtools.phone.playout import PlayoutBuffer
 
 
 def line(profile: NetworkProfile, seed: int = 1) -> DelayLine[int]:

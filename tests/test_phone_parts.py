@@ -8,9 +8,9 @@ import time
 from collections.abc import AsyncIterator
 
 from bridge import media_streams as ms
-from bridge.phone.caller import FRAME_BYTES, MULAW_SILENCE, Caller, CallerPlan, CallerState
-from bridge.phone.playout import PlayoutBuffer
-from bridge.phone.simulator import CallReport, _Phone
+from bridge.devtools.phone.caller import FRAME_BYTES, MULAW_SILENCE, Caller, CallerPlan, CallerState
+from bridge.devtools.phone.playout import PlayoutBuffer
+from bridge.devtools.phone.simulator import CallReport, _Phone
 
 
 def test_marks_are_released_only_after_their_audio_played() -> None:

@@ -15,9 +15,9 @@ from azure.core.exceptions import ClientAuthenticationError
 from conftest import AUTH_TOKEN, run, running_bridge, settle
 from controlled_credential import ControlledCredential
 
-from bridge.agent import LocalAgent
-from bridge.phone import place_call
-from bridge.phone.caller import CallerPlan
+from bridge.devtools.agent import LocalAgent
+from bridge.devtools.phone import place_call
+from bridge.devtools.phone.caller import CallerPlan
 from bridge.readiness import Phase, ProbePolicy, UpstreamReadiness
 
 BIN = Path(sys.executable).parent / "voice-bridge"

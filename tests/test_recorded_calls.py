@@ -24,13 +24,13 @@ import numpy as np
 import pytest
 from conftest import AUTH_TOKEN, caller_clip, capture_logs, run, running_bridge, settle
 
-from bridge.phone import place_call
-from bridge.phone.caller import CallerPlan
+from bridge.devtools.phone import place_call
+from bridge.devtools.phone.caller import CallerPlan
+from bridge.devtools.replay.compare import Tolerances, compare
+from bridge.devtools.replay.run import replay_call
 from bridge.profiles import default_profile
 from bridge.recording import Recorder, RecordOptions
 from bridge.recording_format import MASKED, REDACTED, load_recording, read_wav
-from bridge.replay import replay_call
-from bridge.replay_compare import Tolerances, compare
 from bridge.settings import Settings
 
 CALLS = Path(__file__).resolve().parents[1] / "fixtures" / "calls"

@@ -21,10 +21,10 @@ import pytest
 import structlog
 from conftest import AUTH_TOKEN, caller_clip, run
 
-from bridge.agent import LocalAgent
+from bridge.devtools.agent import LocalAgent
+from bridge.devtools.phone import place_call
+from bridge.devtools.phone.caller import CallerPlan
 from bridge.logs import configure_logging, get_logger
-from bridge.phone import place_call
-from bridge.phone.caller import CallerPlan
 from bridge.recording_format import make_private_dir, open_private
 from bridge.settings import Settings
 from bridge.upstream import UpstreamUnavailable, redact_url, scrub

@@ -35,10 +35,10 @@ def test_bad_configuration_names_the_variable(env: dict[str, str], names: str) -
 
 
 def test_a_cloud_upstream_without_its_endpoint_is_refused_at_start() -> None:
-    from bridge.app import create_app
+    from bridge.services import prepare_services
 
     with pytest.raises(ConfigError, match="AZURE_VOICELIVE_ENDPOINT"):
-        create_app(Settings.from_env({"TWILIO_AUTH_TOKEN": "t", "VOICE_BRIDGE_UPSTREAM": "voicelive"}))
+        prepare_services(Settings.from_env({"TWILIO_AUTH_TOKEN": "t", "VOICE_BRIDGE_UPSTREAM": "voicelive"}))
 
 
 def test_insecure_dev_allows_running_without_a_token() -> None:

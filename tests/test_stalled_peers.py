@@ -28,8 +28,8 @@ from bridge import upstream as upstream_module
 from bridge.call import caller_output
 from bridge.deadlines import PeerDeadlines
 from bridge import media_streams as ms
-from bridge.phone import place_call
-from bridge.phone.caller import CallerPlan
+from bridge.devtools.phone import place_call
+from bridge.devtools.phone.caller import CallerPlan
 from bridge.serving import AbortableWebSocketProtocol
 
 GREETING, _ = read_wav(AUDIO / "agent_greeting.wav")

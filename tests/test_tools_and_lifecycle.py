@@ -12,8 +12,8 @@ from conftest import AUDIO, AUTH_TOKEN, read_wav, run, running_bridge
 from scripted_upstream import ScriptedSession, ScriptedUpstream
 from twilio_api import FakeTwilioApi
 
-from bridge.phone import place_call
-from bridge.phone.caller import CallerPlan
+from bridge.devtools.phone import place_call
+from bridge.devtools.phone.caller import CallerPlan
 from bridge.tools import Tool, ToolRegistry, default_registry
 
 GREETING, _ = read_wav(AUDIO / "agent_greeting.wav")

@@ -15,9 +15,9 @@ from scripted_upstream import ScriptedSession, ScriptedUpstream
 from twilio_api import FakeTwilioApi
 
 from bridge import media_streams as ms
+from bridge.devtools.phone import place_call
+from bridge.devtools.phone.caller import CallerPlan
 from bridge.flood_guard import FloodGuard
-from bridge.phone import place_call
-from bridge.phone.caller import CallerPlan
 
 SILENCE = b"\xff" * 160
 UNREACHABLE = "ws://127.0.0.1:9/v1/realtime"  # nothing listens on the discard port
@@ -130,7 +130,7 @@ CASES = [
 def test_bad_input_table_while_a_healthy_call_runs() -> None:
     async def scenario() -> None:
         async with running_bridge() as (url, app):
-            agent = app.state.bridge.agent
+            agent = app.state.local_agent
             plan = CallerPlan(utterances=(caller_clip("caller_question.wav"),), pause_s=0.6, hangup_after_s=0.8)
             with capture_logs() as logs:
                 healthy = asyncio.create_task(place_call(url, plan, auth_token=AUTH_TOKEN))

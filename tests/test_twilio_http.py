@@ -12,7 +12,7 @@ from conftest import AUTH_TOKEN, run, running_bridge
 from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import connect
 
-from bridge.phone.simulator import parse_stream_twiml, redirect_after_stream, twiml_verbs
+from bridge.devtools.phone.simulator import parse_stream_twiml, redirect_after_stream, twiml_verbs
 from twiml import documents
 from twiml.documents import connect_stream
 from twiml.signatures import TwilioSigner

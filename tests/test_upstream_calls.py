@@ -34,8 +34,8 @@ from handshake_upstream import SilentUpstream
 from openai.types.realtime import RealtimeServerEvent
 from pydantic import TypeAdapter
 
-from bridge.phone import CallReport, place_call, simulator
-from bridge.phone.caller import CallerPlan
+from bridge.devtools.phone import CallReport, place_call, simulator
+from bridge.devtools.phone.caller import CallerPlan
 from bridge.upstream_config import AZURE_OPENAI_SCOPE, VOICELIVE_API_VERSION, VOICELIVE_SCOPE
 from twiml.signatures import TwilioSigner
 

@@ -10,7 +10,7 @@ Everything runs in one process on loopback, like `voice-bridge demo`:
   scaled by `speed`, and records this run into a scratch folder;
 - the phone simulator plays the recorded caller (`RecordedCaller`) on the same scaled clock.
 
-The two recordings are then compared (`bridge.replay_compare`).
+The two recordings are then compared (`bridge.devtools.replay.compare`).
 """
 
 from __future__ import annotations
@@ -25,16 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .app import create_app
-from .phone import place_call
-from .phone.recorded_caller import RecordedCaller, RecordedCallerScript
-from .phone.simulator import scaled_clock
-from .recording_format import IN, TWILIO, Recording, RecordingError, load_recording
-from .replay_compare import Comparison, Tolerances, compare
-from .replay_upstream import ReplayUpstream, StreamTimeline
-from .serving import serving
-from .settings import DEFAULT_INSTRUCTIONS, Settings
-from .tools import ToolRegistry
+from ...recording_format import IN, TWILIO, Recording, RecordingError, load_recording
+from ...settings import DEFAULT_INSTRUCTIONS, Settings
+from ...tools import ToolRegistry
+from ..clock import scaled_clock
+from ..local_bridge import served_bridge
+from ..phone import place_call
+from ..phone.recorded_caller import RecordedCaller, RecordedCallerScript
+from .compare import Comparison, Tolerances, compare
+from .upstream import ReplayUpstream, StreamTimeline
 
 DUMMY_KEY = "replay-dummy-key-not-a-secret"
 REPLAY_NUMBER = "+15550100000"
@@ -185,15 +184,16 @@ async def replay_call(
         record_dir = keep_in or Path(scratch) / "recordings"
         async with ReplayUpstream(recording, speed, timeline) as upstream:
             settings = replay_settings(recording.meta, upstream, record_dir, Path(scratch), token)
-            app = create_app(settings, clock=scaled_clock(speed), tools=tools)
-            async with serving(app) as url:
+            async with served_bridge(settings, clock=scaled_clock(speed), tools=tools) as bridge:
+                assert bridge.url is not None
+                app = bridge.app
                 report = await place_call(
-                    url, auth_token=token, to=called_number(recording.meta), speed=speed, caller=caller,
+                    bridge.url, auth_token=token, to=called_number(recording.meta), speed=speed, caller=caller,
                     on_start=timeline.mark_started,
                 )  # fmt: skip
                 await _settle(lambda: not app.state.bridge.active_calls, SETTLE_S)
             missing = upstream.missing_triggers
-        # The app has shut down: its recorder has written everything out.
+        # The bridge's services have shut down: its recorder has written everything out.
         replayed = load_recording(_recording_dir(record_dir, report.call_sid))
     result = ReplayResult(recording, replayed, compare(recording, replayed), tolerances or Tolerances(), speed,
                           time.monotonic() - started, missing)  # fmt: skip

@@ -31,8 +31,8 @@ from websockets import ConnectionClosed
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from .logs import get_logger
-from .recording_format import APPEND_TYPE, IN, OUT, TWILIO, UPSTREAM, RecordedEvent, Recording
+from ...logs import get_logger
+from ...recording_format import APPEND_TYPE, IN, OUT, TWILIO, UPSTREAM, RecordedEvent, Recording
 
 log = get_logger("bridge.replay")
 

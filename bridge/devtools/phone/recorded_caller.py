@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..recording_format import CALLER, IN, TWILIO, Recording, is_audio_ref
+from ...recording_format import CALLER, IN, TWILIO, Recording, is_audio_ref
 from .caller import FRAME_BYTES, MULAW_SILENCE, CallerState
 
 LINGER_S = 30.0

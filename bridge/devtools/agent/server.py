@@ -17,7 +17,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 
 from voice_codecs import ulaw_decode
 
-from ..logs import get_logger
+from ...logs import get_logger
 from .clips import Clip, ClipLibrary, clips_dir
 from .conversation import AgentConversation, RealtimeRequestError, new_id
 from .vad import EnergyVad

@@ -4,7 +4,7 @@ Faithful to Twilio where the bridge can tell: form fields and signatures on `POS
 signed WebSocket upgrade, `connected`/`start`/`media`/`stop` with string counters, outbound
 audio played at 8 kHz, marks echoed only once their audio has played, and every pending mark
 echoed at once on `clear`. With a `NetworkProfile` it also puts a network between itself and
-the bridge (`bridge.phone.network`): one-way delay and jitter each way, in order, with stalls that
+the bridge (`bridge.devtools.phone.network`): one-way delay and jitter each way, in order, with stalls that
 release messages in bursts, and Twilio's playout start delay for audio arriving into an empty
 buffer. "Heard" is then what played until the `clear` reached the phone.
 """
@@ -32,7 +32,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from twiml.signatures import SIGNATURE_HEADER, TwilioSigner
 from voice_codecs import ulaw_decode
 
-from .. import media_streams as ms
+from ... import media_streams as ms
 from .caller import FRAME_MS, Caller, CallerPlan, CallerState
 from .network import DelayLine, NetworkProfile
 from .playout import PlayoutBuffer
@@ -112,12 +112,6 @@ class CallReport:
             wav.setsampwidth(2)
             wav.setframerate(8000)
             wav.writeframes(stereo.tobytes())
-
-
-def scaled_clock(speed: float) -> Callable[[], float]:
-    """A monotonic clock running `speed` times faster: give it to the bridge when the phone runs at `speed`."""
-    origin = time.monotonic()
-    return lambda: origin + (time.monotonic() - origin) * speed
 
 
 def _sid(prefix: str) -> str:
@@ -419,36 +413,53 @@ async def place_call(
         raise SimulatorError(f"the bridge refused the media stream: HTTP {exc.response.status_code}") from None
     async with ws:
         phone = _Phone(ws, report, caller or Caller(plan), account_sid, speed, playout_step_ms, network)
-        await phone._send(ms.connected_message())
-        await phone._send(ms.start_message(report.stream_sid, call_sid, account_sid, parameters, phone.next_sequence()))
-        if on_start is not None:
-            on_start()
-        receiving = asyncio.create_task(phone.receive(), name="phone_receive")
-        talking = asyncio.create_task(phone.talk(), name="phone_talk")
-        try:
-            done, _ = await asyncio.wait({receiving, talking}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (receiving, talking):
-                task.cancel()
-            results = await asyncio.gather(receiving, talking, return_exceptions=True)
-            await phone.close_network()
-        caller_hung_up = talking in done and not talking.cancelled() and talking.exception() is None
-        report.ended_by = "caller" if caller_hung_up else "bridge"
-        for result in results:
-            if isinstance(result, SimulatorError | ms.ProtocolError):
-                raise result
-        for task in done:
-            if task.exception() is not None and not isinstance(task.exception(), websockets.ConnectionClosed):
-                raise task.exception()  # type: ignore[misc]
+        await _stream(phone, report, call_sid, account_sid, parameters, on_start)
     report.close_code = ws.close_code
     after = redirect_after_stream(twiml)
     if report.ended_by == "bridge" and after:
-        # The caller is still on the line: Twilio goes on with the verbs after </Connect>.
-        form = {**form, "CallStatus": "in-progress"}
-        if signer:
-            headers[SIGNATURE_HEADER] = signer.sign(after, form)
-        next_twiml = await asyncio.to_thread(_post_form, after, form, headers)
-        report.after_stream_verbs = twiml_verbs(next_twiml)
-        dial = _twiml_root(next_twiml).find("./Dial")
-        report.dialed = (dial.text or "").strip() if dial is not None else None
+        await _after_stream(report, after, {**form, "CallStatus": "in-progress"}, headers, signer)
     return report
+
+
+async def _after_stream(
+    report: CallReport, after: str, form: dict[str, str], headers: dict[str, str], signer: TwilioSigner | None
+) -> None:
+    """The caller is still on the line: Twilio goes on with the verbs after </Connect>."""
+    if signer:
+        headers[SIGNATURE_HEADER] = signer.sign(after, form)
+    next_twiml = await asyncio.to_thread(_post_form, after, form, headers)
+    report.after_stream_verbs = twiml_verbs(next_twiml)
+    dial = _twiml_root(next_twiml).find("./Dial")
+    report.dialed = (dial.text or "").strip() if dial is not None else None
+
+
+async def _stream(
+    phone: _Phone,
+    report: CallReport,
+    call_sid: str,
+    account_sid: str,
+    parameters: dict[str, str],
+    on_start: Callable[[], None] | None,
+) -> None:
+    """The media stream, from `connected` until the caller hangs up or the bridge closes it."""
+    await phone._send(ms.connected_message())
+    await phone._send(ms.start_message(report.stream_sid, call_sid, account_sid, parameters, phone.next_sequence()))
+    if on_start is not None:
+        on_start()
+    receiving = asyncio.create_task(phone.receive(), name="phone_receive")
+    talking = asyncio.create_task(phone.talk(), name="phone_talk")
+    try:
+        done, _ = await asyncio.wait({receiving, talking}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (receiving, talking):
+            task.cancel()
+        results = await asyncio.gather(receiving, talking, return_exceptions=True)
+        await phone.close_network()
+    caller_hung_up = talking in done and not talking.cancelled() and talking.exception() is None
+    report.ended_by = "caller" if caller_hung_up else "bridge"
+    for result in results:
+        if isinstance(result, SimulatorError | ms.ProtocolError):
+            raise result
+    for task in done:
+        if task.exception() is not None and not isinstance(task.exception(), websockets.ConnectionClosed):
+            raise task.exception()  # type: ignore[misc]

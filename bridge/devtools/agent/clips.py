@@ -12,7 +12,7 @@ import soxr
 
 from voice_codecs import ulaw_encode
 
-from ..package_data import AGENT_CLIPS_INDEX, data_path
+from ...package_data import AGENT_CLIPS_INDEX, data_path
 
 CLIPS_RATE = 24000
 

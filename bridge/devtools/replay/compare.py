@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 from voice_codecs import ulaw_decode
 
-from .playback import PROBE_PREFIX
-from .recording_format import (
+from ...playback import PROBE_PREFIX
+from ...recording_format import (
     APPEND_TYPE,
     IN,
     OUT,

@@ -7,7 +7,7 @@ segment being retransmitted, a busy router) and releases everything held during 
 once: a delivery burst. Stall starts are a Poisson process (`burst_every_s` apart on average),
 each lasting `burst_ms`; both come from the seeded random generator, so a run can be repeated.
 
-The async shell in `bridge.phone.simulator` only moves messages through these lines at their
+The async shell in `bridge.devtools.phone.simulator` only moves messages through these lines at their
 delivery times; everything here is decided from the `now` it is given.
 """
 
