@@ -652,7 +652,7 @@ def plot(all_results: list[dict], path: Path) -> None:
 # sample's stack names it.
 STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("metrics (prometheus_client)", ("prometheus_client/",)),
-    ("_goodbye_when_asked polling (10 Hz per call)", ("CallSession._goodbye_when_asked",)),
+    ("goodbye / max-duration polling (4 Hz per call)", ("Ending.when_asked",)),
     ("caller→model: read + WS frame parse (uvicorn sansio)", ("WebSocketsSansIOProtocol.data_received",)),
     ("model→caller: read + WS frame parse (websockets client)", ("Connection.data_received",)),
     ("caller→model: parse Twilio JSON + base64", ("CallSession._pump_caller", "parse_twilio_message")),
@@ -660,7 +660,8 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("caller→model: transcode μ-law 8k → PCM 24k", ("CallSession._pump_caller", "CallerToModel.process")),
     ("caller→model: build append (base64 + json.dumps)", ("CallSession._pump_caller", "append_audio")),
     ("caller→model: build append (base64 + json.dumps)", ("CallSession._pump_caller", "dumps")),
-    ("caller→model: websockets client send (frame, mask, write)", ("CallSession._pump_caller", "Connection.send")),
+    ("caller→model: websockets client send (frame, mask, write)", ("UpstreamLink.run_sender", "Connection.send")),
+    ("caller→model: sender task, rest", ("UpstreamLink.run_sender",)),
     ("caller→model: mark echoes, flood guard, rest", ("CallSession._pump_caller",)),
     ("model→caller: event JSON parse + dialect", ("CallSession._pump_model", "UpstreamConnection.events")),
     ("model→caller: transcode PCM 24k → μ-law 8k", ("CallSession._pump_model", "ModelToCaller.process")),
