@@ -86,7 +86,9 @@ from typing import Any, Self
 
 import numpy as np
 from machine import cpu_model
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
+
+from bridge.devtools.fake_realtime import FakeRealtime, FakeSession
 
 ROOT = Path(__file__).resolve().parents[1]
 AUDIO = ROOT / "fixtures" / "audio"
@@ -500,7 +502,8 @@ async def _sleep_until(deadline: float) -> None:
 
 
 class RulesUpstream:
-    """A GA Realtime server on loopback that plays `rounds` to the (one) session that connects."""
+    """A GA Realtime server on loopback that plays `rounds` to the (one) session that connects (a script
+    on the shared fake Realtime server, bridge/devtools/fake_realtime.py)."""
 
     def __init__(self, rounds: list[RoundPlan], pace: float = 4.0, settle_s: float = 0.25) -> None:
         self.rounds = rounds
@@ -509,20 +512,18 @@ class RulesUpstream:
         self.sessions: list[UpstreamSession] = []
         self.failures: list[BaseException] = []
         self.url = ""
-        self._server: Server | None = None
+        self._fake = FakeRealtime(self._handle, max_size=None)
 
     async def __aenter__(self) -> Self:
-        self._server = await serve(self._handle, "127.0.0.1", 0, compression=None, max_size=None)
-        port = self._server.sockets[0].getsockname()[1]
-        self.url = f"ws://127.0.0.1:{port}/v1/realtime"
+        await self._fake.start()
+        self.url = self._fake.url
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
+        await self._fake.aclose()
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    async def _handle(self, fake: FakeSession) -> None:
+        ws = fake.ws
         session = UpstreamSession(ws, self.rounds if not self.sessions else [], self.pace, self.settle_s)
         self.sessions.append(session)
         try:

@@ -49,10 +49,10 @@ import httpx
 import numpy as np
 from machine import cpu_model
 from websockets.asyncio.client import connect
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.http11 import Request, Response
+from websockets.asyncio.server import ServerConnection
 
 from bridge import media_streams as ms
+from bridge.devtools.fake_realtime import FakeRealtime, FakeSession
 from bridge.devtools.local_bridge import served_bridge
 from bridge.devtools.phone.simulator import parse_stream_twiml
 from bridge.logs import configure_logging
@@ -72,32 +72,38 @@ def greeting_pcm() -> bytes:
 
 
 class ScriptedModel:
-    """A GA Realtime model with a slow handshake and a thinking delay before the greeting."""
+    """A GA Realtime model with a slow handshake and a thinking delay before the greeting (a script on
+    the shared fake Realtime server, bridge/devtools/fake_realtime.py)."""
 
     def __init__(self, first_audio_ms: float) -> None:
-        self.handshake_ms = 0.0
         self.first_audio_s = first_audio_ms / 1000
         self.audio = greeting_pcm()
         self.url = ""
         self.sessions = 0
+        self._fake = FakeRealtime(self._session)
+
+    @property
+    def handshake_ms(self) -> float:
+        """How long every WebSocket upgrade is held before it is accepted."""
+        return self._fake.handshake_delay_s * 1000
+
+    @handshake_ms.setter
+    def handshake_ms(self, ms: float) -> None:
+        self._fake.handshake_delay_s = ms / 1000
 
     async def __aenter__(self) -> ScriptedModel:
-        self._server = await serve(self._session, "127.0.0.1", 0, process_request=self._hold, compression=None)
-        self.url = f"ws://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/v1/realtime?model=gpt-realtime"
+        await self._fake.start()
+        self.url = f"ws://127.0.0.1:{self._fake.port}/v1/realtime?model=gpt-realtime"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self._server.close()
-        await self._server.wait_closed()
-
-    async def _hold(self, connection: ServerConnection, request: Request) -> Response | None:
-        await asyncio.sleep(self.handshake_ms / 1000)
-        return None
+        await self._fake.aclose()
 
     async def _send(self, ws: ServerConnection, kind: str, **fields: Any) -> None:
         await ws.send(json.dumps({"type": kind, "event_id": "event_" + secrets.token_hex(4), **fields}))
 
-    async def _session(self, ws: ServerConnection) -> None:
+    async def _session(self, session: FakeSession) -> None:
+        ws = session.ws
         self.sessions += 1
         with contextlib.suppress(Exception):
             await self._send(ws, "session.created", session={"type": "realtime", "id": "sess_1"})

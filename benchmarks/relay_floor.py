@@ -300,21 +300,22 @@ def run_sender(target: str, port: int, texts: list[str], burst: bool) -> None:
 
 
 def run_sink(port: int) -> None:
-    """A websockets server that reads and discards (the upstream for the send measurements)."""
+    """A fake Realtime server that reads and discards (the upstream for the send measurements): a
+    script on the shared one, bridge/devtools/fake_realtime.py."""
     import uvloop
-    from websockets.asyncio.server import serve
-
     from websockets.exceptions import ConnectionClosed
 
-    async def handler(ws) -> None:
+    from bridge.devtools.fake_realtime import FakeRealtime
+
+    async def discard(session) -> None:
         try:
-            async for _ in ws:
+            async for _ in session.ws:
                 pass
         except ConnectionClosed:  # the no-ASGI relay drops its upstream without a closing handshake
             pass
 
     async def main() -> None:
-        async with serve(handler, "127.0.0.1", port, compression=None, max_size=None):
+        async with FakeRealtime(discard, port=port, record=False, max_size=None):
             await asyncio.Future()
 
     uvloop.run(main())

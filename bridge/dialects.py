@@ -288,11 +288,12 @@ def _text(message: dict[str, Any], name: str, max_chars: int) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class _WireNames:
+class WireNames:
     """The server event names that differ between the dialects (the rest are shared)."""
 
     audio_delta: str
     audio_done: str
+    transcript_delta: str
     transcript_done: str
     item_added: str
 
@@ -300,7 +301,7 @@ class _WireNames:
 class _EventParser:
     """Server events → bridge vocabulary; one table per dialect, built once."""
 
-    def __init__(self, names: _WireNames) -> None:
+    def __init__(self, names: WireNames) -> None:
         self._handlers: dict[str, Callable[[dict[str, Any]], ServerEvent]] = {
             "session.created": lambda m: SessionReady(updated=False),
             "session.updated": lambda m: SessionReady(updated=True),
@@ -462,13 +463,14 @@ def _common_unsupported(config: SessionConfig) -> list[str]:
     return problems
 
 
-_GA_NAMES = _WireNames(
+GA_WIRE_NAMES = WireNames(
     audio_delta="response.output_audio.delta",
     audio_done="response.output_audio.done",
+    transcript_delta="response.output_audio_transcript.delta",
     transcript_done="response.output_audio_transcript.done",
     item_added="conversation.item.added",
 )
-_GA_EVENTS = _EventParser(_GA_NAMES)
+_GA_EVENTS = _EventParser(GA_WIRE_NAMES)
 
 
 class GADialect:
@@ -527,16 +529,17 @@ class GADialect:
         return tuple(problems)
 
 
-_VOICELIVE_NAMES = _WireNames(
+VOICELIVE_WIRE_NAMES = WireNames(
     audio_delta="response.audio.delta",
     audio_done="response.audio.done",
+    transcript_delta="response.audio_transcript.delta",
     transcript_done="response.audio_transcript.done",
     item_added="conversation.item.created",
 )
-_VOICELIVE_EVENTS = _EventParser(_VOICELIVE_NAMES)
+_VOICELIVE_EVENTS = _EventParser(VOICELIVE_WIRE_NAMES)
 
 # The model-audio event of either dialect (a recording reads both without knowing which it has).
-AUDIO_DELTA_TYPES = frozenset({_GA_NAMES.audio_delta, _VOICELIVE_NAMES.audio_delta})
+AUDIO_DELTA_TYPES = frozenset({GA_WIRE_NAMES.audio_delta, VOICELIVE_WIRE_NAMES.audio_delta})
 
 _VOICELIVE_TURN_TYPES = {
     "server_vad": "server_vad",

@@ -8,7 +8,7 @@ Nothing here comes from the fixing side. What it provides:
 - `Lab`: an asyncio loop in a background thread. The scripted model, the healthy calls and the
   hostile peers live there, so a synchronous (hypothesis) test can drive them case by case while
   the healthy call keeps running.
-- `ChaosUpstream`: a scripted GA Realtime server. What each session does is chosen by the call's
+- `ChaosUpstream`: a scripted GA Realtime server (a script on bridge/devtools/fake_realtime.py). What each session does is chosen by the call's
   profile: the bridge sends the profile's instructions in `session.update`, and each test number
   (`To`) maps to `chaos-mode:<mode>` (see `PROFILES`). Modes: quiet, talker (audio forever, paced
   at real time), fuzz (talk, inject the queued hostile frames, talk on), huge (one 9 MiB delta),
@@ -46,9 +46,10 @@ from typing import Any
 import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 
 from bridge import media_streams as ms
+from bridge.devtools.fake_realtime import FakeRealtime, FakeSession
 from bridge.devtools.phone.simulator import SimulatorError, parse_stream_twiml
 from twiml.signatures import TwilioSigner
 
@@ -297,32 +298,32 @@ class ChaosUpstream:
         self.fuzz_frames: deque[list[str | bytes]] = deque()
         self.huge_delta: str | None = None
         self.error_codes = 1500
-        self._server: Any = None
+        self._fake: FakeRealtime | None = None
         self.port = 0
 
     async def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if self.rcvbuf:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
-        sock.bind(("127.0.0.1", 0))
-        self._server = await serve(
-            self._handle, sock=sock, compression=None, max_size=None, max_queue=self.max_queue, ping_interval=None
+        self._fake = FakeRealtime(
+            self._handle,
+            receive_buffer=self.rcvbuf,
+            max_size=None,
+            max_queue=self.max_queue,
+            ping_interval=None,
         )
-        port = self.port = sock.getsockname()[1]
+        await self._fake.start()
+        port = self.port = self._fake.port
         self.url = f"ws://127.0.0.1:{port}/v1/realtime?api-key={UPSTREAM_SECRET}"
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._fake is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5):
-                    await self._server.wait_closed()
+                    await self._fake.aclose()
 
     async def _send(self, ws: ServerConnection, kind: str, **fields: Any) -> None:
         await ws.send(json.dumps({"type": kind, "event_id": "evt_" + secrets.token_hex(4), **fields}))
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    async def _handle(self, fake: FakeSession) -> None:
+        ws = fake.ws
         self.open_now += 1
         session = UpstreamSession(mode="quiet", opened_at=time.monotonic())
         self.sessions.append(session)

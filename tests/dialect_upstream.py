@@ -1,6 +1,7 @@
 """A scripted Realtime model on loopback, in either dialect's event names, for whole-call tests.
 
-`ModelServer` records every opening handshake (path with query, headers, when), can refuse a given
+`ModelServer` (a script on the shared fake Realtime server, bridge/devtools/fake_realtime.py; the
+dialects' event names come from bridge/dialects.py) records every opening handshake (path with query, headers, when), can refuse a given
 attempt with an HTTP status or hold it for a while before accepting, and runs one script per
 accepted connection. A script drives one `ModelSession`: `configure()` (session.created, the
 bridge's session.update, session.updated, and the greeting's response.create), `speak()` (a whole
@@ -32,9 +33,10 @@ import voicelive_schema
 from openai.types.realtime import RealtimeClientEvent
 from pydantic import BaseModel, TypeAdapter
 from websockets import ConnectionClosed
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
+from websockets.asyncio.server import ServerConnection
+
+from bridge.devtools.fake_realtime import FakeRealtime, FakeSession, Handshake
+from bridge.dialects import GA_WIRE_NAMES, VOICELIVE_WIRE_NAMES, WireNames
 
 MODEL_RATE = 24000
 SPEECH_LEVEL = 1000  # PCM16 peak above which a 24 kHz chunk of caller audio counts as speech
@@ -42,7 +44,7 @@ SPEECH_LEVEL = 1000  # PCM16 peak above which a 24 kHz chunk of caller audio cou
 
 @dataclass(frozen=True, slots=True)
 class Wire:
-    """The server event names that differ between the dialects."""
+    """The server event names that differ between the dialects (bridge/dialects.py holds them)."""
 
     dialect: str
     audio_delta: str
@@ -51,30 +53,15 @@ class Wire:
     transcript_done: str
     item_added: str
 
-
-GA_WIRE = Wire(
-    "ga",
-    "response.output_audio.delta",
-    "response.output_audio.done",
-    "response.output_audio_transcript.delta",
-    "response.output_audio_transcript.done",
-    "conversation.item.added",
-)
-VOICELIVE_WIRE = Wire(
-    "voicelive",
-    "response.audio.delta",
-    "response.audio.done",
-    "response.audio_transcript.delta",
-    "response.audio_transcript.done",
-    "conversation.item.created",
-)
+    @classmethod
+    def of(cls, dialect: str, names: WireNames) -> Wire:
+        return cls(
+            dialect, names.audio_delta, names.audio_done, names.transcript_delta, names.transcript_done, names.item_added
+        )
 
 
-@dataclass(frozen=True, slots=True)
-class Handshake:
-    path: str  # with the query string
-    headers: Headers
-    at: float  # time.monotonic() when the upgrade request arrived
+GA_WIRE = Wire.of("ga", GA_WIRE_NAMES)
+VOICELIVE_WIRE = Wire.of("voicelive", VOICELIVE_WIRE_NAMES)
 
 
 class ModelSession:
@@ -247,6 +234,8 @@ class ModelServer:
 
     `statuses[i]` answers the i-th handshake attempt: None accepts it, a number refuses it with
     that HTTP status. `handshake_delay_s` holds every accepted upgrade that long before answering.
+    The server is the shared fake Realtime shell (bridge/devtools/fake_realtime.py); this class is
+    its script and keeps each session's `ModelSession`.
     """
 
     def __init__(
@@ -259,13 +248,34 @@ class ModelServer:
         self.wire = wire
         self.scripts = list(scripts)
         self.statuses = list(statuses)
-        self.handshake_delay_s = handshake_delay_s
-        self.handshakes: list[Handshake] = []
         self.sessions: list[ModelSession] = []
         self.errors: list[BaseException] = []
-        self.port = 0
-        self._server: Server | None = None
-        self._accepted: dict[int, Handshake] = {}
+        # A session the bridge left open would hold the exit up (its close handshake cannot finish
+        # while the bridge reads nothing): the shell cuts every connection still open.
+        self._fake = FakeRealtime(
+            self._run,
+            answer=self._status,
+            refusal_text="refused (attempt {attempt})\n",
+            handshake_delay_s=handshake_delay_s,
+            abort_open_on_close=True,
+            max_size=None,
+        )
+
+    @property
+    def handshakes(self) -> list[Handshake]:
+        return self._fake.handshakes
+
+    @property
+    def handshake_delay_s(self) -> float:
+        return self._fake.handshake_delay_s
+
+    @handshake_delay_s.setter
+    def handshake_delay_s(self, seconds: float) -> None:
+        self._fake.handshake_delay_s = seconds
+
+    @property
+    def port(self) -> int:
+        return self._fake.port
 
     @property
     def origin(self) -> str:
@@ -276,44 +286,20 @@ class ModelServer:
         return f"ws://127.0.0.1:{self.port}{path_and_query}"
 
     async def __aenter__(self) -> ModelServer:
-        self._server = await serve(
-            self._handle,
-            "127.0.0.1",
-            0,
-            process_request=self._process_request,
-            compression=None,
-            max_size=None,
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        await self._fake.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        # A session the bridge left open would hold the exit up (its close handshake cannot finish
-        # while the bridge reads nothing): cut every connection still open.
-        for session in self.sessions:
-            if session.closed_at is None:
-                session.ws.transport.abort()
-        self._server.close()
-        await self._server.wait_closed()
+        await self._fake.aclose()
 
-    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        attempt = len(self.handshakes)
-        handshake = Handshake(request.path, request.headers, time.monotonic())
-        self.handshakes.append(handshake)
-        status = self.statuses[attempt] if attempt < len(self.statuses) else None
-        if status is not None:
-            return connection.respond(status, f"refused (attempt {attempt + 1})\n")
-        if self.handshake_delay_s:
-            await asyncio.sleep(self.handshake_delay_s)
-        self._accepted[id(connection)] = handshake
-        return None
+    def _status(self, attempt: int) -> int | None:
+        return self.statuses[attempt] if attempt < len(self.statuses) else None
 
-    async def _handle(self, ws: ServerConnection) -> None:
-        index = len(self.sessions)
-        session = ModelSession(ws, self.wire, self._accepted.pop(id(ws)), index)
+    async def _run(self, fake: FakeSession) -> None:
+        ws = fake.ws
+        session = ModelSession(ws, self.wire, fake.handshake, fake.index)
         self.sessions.append(session)
-        script = self.scripts[min(index, len(self.scripts) - 1)]
+        script = self.scripts[min(session.index, len(self.scripts) - 1)]
         try:
             await script(session)
             # Keep recording what the bridge sends until it closes the session.

@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 import websockets
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 
 from voice_codecs import ulaw_decode
 
 from ...logs import get_logger
+from ..fake_realtime import FakeRealtime, FakeSession
 from .clips import Clip, ClipLibrary, clips_dir
 from .conversation import AgentConversation, RealtimeRequestError, new_id
 from .vad import EnergyVad
@@ -265,40 +266,44 @@ class AgentConnection:
 
 
 class LocalAgent:
-    """Runs the agent's server on loopback; `url` is what the bridge connects to."""
+    """Runs the agent on loopback, as a script on the shared fake Realtime server; `url` is what the
+    bridge connects to. Each session's state is its own `AgentConnection`."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, clips: str | Path | None = None, pace: float = DEFAULT_PACE) -> None:
-        self.host = host
-        self.port = port
         self.pace = pace
         self.clips = ClipLibrary.load(clips_dir(str(clips) if clips else None))
-        self._server: Server | None = None
+        # A long-running server: handshakes and sessions are counted, not kept.
+        self._fake = FakeRealtime(self._session, host=host, port=port, record=False, max_size=16 * 1024 * 1024, compression=None)
         self.open_sessions = 0
         self.sessions_opened = 0
         self.caller_turns_heard = 0  # caller turns detected, over every session (what `demo` reports)
+
+    @property
+    def host(self) -> str:
+        return self._fake.host
+
+    @property
+    def port(self) -> int:
+        return self._fake.port
 
     @property
     def url(self) -> str:
         return f"ws://{self.host}:{self.port}/v1/realtime"
 
     async def start(self) -> None:
-        self._server = await serve(self._handle, self.host, self.port, max_size=16 * 1024 * 1024, compression=None)
-        self.port = self._server.sockets[0].getsockname()[1]
+        await self._fake.start()
         log.info("agent.listening", url=self.url, pace=self.pace)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        await self._fake.aclose()
 
     def _caller_turn(self) -> None:
         self.caller_turns_heard += 1
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    async def _session(self, session: FakeSession) -> None:
         self.open_sessions += 1
         self.sessions_opened += 1
         try:
-            await AgentConnection(ws, self.clips, self.pace, on_caller_turn=self._caller_turn).run()
+            await AgentConnection(session.ws, self.clips, self.pace, on_caller_turn=self._caller_turn).run()
         finally:
             self.open_sessions -= 1

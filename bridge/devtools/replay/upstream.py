@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from websockets import ConnectionClosed
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.http11 import Request, Response
+from websockets.asyncio.server import ServerConnection
 
 from ...logs import get_logger
 from ...recording_format import APPEND_TYPE, IN, OUT, TWILIO, UPSTREAM, RecordedEvent, Recording
+from ..fake_realtime import FakeRealtime, FakeSession
 
 log = get_logger("bridge.replay")
 
@@ -214,18 +214,27 @@ def _attempts(recording: Recording) -> list[_Attempt]:
 
 
 class ReplayUpstream:
-    """Serves a recording's upstream side on a loopback port, for one replayed call."""
+    """Serves a recording's upstream side on a loopback port, for one replayed call: a script on the
+    shared fake Realtime server, each session's state its own `_SessionPlayer`."""
 
     def __init__(self, recording: Recording, speed: float = 1.0, timeline: StreamTimeline | None = None) -> None:
         self.recording = recording
         self.speed = speed
         self.timeline = timeline or StreamTimeline()
-        self.port = 0
         self.players: list[_SessionPlayer] = []
-        self.handshakes = 0
         self._attempts = _attempts(recording)
         self._sessions = [s for s in recording.sessions if any(e.direction == "open" for e in recording.of(UPSTREAM, s))]
-        self._server: Server | None = None
+        self._fake = FakeRealtime(
+            self._play, answer=self._answer, refusal_text="refused as recorded\n", compression=None, max_size=None
+        )
+
+    @property
+    def port(self) -> int:
+        return self._fake.port
+
+    @property
+    def handshakes(self) -> int:
+        return self._fake.attempts
 
     @property
     def origin(self) -> str:
@@ -239,28 +248,20 @@ class ReplayUpstream:
         return [f"session {p.session}: {what}" for p in self.players for what in p.missing_triggers]
 
     async def __aenter__(self) -> ReplayUpstream:
-        self._server = await serve(
-            self._handle, "127.0.0.1", 0, process_request=self._process_request, compression=None, max_size=None
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        await self._fake.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
         for player in self.players:
             player.ws.transport.abort()
-        self._server.close()
-        await self._server.wait_closed()
+        await self._fake.aclose()
 
-    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        attempt = self.handshakes
-        self.handshakes += 1
+    def _answer(self, attempt: int) -> int | None:
         planned = self._attempts[min(attempt, len(self._attempts) - 1)] if self._attempts else _Attempt(None)
-        if planned.status is not None:
-            return connection.respond(planned.status, "refused as recorded\n")
-        return None
+        return planned.status
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    async def _play(self, session: FakeSession) -> None:
+        ws = session.ws
         index = len(self.players)
         if index >= len(self._sessions):
             # The bridge opened more sessions than the recorded one did: listen, say nothing.
