@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import contextlib
 import time
@@ -44,6 +45,7 @@ from .logs import get_logger
 from .settings import ConfigError, Settings
 from .telemetry import Metrics, bounded_label
 from .tools import ToolRegistry, default_registry
+from .tracing import Tracing
 from .twilio_stream import CLOSE_INTERNAL, CLOSE_POLICY, TwilioStream
 from .readiness import PROBE_RESULTS, ReadinessMonitor
 from .upstream import UpstreamTarget, probe_upstream
@@ -84,6 +86,7 @@ class BridgeState:
     upstream: UpstreamTarget | None = None
     agent: LocalAgent | None = None
     readiness: ReadinessMonitor | None = None  # the upstream probe; None: not probed (embedded agent, or off)
+    tracing: Tracing = field(default_factory=Tracing)  # OpenTelemetry: off unless OTEL_EXPORTER_OTLP_ENDPOINT (issue 17)
     active_calls: set[CallSession] = field(default_factory=set)
     draining: bool = False
     clock: Callable[[], float] = time.monotonic
@@ -430,6 +433,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         local_url = None
+        state.tracing = Tracing.from_env(os.environ)  # issue 17: OTEL_* variables; off (no SDK at all) when unset
         if state.agent is not None:
             await state.agent.start()
             local_url = state.agent.url
@@ -480,6 +484,7 @@ def create_app(
             audio=settings.audio,
             profiles=len(profiles.profiles),
             prewarm=settings.prewarm,
+            tracing=state.tracing.exporter,
         )
         try:
             yield
@@ -499,6 +504,7 @@ def create_app(
                 await twilio_rest.http_client.close()
             if state.agent is not None:
                 await state.agent.stop()
+            await asyncio.to_thread(state.tracing.shutdown)  # flush the last spans (bounded by the exporter's timeout)
 
     routes = [
         Route(VOICE_PATH, voice_webhook, methods=["POST"]),

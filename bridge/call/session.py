@@ -21,9 +21,11 @@ from .. import dialects, media_streams as ms
 from ..append_batcher import TWILIO_FRAME_MS
 from ..deadlines import PeerDeadlines
 from ..logs import get_logger
+from ..model_usage import ModelUsage, UsagePolicy
 from ..playback import PlaybackTracker
 from ..round_trip import RoundTripEstimator
 from ..telemetry import Metrics
+from ..tracing import NO_TRACE, NoTrace
 from ..turn_timeline import TurnTimeline
 from ..twilio_stream import CLOSE_INTERNAL, CLOSE_NORMAL, StreamClosed, close_code_for
 from .caller_input import CallerInput
@@ -85,6 +87,10 @@ class CallSession:
         self._reconnects = 0
         self.tools: ToolRuns | None = None
         self.keypad = Keypad("off")
+        # issue 17 (telemetry): the call's trace (does nothing while tracing is off) and token usage;
+        # both are replaced with the call's own once its profile is known (`_start`).
+        self.trace: NoTrace = NO_TRACE
+        self.usage = ModelUsage(metrics, log, UsagePolicy())
         twilio.on_stall = metrics.peer_stalls.labels(peer="twilio").inc
 
     # --- state, for the app ----------------------------------------------------------------------
@@ -116,7 +122,8 @@ class CallSession:
             if not await self._start():
                 return self.life.end_reason or EndReason.NO_START
             assert self.setup is not None
-            with structlog.contextvars.bound_contextvars(call_sid=self.call_sid, stream_sid=self.twilio.stream_sid):
+            ids = {"call_sid": self.call_sid, "stream_sid": self.twilio.stream_sid, **self.trace.log_ids()}
+            with structlog.contextvars.bound_contextvars(**ids):
                 self.log.info("call.started", audio=self.audio_mode.value, profile=self.setup.profile_name)
                 self.metrics.active_calls.inc()
                 try:
@@ -124,7 +131,8 @@ class CallSession:
                 finally:
                     self.metrics.active_calls.dec()
                     self.metrics.call_duration.observe(self.clock() - self._started_at)
-                self.log.info("call.ended", reason=self.end_reason.value if self.end_reason else None)
+                self.usage.call_ended()
+                self.log.info("call.ended", reason=self.end_reason.value if self.end_reason else None, **self.usage.summary())
             return self.life.end_reason or EndReason.CALLER_HANGUP
         except Exception:
             self.life.end(EndReason.INTERNAL_ERROR)
@@ -133,6 +141,7 @@ class CallSession:
             await self._close_both()
             self.life.finish()
             self.metrics.calls.labels(outcome=(self.life.end_reason or EndReason.INTERNAL_ERROR).value).inc()
+            self.trace.end((self.life.end_reason or EndReason.INTERNAL_ERROR).value, self.usage.summary())
 
     async def _start(self) -> bool:
         started = await self._handshake.run()
@@ -143,7 +152,19 @@ class CallSession:
         self.twilio.stream_sid = start.stream_sid
         self._started_at = self.clock()
         actions = ToolActions(start.call_sid, self.setup.transfer_number)
-        self.tools = ToolRuns(self.setup.tools, self.setup.tool_names, actions, self.metrics, self.log)
+        self.trace = self.setup.tracing.call(
+            {
+                "call.sid": start.call_sid,
+                "stream.sid": start.stream_sid,
+                "profile": self.setup.profile_name,
+                "upstream": self.setup.upstream_name,
+                "audio.mode": self.audio_mode.value,
+            }
+        )
+        self.usage = ModelUsage(self.metrics, self.log, self.setup.usage, self.trace)
+        self.tools = ToolRuns(
+            self.setup.tools, self.setup.tool_names, actions, self.metrics, self.log, on_finished=self.trace.tool_finished
+        )
         self.keypad = Keypad(self.setup.dtmf)
         self.ending.begin(self.setup, start.call_sid, self._started_at)
         self.life.move_to(CallState.CONNECTING_UPSTREAM)
@@ -187,6 +208,7 @@ class CallSession:
         """Wait for the model session while the caller is read; False if the call ended meanwhile."""
         assert self.setup is not None
         connecting = asyncio.ensure_future(self.setup.upstream)
+        connect_started_ns = time.time_ns()
         await asyncio.wait({caller, connecting}, return_when=asyncio.FIRST_COMPLETED)
         if not connecting.done():
             # The call ended (hangup, bad input) before the model was there.
@@ -199,6 +221,7 @@ class CallSession:
         try:
             self.link.connection = connecting.result()
         except UPSTREAM_FAILURES as exc:
+            self.trace.connected(connect_started_ns, reconnect=False, outcome=type(exc).__name__)
             self.log.error("upstream.connect_failed", error=type(exc).__name__, detail=str(exc))
             self.life.end(EndReason.UPSTREAM_UNAVAILABLE)
             caller.cancel()
@@ -206,6 +229,7 @@ class CallSession:
             await self.ending.push_apology()
             await self.twilio.close(CLOSE_INTERNAL, "upstream_unavailable")
             return False
+        self.trace.connected(connect_started_ns, reconnect=False, outcome="ok")
         if self.life.state is not CallState.CONNECTING_UPSTREAM:  # ended while the result came in
             await asyncio.gather(caller, return_exceptions=True)
             return False
@@ -247,6 +271,8 @@ class CallSession:
                 stages = self.timeline.mark_echoed(event.name, now)
                 if stages is not None:
                     self.events.turn_completed(stages)
+                if not self.tracker.is_playing:
+                    self.trace.playback_idle(response_active=self.ledger.active is not None)
         elif isinstance(event, ms.Dtmf):
             self._on_dtmf(event.digit)
         elif isinstance(event, ms.Stop):
@@ -316,6 +342,7 @@ class CallSession:
         self._reconnects += 1
         reason = "session_expired" if expired else "dropped"
         self.log.warning("upstream.reconnecting", reason=reason, turns=len(self.memory))
+        started_ns = time.time_ns()
         try:
             async with self.link.replacing():
                 # What was playing belonged to the old session: stop it, the new one starts clean.
@@ -324,8 +351,10 @@ class CallSession:
                 self.input.reset()
                 await self.link.open_seeded(self.setup.reconnect, self.memory)
         except UPSTREAM_FAILURES as exc:
+            self.trace.connected(started_ns, reconnect=True, outcome=type(exc).__name__)
             self.log.error("upstream.reconnect_failed", error=type(exc).__name__, detail=str(exc))
             return False
+        self.trace.connected(started_ns, reconnect=True, outcome="ok")
         self.log.info("upstream.reconnected", seeded_turns=len(self.memory))
         return True
 
