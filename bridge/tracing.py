@@ -254,7 +254,8 @@ class CallTrace(NoTrace):
         self._end_turn("barge_in")
 
     def playback_idle(self, response_active: bool) -> None:
-        if self._turn is not None and self._turn_heard and not response_active and not self._tools:
+        heard = self._turn_heard or self._turn_kind == "model"  # a model turn (greeting) has no caller stages
+        if self._turn is not None and heard and not response_active and not self._tools:
             self._turn.add_event("playback_end")
             self._end_turn("answered")
 
