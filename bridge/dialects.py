@@ -552,13 +552,14 @@ def _rate_limits(message: dict[str, Any]) -> RateLimitsUpdated:
         if not isinstance(entry, dict):
             continue
         reset = entry.get("reset_seconds")
-        finite = isinstance(reset, int | float) and not isinstance(reset, bool) and 0 <= reset < 1e9
+        if not (isinstance(reset, int | float) and not isinstance(reset, bool) and 0 <= reset < 1e9):
+            reset = None
         limits.append(
             RateLimit(
                 name=_text(entry, "name", MAX_CODE_CHARS),
                 limit=json_uint(entry.get("limit")),
                 remaining=json_uint(entry.get("remaining")),
-                reset_seconds=float(reset) if finite else None,
+                reset_seconds=float(reset) if reset is not None else None,
             )
         )
     return RateLimitsUpdated(tuple(limits))

@@ -49,7 +49,9 @@ class ModelUsage:
             for (direction, modality), tokens in counts.items():
                 if tokens:
                     self.metrics.tokens.labels(
-                        profile=profile, direction=bounded_label(direction, DIRECTIONS), modality=bounded_label(modality, MODALITIES)
+                        profile=profile,
+                        direction=bounded_label(direction, DIRECTIONS),
+                        modality=bounded_label(modality, MODALITIES),
                     ).inc(tokens)
         self.trace.response_finished(event.status, counts)
         if event.failed:
@@ -96,15 +98,18 @@ class ModelUsage:
         counter.inc()  # type: ignore[attr-defined]
 
     def _rate_limits(self, event: RateLimitsUpdated) -> None:
+        metrics = self.metrics
         for limit in event.limits:
-            if limit.remaining is not None:
-                self.metrics.rate_limit_remaining.labels(name=bounded_label(limit.name, dialects.RATE_LIMIT_NAMES)).set(limit.remaining)
-            if limit.limit is not None:
-                self.metrics.rate_limit_limit.labels(name=bounded_label(limit.name, dialects.RATE_LIMIT_NAMES)).set(limit.limit)
-            if limit.reset_seconds is not None:
-                self.metrics.rate_limit_reset.labels(name=bounded_label(limit.name, dialects.RATE_LIMIT_NAMES)).set(limit.reset_seconds)
+            readings = (
+                (metrics.rate_limit_remaining, limit.remaining),
+                (metrics.rate_limit_limit, limit.limit),
+                (metrics.rate_limit_reset, limit.reset_seconds),
+            )
+            for gauge, reading in readings:
+                if reading is not None:
+                    gauge.labels(name=bounded_label(limit.name, dialects.RATE_LIMIT_NAMES)).set(reading)
             if is_low(limit.remaining, limit.limit, self.policy.rate_limit_warn_percent):
-                self.metrics.rate_limit_low.labels(name=bounded_label(limit.name, dialects.RATE_LIMIT_NAMES)).inc()
+                metrics.rate_limit_low.labels(name=bounded_label(limit.name, dialects.RATE_LIMIT_NAMES)).inc()
                 self.log.warning(
                     "upstream.rate_limit_low",
                     name=limit.name,
