@@ -118,6 +118,7 @@ INCOMPLETE_REASONS = frozenset({"max_output_tokens", "content_filter"})
 FAILURE_ERROR_TYPES = frozenset({"server_error", "invalid_request_error", "rate_limit_error", "rate_limit_exceeded"})
 RESPONSE_FAILURE_REASONS = INCOMPLETE_REASONS | FAILURE_ERROR_TYPES | KNOWN_ERROR_CODES
 RESPONSE_FAILURE_STATUSES = ("failed", "incomplete")
+RESPONSE_STATUSES = ("completed", "cancelled", *RESPONSE_FAILURE_STATUSES)
 # rate_limits.updated `name`s (openai RateLimitsUpdatedEvent.RateLimit.name): gauge label values.
 RATE_LIMIT_NAMES = frozenset({"requests", "tokens"})
 # Voice Live `warning` codes the bridge knows of (none documented yet in azure-ai-voicelive 1.3:

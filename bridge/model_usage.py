@@ -54,6 +54,7 @@ class ModelUsage:
                         modality=bounded_label(modality, MODALITIES),
                     ).inc(tokens)
         self.trace.response_finished(event.status, counts)
+        self.metrics.responses.labels(status=bounded_label(event.status, dialects.RESPONSE_STATUSES)).inc()
         if event.failed:
             self.failures += 1
             reason = event.reason or event.error_code or event.error_type or "none"

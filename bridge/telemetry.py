@@ -171,6 +171,12 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=r,
         )
+        self.responses = Counter(
+            "voice_bridge_responses",
+            "Model responses ended (response.done), by status (completed, cancelled, incomplete, failed).",
+            ["status"],
+            registry=r,
+        )
         self.response_failures = Counter(
             "voice_bridge_response_failures",
             "Model responses that ended failed or incomplete, by status and reason (error code or type, or "

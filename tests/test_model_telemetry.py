@@ -208,7 +208,10 @@ def test_usage_failures_warnings_and_rate_limits_of_a_call(case: str) -> None:
         labels = {"profile": "default", "direction": direction, "modality": modality}
         assert value(found, "voice_bridge_tokens_total", **labels) == n, (direction, modality)
 
-    # Failed and incomplete responses: counted by reason, logged with the error.
+    # Responses by status; failed and incomplete ones counted by reason, logged with the error.
+    assert value(found, "voice_bridge_responses_total", status="completed") == 2
+    assert value(found, "voice_bridge_responses_total", status="failed") == 1
+    assert value(found, "voice_bridge_responses_total", status="incomplete") == 1
     assert value(found, "voice_bridge_response_failures_total", status="failed", reason="server_error") == 1
     assert value(found, "voice_bridge_response_failures_total", status="incomplete", reason="max_output_tokens") == 1
     failures = [e for e in logs if e["event"] == "model.response_failed"]
