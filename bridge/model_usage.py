@@ -129,11 +129,13 @@ class ModelUsage:
             "upstream_warnings": self.warnings,
         }
 
-    def call_ended(self) -> None:
-        """The call's estimated cost into the per-profile histogram (only calls that had a price and a response)."""
+    def call_ended(self) -> dict[str, int | float | str | None]:
+        """The call's estimated cost into the per-profile histogram (only calls that had a price and a
+        response); returns the summary for `call.ended`."""
         cost = self.totals.cost_estimate
         if cost is not None and self.totals.responses:
             self.metrics.call_cost_estimate.labels(profile=self.policy.profile).observe(cost)
+        return self.summary()
 
 
 def is_low(remaining: int | None, limit: int | None, warn_percent: int) -> bool:

@@ -39,6 +39,7 @@ class Metrics:
         self._network_metrics(self.registry)
         self._stall_metrics(self.registry)
         self._model_usage_metrics(self.registry)
+        self._rate_limit_metrics(self.registry)
 
     def _call_metrics(self, r: CollectorRegistry) -> None:
         """Calls, webhooks and what the caller experiences: latencies, barge-ins, tools."""
@@ -193,6 +194,10 @@ class Metrics:
             ["event_type"],
             registry=r,
         )
+
+    def _rate_limit_metrics(self, r: CollectorRegistry) -> None:
+        """The upstream account's rate limits, as its rate_limits.updated events say."""
+        # issue 17 (telemetry): rate_limits.updated, per limit name (requests, tokens)
         self.rate_limit_remaining = Gauge(
             "voice_bridge_upstream_rate_limit_remaining",
             "Remaining requests or tokens as the last rate_limits.updated said, by limit name.",

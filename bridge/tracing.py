@@ -14,8 +14,9 @@ The hooks are called at turn granularity (a few per turn), never per audio frame
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .logs import get_logger
@@ -113,6 +114,17 @@ class NoTrace:
 
     def connected(self, started_ns: int, reconnect: bool, outcome: str) -> None:
         """An upstream (re)connect that began at `started_ns` and ended now."""
+
+    @contextlib.asynccontextmanager
+    async def connecting(self, reconnect: bool) -> AsyncIterator[None]:
+        """Around an upstream (re)connect: a span with its outcome (the exception's name when it failed)."""
+        started_ns = time.time_ns()
+        try:
+            yield
+        except Exception as exc:
+            self.connected(started_ns, reconnect, type(exc).__name__)
+            raise
+        self.connected(started_ns, reconnect, "ok")
 
     def turn_started(self, kind: str) -> None:
         """A turn begins: the caller stopped speaking (`caller`), or the model starts unasked (`model`)."""

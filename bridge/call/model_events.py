@@ -160,6 +160,14 @@ class ModelEvents:
             await call.ending.until_heard(marker, pending.action.value)
             await call.ending.act(pending)
 
+    def mark_echoed(self, stages: dict[str, float] | None) -> None:
+        """A mark echo Twilio confirmed: the turn's stages once its answer is first heard, the turn's
+        end (trace) once nothing is left playing."""
+        if stages is not None:
+            self.turn_completed(stages)
+        if not self.call.tracker.is_playing:
+            self.call.trace.playback_idle(response_active=self.call.ledger.active is not None)
+
     def turn_completed(self, stages: dict[str, float]) -> None:
         for stage, seconds in stages.items():
             self.call.metrics.turn_latency.labels(stage=stage).observe(seconds)

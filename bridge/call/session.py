@@ -36,7 +36,7 @@ from .ledger import ResponseLedger
 from .memory import ConversationMemory
 from .model_events import ModelEvents
 from .ports import TwilioPort
-from .setup import CallSetup
+from .setup import CallSetup, observers
 from .start import StartHandshake
 from .state import CallState, EndReason, Lifecycle
 from .tool_runs import ToolActions, ToolRuns
@@ -87,9 +87,7 @@ class CallSession:
         self._reconnects = 0
         self.tools: ToolRuns | None = None
         self.keypad = Keypad("off")
-        # issue 17 (telemetry): the call's trace (does nothing while tracing is off) and token usage;
-        # both are replaced with the call's own once its profile is known (`_start`).
-        self.trace: NoTrace = NO_TRACE
+        self.trace: NoTrace = NO_TRACE  # issue 17: the call's trace and usage, set in `_start` (setup.observers)
         self.usage = ModelUsage(metrics, log, UsagePolicy())
         twilio.on_stall = metrics.peer_stalls.labels(peer="twilio").inc
 
@@ -131,8 +129,7 @@ class CallSession:
                 finally:
                     self.metrics.active_calls.dec()
                     self.metrics.call_duration.observe(self.clock() - self._started_at)
-                self.usage.call_ended()
-                self.log.info("call.ended", reason=self.end_reason.value if self.end_reason else None, **self.usage.summary())
+                self.log.info("call.ended", reason=self.end_reason.value if self.end_reason else None, **self.usage.call_ended())
             return self.life.end_reason or EndReason.CALLER_HANGUP
         except Exception:
             self.life.end(EndReason.INTERNAL_ERROR)
@@ -152,19 +149,8 @@ class CallSession:
         self.twilio.stream_sid = start.stream_sid
         self._started_at = self.clock()
         actions = ToolActions(start.call_sid, self.setup.transfer_number)
-        self.trace = self.setup.tracing.call(
-            {
-                "call.sid": start.call_sid,
-                "stream.sid": start.stream_sid,
-                "profile": self.setup.profile_name,
-                "upstream": self.setup.upstream_name,
-                "audio.mode": self.audio_mode.value,
-            }
-        )
-        self.usage = ModelUsage(self.metrics, self.log, self.setup.usage, self.trace)
-        self.tools = ToolRuns(
-            self.setup.tools, self.setup.tool_names, actions, self.metrics, self.log, on_finished=self.trace.tool_finished
-        )
+        self.trace, self.usage = observers(self.setup, start, self.audio_mode.value, self.metrics, self.log)
+        self.tools = ToolRuns(self.setup.tools, self.setup.tool_names, actions, self.metrics, self.log, self.trace.tool_finished)
         self.keypad = Keypad(self.setup.dtmf)
         self.ending.begin(self.setup, start.call_sid, self._started_at)
         self.life.move_to(CallState.CONNECTING_UPSTREAM)
@@ -268,11 +254,7 @@ class CallSession:
                 self.link.send(dialects.append_audio(batch.audio), frames=batch.frames, completed_at=batch.completed_at)
         elif isinstance(event, ms.MarkEcho):
             if self.tracker.mark_echoed(event.name, now):
-                stages = self.timeline.mark_echoed(event.name, now)
-                if stages is not None:
-                    self.events.turn_completed(stages)
-                if not self.tracker.is_playing:
-                    self.trace.playback_idle(response_active=self.ledger.active is not None)
+                self.events.mark_echoed(self.timeline.mark_echoed(event.name, now))
         elif isinstance(event, ms.Dtmf):
             self._on_dtmf(event.digit)
         elif isinstance(event, ms.Stop):
@@ -342,19 +324,16 @@ class CallSession:
         self._reconnects += 1
         reason = "session_expired" if expired else "dropped"
         self.log.warning("upstream.reconnecting", reason=reason, turns=len(self.memory))
-        started_ns = time.time_ns()
         try:
-            async with self.link.replacing():
+            async with self.link.replacing(), self.trace.connecting(reconnect=True):
                 # What was playing belonged to the old session: stop it, the new one starts clean.
                 self.ledger.session_replaced()  # the old session generates nothing any more
                 await self.output.stop(generating=False)
                 self.input.reset()
                 await self.link.open_seeded(self.setup.reconnect, self.memory)
         except UPSTREAM_FAILURES as exc:
-            self.trace.connected(started_ns, reconnect=True, outcome=type(exc).__name__)
             self.log.error("upstream.reconnect_failed", error=type(exc).__name__, detail=str(exc))
             return False
-        self.trace.connected(started_ns, reconnect=True, outcome="ok")
         self.log.info("upstream.reconnected", seeded_turns=len(self.memory))
         return True
 

@@ -12,13 +12,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from structlog.stdlib import BoundLogger
+
 from twiml.rest import CallControl
 from twiml.stream_tokens import StreamTokenError, StreamTokens
 
 from .. import dialects, media_streams as ms
 from ..admission import Admission, AdmissionRefused
 from ..dialects import SessionConfig
-from ..model_usage import UsagePolicy
+from ..model_usage import ModelUsage, UsagePolicy
 from ..prewarm import Prewarm
 from ..profiles import AgentProfile, ProfileBook, session_config
 from ..readiness import ReadinessMonitor
@@ -26,7 +28,7 @@ from ..recording import Recorder, TwilioTap, UpstreamTap
 from ..settings import Settings
 from ..telemetry import Metrics
 from ..tools import ToolRegistry
-from ..tracing import Tracing
+from ..tracing import NoTrace, Tracing
 from ..upstream import UpstreamConnection, UpstreamTarget, UpstreamUnavailable
 from .state import StartRefused
 
@@ -146,6 +148,21 @@ def call_setup(services: CallServices, profile: AgentProfile, call_sid: str, to:
         tracing=services.tracing,
         upstream_name=services.settings.upstream,
     )
+
+
+def observers(
+    setup: CallSetup, start: ms.Start, audio_mode: str, metrics: Metrics, log: BoundLogger
+) -> tuple[NoTrace, ModelUsage]:
+    """The call's trace (a do-nothing one while tracing is off) and its token/cost accounting."""
+    attributes = {
+        "call.sid": start.call_sid,
+        "stream.sid": start.stream_sid,
+        "profile": setup.profile_name,
+        "upstream": setup.upstream_name,
+        "audio.mode": audio_mode,
+    }
+    trace = setup.tracing.call(attributes)
+    return trace, ModelUsage(metrics, log, setup.usage, trace)
 
 
 def usage_policy(settings: Settings, profile_name: str) -> UsagePolicy:
