@@ -14,7 +14,8 @@
 #    its end, then exit code 0.
 # 2. validators: hadolint (Dockerfile); kubeconform and/or kubernetes-validate (the rendered
 #    kustomization, strict schemas); the Bicep compiler (`bicep` or `az bicep`) when present, and
-#    always the offline Bicep checks in deploy/azure/check_bicep.py (syntax + Azure SDK model shapes).
+#    always the offline Bicep checks in deploy/azure/check_bicep.py (syntax + Azure SDK model shapes);
+#    promtool (check + unit tests of deploy/monitoring/prometheus-rules.yaml), the dashboard's JSON.
 #    Each validator that cannot be installed or run is reported as SKIP with the reason.
 #
 # Validator tools are installed (pinned) into a cached venv: $VOICE_BRIDGE_TOOLS_DIR, default
@@ -378,6 +379,31 @@ if tool_install "${BICEP_FALLBACK_DEPS[@]}"; then
   fi
 else
   skip "Bicep offline checks: could not install ${BICEP_FALLBACK_DEPS[*]}"
+fi
+
+# --- Prometheus rules and Grafana dashboard (deploy/monitoring/) ---------------------------------
+# promtool: on PATH, or $PROMTOOL, or extracted from Debian's `prometheus` package (apt-get download;
+# nothing is installed system-wide). The metric names in the rules and the dashboard are checked
+# against what the bridge exports by tests/test_monitoring.py (it runs promtool too when it can).
+PROMTOOL_BIN=${PROMTOOL:-$(command -v promtool || true)}
+if [[ -z "$PROMTOOL_BIN" ]] && command -v apt-get >/dev/null 2>&1; then
+  if (cd "$WORK" && apt-get download prometheus >/dev/null 2>&1) && dpkg -x "$WORK"/prometheus_*.deb "$WORK/prometheus" 2>/dev/null; then
+    PROMTOOL_BIN="$WORK/prometheus/usr/bin/promtool"
+  fi
+fi
+if [[ -n "$PROMTOOL_BIN" && -x "$PROMTOOL_BIN" ]]; then
+  if out=$(cd deploy/monitoring && "$PROMTOOL_BIN" check rules prometheus-rules.yaml 2>&1 && "$PROMTOOL_BIN" test rules prometheus-rules.test.yaml 2>&1); then
+    pass "promtool check rules + test rules (deploy/monitoring/prometheus-rules.yaml)"
+  else
+    echo "$out" | sed 's/^/    /'; fail "promtool check/test rules"
+  fi
+else
+  skip "promtool: not on PATH and Debian's prometheus package could not be downloaded"
+fi
+if "$PY" -c 'import json, sys; d = json.load(open(sys.argv[1])); assert d["panels"] and all(t["expr"] for p in d["panels"] for t in p["targets"])' deploy/monitoring/grafana-dashboard.json; then
+  pass "Grafana dashboard loads as JSON, every panel has queries (names checked by tests/test_monitoring.py)"
+else
+  fail "deploy/monitoring/grafana-dashboard.json"
 fi
 
 # ------------------------------------------------------------------------------------------------

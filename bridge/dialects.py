@@ -34,12 +34,15 @@ from .realtime_events import (
     ItemTruncated,
     OutputItemAdded,
     OutputTranscriptDone,
+    RateLimit,
+    RateLimitsUpdated,
     ResponseFinished,
     ResponseStarted,
     ServerEvent,
     SessionReady,
     SpeechStarted,
     SpeechStopped,
+    TokenUsage,
     UpstreamError,
     UpstreamWarning,
 )
@@ -104,6 +107,101 @@ MAX_NAME_CHARS = 128  # function names (the Realtime API allows 64)
 MAX_TYPE_CHARS = 128  # an unknown event type kept for logs
 MAX_CODE_CHARS = 128  # error and warning codes and types, as logged
 MAX_MESSAGE_CHARS = 1000  # error and warning messages, as logged
+MAX_RATE_LIMITS = 16  # entries of one rate_limits.updated kept (the services send two: requests, tokens)
+
+# Why a response did not complete (`response.done` status `failed`/`incomplete`): the values of the
+# metric label `voice_bridge_response_failures_total{reason}`. `incomplete` carries
+# `status_details.reason`; `failed` carries `status_details.error` whose code (else type) is the
+# reason; anything else is `other`. Checked against the `openai` (RealtimeResponseStatus) and
+# `azure-ai-voicelive` (ResponseIncompleteDetails, ResponseFailedDetails) SDK types.
+INCOMPLETE_REASONS = frozenset({"max_output_tokens", "content_filter"})
+FAILURE_ERROR_TYPES = frozenset({"server_error", "invalid_request_error", "rate_limit_error", "rate_limit_exceeded"})
+RESPONSE_FAILURE_REASONS = INCOMPLETE_REASONS | FAILURE_ERROR_TYPES | KNOWN_ERROR_CODES
+RESPONSE_FAILURE_STATUSES = ("failed", "incomplete")
+RESPONSE_STATUSES = ("completed", "cancelled", *RESPONSE_FAILURE_STATUSES)
+# rate_limits.updated `name`s (openai RateLimitsUpdatedEvent.RateLimit.name): gauge label values.
+RATE_LIMIT_NAMES = frozenset({"requests", "tokens"})
+# Voice Live `warning` codes the bridge knows of (none documented yet in azure-ai-voicelive 1.3:
+# ServerEventWarningDetails.code is free text): every other code is counted as `other`, logged as sent.
+KNOWN_WARNING_CODES = frozenset({"none"})
+# Every server event type of both dialects (openai 2.x RealtimeServerEvent, azure-ai-voicelive 1.3
+# ServerEventType): the values of `voice_bridge_upstream_ignored_events_total{event_type}` for the
+# events the bridge does not act on; an unknown type is counted as `other` (and logged at debug).
+KNOWN_SERVER_EVENT_TYPES = frozenset(
+    {
+        "conversation.created",
+        "conversation.item.added",
+        "conversation.item.created",
+        "conversation.item.deleted",
+        "conversation.item.done",
+        "conversation.item.input_audio_transcription.completed",
+        "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.failed",
+        "conversation.item.input_audio_transcription.segment",
+        "conversation.item.retrieved",
+        "conversation.item.truncated",
+        "error",
+        "input_audio_buffer.cleared",
+        "input_audio_buffer.committed",
+        "input_audio_buffer.dtmf_event_received",
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.timeout_triggered",
+        "mcp_list_tools.completed",
+        "mcp_list_tools.failed",
+        "mcp_list_tools.in_progress",
+        "output_audio_buffer.cleared",
+        "output_audio_buffer.started",
+        "output_audio_buffer.stopped",
+        "rate_limits.updated",
+        "response.animation_blendshapes.delta",
+        "response.animation_blendshapes.done",
+        "response.animation_viseme.delta",
+        "response.animation_viseme.done",
+        "response.audio.delta",
+        "response.audio.done",
+        "response.audio_timestamp.delta",
+        "response.audio_timestamp.done",
+        "response.audio_transcript.annotation.added",
+        "response.audio_transcript.delta",
+        "response.audio_transcript.done",
+        "response.content_part.added",
+        "response.content_part.done",
+        "response.created",
+        "response.done",
+        "response.file_search_call.completed",
+        "response.file_search_call.in_progress",
+        "response.file_search_call.searching",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.invocation.delta",
+        "response.mcp_call.completed",
+        "response.mcp_call.failed",
+        "response.mcp_call.in_progress",
+        "response.mcp_call_arguments.delta",
+        "response.mcp_call_arguments.done",
+        "response.output_audio.delta",
+        "response.output_audio.done",
+        "response.output_audio_transcript.delta",
+        "response.output_audio_transcript.done",
+        "response.output_item.added",
+        "response.output_item.done",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.text.delta",
+        "response.text.done",
+        "response.video.delta",
+        "response.web_search_call.completed",
+        "response.web_search_call.in_progress",
+        "response.web_search_call.searching",
+        "session.avatar.connecting",
+        "session.avatar.switch_to_idle",
+        "session.avatar.switch_to_speaking",
+        "session.created",
+        "session.updated",
+        "warning",
+    }
+)
 
 
 VOICE_TYPES = ("openai", "azure-standard")
@@ -342,6 +440,7 @@ class _EventParser:
             ),
             "error": _error,
             "warning": _warning,
+            "rate_limits.updated": _rate_limits,
         }
 
     def parse(self, message: dict[str, Any]) -> ServerEvent:
@@ -391,8 +490,81 @@ def _item_added(message: dict[str, Any]) -> ItemAdded:
 
 
 def _response_done(message: dict[str, Any]) -> ResponseFinished:
+    """`response.done`: `status`, `status_details` {type, reason, error {type, code, message}} and
+    `usage` as the openai (RealtimeResponse) and azure-ai-voicelive (Response, TokenUsage) SDKs type
+    them. Informational fields of the wrong shape are read as absent: they never cost the event."""
     response = _dict(message, "response")
-    return ResponseFinished(response_id=_id(response, "id"), status=_text(response, "status", MAX_CODE_CHARS))
+    details = _object(response, "status_details")
+    error = _object(details, "error")
+    return ResponseFinished(
+        response_id=_id(response, "id"),
+        status=_text(response, "status", MAX_CODE_CHARS),
+        reason=_text(details, "reason", MAX_CODE_CHARS),
+        error_type=_text(error, "type", MAX_CODE_CHARS),
+        error_code=_text(error, "code", MAX_CODE_CHARS),
+        error_message=_text(error, "message", MAX_MESSAGE_CHARS),
+        usage=_usage(response.get("usage")),
+    )
+
+
+def _object(message: dict[str, Any], name: str) -> dict[str, Any]:
+    """An optional informational object: `{}` when absent or not an object."""
+    value = message.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _count(message: dict[str, Any], name: str) -> int:
+    """A token count: a whole number from 0 to MAX_WIRE_INT, else 0 (informational, never fatal)."""
+    value = json_uint(message.get(name))
+    return value if value is not None else 0
+
+
+def _usage(value: Any) -> TokenUsage | None:
+    if not isinstance(value, dict):
+        return None
+    inputs, outputs = _object(value, "input_token_details"), _object(value, "output_token_details")
+    cached = _object(inputs, "cached_tokens_details")
+    input_text, input_audio = _count(inputs, "text_tokens"), _count(inputs, "audio_tokens")
+    if not inputs and not outputs:  # only the totals: count them as text (the cheaper side; an estimate)
+        return TokenUsage(input_text=_count(value, "input_tokens"), output_text=_count(value, "output_tokens"))
+    if cached:
+        cached_text, cached_audio = _count(cached, "text_tokens"), _count(cached, "audio_tokens")
+    else:  # only the cached total: attribute it to text first, then audio
+        cached_total = _count(inputs, "cached_tokens")
+        cached_text = min(cached_total, input_text)
+        cached_audio = min(cached_total - cached_text, input_audio)
+    return TokenUsage(
+        input_text=input_text,
+        input_audio=input_audio,
+        cached_text=min(cached_text, input_text),
+        cached_audio=min(cached_audio, input_audio),
+        output_text=_count(outputs, "text_tokens"),
+        output_audio=_count(outputs, "audio_tokens"),
+    )
+
+
+def _rate_limits(message: dict[str, Any]) -> RateLimitsUpdated:
+    """`rate_limits.updated` {rate_limits: [{name, limit, remaining, reset_seconds}]} (openai
+    RateLimitsUpdatedEvent); informational: entries that are not objects, or no array, are skipped."""
+    entries = message.get("rate_limits")
+    if not isinstance(entries, list):
+        entries = []
+    limits = []
+    for entry in entries[:MAX_RATE_LIMITS]:
+        if not isinstance(entry, dict):
+            continue
+        reset = entry.get("reset_seconds")
+        if not (isinstance(reset, int | float) and not isinstance(reset, bool) and 0 <= reset < 1e9):
+            reset = None
+        limits.append(
+            RateLimit(
+                name=_text(entry, "name", MAX_CODE_CHARS),
+                limit=json_uint(entry.get("limit")),
+                remaining=json_uint(entry.get("remaining")),
+                reset_seconds=float(reset) if reset is not None else None,
+            )
+        )
+    return RateLimitsUpdated(tuple(limits))
 
 
 def _error(message: dict[str, Any]) -> UpstreamError:

@@ -61,9 +61,41 @@ class OutputTranscriptDone:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """A response's `usage`, in the bridge's words (both dialects send the same shape).
+
+    `input_text`/`input_audio` include the cached tokens of their kind (`cached_text`/`cached_audio`),
+    as the services count them; a missing count is 0.
+    """
+
+    input_text: int = 0
+    input_audio: int = 0
+    cached_text: int = 0
+    cached_audio: int = 0
+    output_text: int = 0
+    output_audio: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input_text + self.input_audio + self.output_text + self.output_audio
+
+
+@dataclass(frozen=True, slots=True)
 class ResponseFinished:
+    """`response.done`: its status, why it did not complete, its error when it failed, its usage."""
+
     response_id: str
-    status: str
+    status: str  # completed, cancelled, incomplete, failed (as sent, cut short)
+    reason: str = ""  # status_details.reason: turn_detected, client_cancelled, max_output_tokens, content_filter
+    error_type: str = ""  # status_details.error.type, when the response failed
+    error_code: str = ""  # status_details.error.code
+    error_message: str = ""  # status_details.error.message (cut short)
+    usage: TokenUsage | None = None
+
+    @property
+    def failed(self) -> bool:
+        """The caller heard less than the model meant to say: `failed` or `incomplete`."""
+        return self.status in ("failed", "incomplete")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +151,21 @@ class UpstreamWarning:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    name: str  # "requests", "tokens" (as sent, cut short)
+    limit: int | None
+    remaining: int | None
+    reset_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitsUpdated:
+    """`rate_limits.updated`: the account's limits as of this response's start."""
+
+    limits: tuple[RateLimit, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Ignored:
     """An event the bridge has no use for (kept so it can be counted and logged by type)."""
 
@@ -150,6 +197,7 @@ ServerEvent = (
     | InputTranscriptDone
     | FunctionCallRequested
     | UpstreamWarning
+    | RateLimitsUpdated
     | Ignored
     | BadEvent
 )

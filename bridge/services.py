@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from .recording_format import make_private_dir
 from .settings import Settings
 from .telemetry import Metrics, bounded_label
 from .tools import ToolRegistry, default_registry
+from .tracing import Tracing
 from .upstream import UpstreamTarget, probe_upstream
 from .upstream_config import UpstreamSpec, check_upstream_settings, upstream_spec
 
@@ -67,6 +69,7 @@ class Services:
     readiness: ReadinessMonitor | None  # the upstream probe; None: not probed (embedded agent, or off)
     clock: Callable[[], float]
     wall_clock: Callable[[], float]
+    tracing: Tracing  # OpenTelemetry: off (no SDK at all) unless OTEL_EXPORTER_OTLP_ENDPOINT (issue 17)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,9 @@ class ServicePlan:
         spec = upstream_spec(settings, local_url=local_url)
         metrics = Metrics()
         async with contextlib.AsyncExitStack() as stack:
+            tracing = Tracing.from_env(os.environ)
+            # Closed last: the last spans are flushed (bounded by the exporter's timeout) after the calls.
+            stack.push_async_callback(asyncio.to_thread, tracing.shutdown)
             upstream = spec.target(await _entra_tokens(stack, spec, credential))
             recorder = await _recorder(stack, settings, spec, upstream, clock)
             prewarm = await _prewarm(stack, settings, clock, recorder)
@@ -121,6 +127,7 @@ class ServicePlan:
                 readiness=readiness,
                 clock=clock,
                 wall_clock=time.time,
+                tracing=tracing,
             )
             log.info(
                 "bridge.ready",
@@ -130,6 +137,7 @@ class ServicePlan:
                 audio=settings.audio,
                 profiles=len(self.profiles.profiles),
                 prewarm=settings.prewarm,
+                tracing=tracing.exporter,
             )
             yield services
 

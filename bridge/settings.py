@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from voice_codecs import AUDIO_MODES, AudioMode
 
 from .append_limits import check_append_ms
+from .cost import PriceFileError, PriceTable
 from .deadlines import PeerDeadlines
 
 UPSTREAMS = ("local", "voicelive", "azure-openai", "openai")
@@ -114,6 +115,16 @@ def check_clips_folder(raw: str) -> str:
     return raw
 
 
+def _prices(raw: str | None) -> PriceTable:
+    """VOICE_BRIDGE_PRICES: the shipped price estimates, overridden by this TOML file."""
+    if raw is None:
+        return PriceTable.default()
+    try:
+        return PriceTable.load(_existing_file("VOICE_BRIDGE_PRICES", raw))
+    except PriceFileError as exc:
+        raise ConfigError(f"VOICE_BRIDGE_PRICES={_shown(raw)}: {exc}") from None
+
+
 def _existing_file(name: str, raw: str) -> str:
     if not Path(raw).is_file():
         raise ConfigError(f"{name}={_shown(raw)}: no such file")
@@ -166,6 +177,10 @@ class Settings:
     host: str = "127.0.0.1"  # VOICE_BRIDGE_HOST: `serve`'s default --host
     # Send/close deadlines towards Twilio and the model (bridge/deadlines.py); not from the environment.
     peer_deadlines: PeerDeadlines = field(default_factory=PeerDeadlines)
+    # issue 17 (telemetry): VOICE_BRIDGE_PRICES (a TOML file over the shipped estimates, bridge/cost.py)
+    # and VOICE_BRIDGE_RATE_LIMIT_WARN_PERCENT (warn when a rate limit's remaining falls under it).
+    prices: PriceTable = field(default_factory=PriceTable.default, repr=False)
+    rate_limit_warn_percent: int = 10
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -218,6 +233,8 @@ class Settings:
             port=_int(env, "PORT", 8000, 1, 65535),
             host=text("VOICE_BRIDGE_HOST") or "127.0.0.1",
             metrics_port=_int(env, "VOICE_BRIDGE_METRICS_PORT", 0, 0, 65535) or None,
+            prices=_prices(text("VOICE_BRIDGE_PRICES")),
+            rate_limit_warn_percent=_int(env, "VOICE_BRIDGE_RATE_LIMIT_WARN_PERCENT", 10, 0, 100),
         )
         settings.validate()
         return settings
@@ -289,6 +306,16 @@ class Settings:
         if self.upstream_url:
             found += url_secrets(self.upstream_url)
         return found
+
+    @property
+    def price_model(self) -> str | None:
+        """The model name the price table is looked up with (Azure OpenAI: the deployment's name,
+        which a price file can list)."""
+        return {
+            "voicelive": self.azure_voicelive_model,
+            "azure-openai": self.azure_openai_deployment,
+            "openai": self.openai_realtime_model,
+        }.get(self.upstream)
 
     @property
     def uses_embedded_agent(self) -> bool:

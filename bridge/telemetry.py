@@ -38,6 +38,8 @@ class Metrics:
         self._ops_metrics(self.registry)
         self._network_metrics(self.registry)
         self._stall_metrics(self.registry)
+        self._model_usage_metrics(self.registry)
+        self._rate_limit_metrics(self.registry)
 
     def _call_metrics(self, r: CollectorRegistry) -> None:
         """Calls, webhooks and what the caller experiences: latencies, barge-ins, tools."""
@@ -149,6 +151,75 @@ class Metrics:
             "voice_bridge_peer_stalls",
             "Peers that stopped reading and were cut off after a send or close deadline, by peer (twilio, upstream).",
             ["peer"],
+            registry=r,
+        )
+
+    def _model_usage_metrics(self, r: CollectorRegistry) -> None:
+        """What the model spends and refuses: tokens, estimated cost, failed responses, warnings, rate limits."""
+        # issue 17 (telemetry): usage of every response.done, failures, warnings, rate limits, unhandled events.
+        self.tokens = Counter(
+            "voice_bridge_tokens",
+            "Model tokens of every response, by profile, direction (input: uncached, cached_input, output) and "
+            "modality (text, audio).",
+            ["profile", "direction", "modality"],
+            registry=r,
+        )
+        self.call_cost_estimate = Histogram(
+            "voice_bridge_call_cost_estimate_dollars",
+            "ESTIMATED model cost of each call in US dollars, from the price table (calls of a model without a price "
+            "are not observed).",
+            ["profile"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r,
+        )
+        self.responses = Counter(
+            "voice_bridge_responses",
+            "Model responses ended (response.done), by status (completed, cancelled, incomplete, failed).",
+            ["status"],
+            registry=r,
+        )
+        self.response_failures = Counter(
+            "voice_bridge_response_failures",
+            "Model responses that ended failed or incomplete, by status and reason (error code or type, or "
+            "incomplete reason).",
+            ["status", "reason"],
+            registry=r,
+        )
+        self.upstream_warnings = Counter(
+            "voice_bridge_upstream_warnings", "Upstream warning events (Voice Live), by code.", ["code"], registry=r
+        )
+        self.upstream_ignored_events = Counter(
+            "voice_bridge_upstream_ignored_events",
+            "Upstream events the bridge does not act on, by event type.",
+            ["event_type"],
+            registry=r,
+        )
+
+    def _rate_limit_metrics(self, r: CollectorRegistry) -> None:
+        """The upstream account's rate limits, as its rate_limits.updated events say."""
+        # issue 17 (telemetry): rate_limits.updated, per limit name (requests, tokens)
+        self.rate_limit_remaining = Gauge(
+            "voice_bridge_upstream_rate_limit_remaining",
+            "Remaining requests or tokens as the last rate_limits.updated said, by limit name.",
+            ["name"],
+            registry=r,
+        )
+        self.rate_limit_limit = Gauge(
+            "voice_bridge_upstream_rate_limit_limit",
+            "The limit of requests or tokens as the last rate_limits.updated said, by limit name.",
+            ["name"],
+            registry=r,
+        )
+        self.rate_limit_reset = Gauge(
+            "voice_bridge_upstream_rate_limit_reset_seconds",
+            "Seconds until the limit resets as the last rate_limits.updated said, by limit name.",
+            ["name"],
+            registry=r,
+        )
+        self.rate_limit_low = Counter(
+            "voice_bridge_upstream_rate_limit_low",
+            "rate_limits.updated events whose remaining fell under VOICE_BRIDGE_RATE_LIMIT_WARN_PERCENT of the limit.",
+            ["name"],
             registry=r,
         )
 

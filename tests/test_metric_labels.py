@@ -21,7 +21,10 @@ REVIEWED = {
     ("bridge/call/upstream_link.py", "reason"),  # _dropped(reason, frames): literals (checked below)
     ("bridge/call/model_events.py", "stage"),  # TurnTimeline stages: turn_timeline.STAGES
     ("bridge/app.py", "reason"),  # _refuse_body(state, request, reason, ...): literals (body_too_large, body_timeout)
-    ("bridge/serving.py", "reason"),  # guard.refused(reason, ...): literals (too_many_connections, header_timeout)
+    ("bridge/serving.py", "reason"),
+    # profile names: the operator's profile file (bounded by configuration), never a peer's value
+    ("bridge/model_usage.py", "profile"),
+    ("bridge/model_usage.py", "self.policy.profile"),  # guard.refused(reason, ...): literals (too_many_connections, header_timeout)
 }
 # Exceptions whose `reason` becomes a label: built with a literal (or passing another one's reason on).
 REASON_CARRIERS = {"ProtocolError", "StreamTokenError", "StartRefused", "reject", "_dropped", "AdmissionRefused"}

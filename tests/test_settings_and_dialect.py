@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from bridge.dialects import GADialect, SessionConfig, UpstreamProtocolError, dialect_for, truncate_item
-from bridge.realtime_events import AudioDelta, Ignored, ResponseFinished, SpeechStarted, UpstreamError
+from bridge.realtime_events import AudioDelta, Ignored, RateLimitsUpdated, ResponseFinished, SpeechStarted, UpstreamError
 from bridge.settings import ConfigError, Settings
 
 
@@ -63,7 +63,8 @@ def test_ga_server_events_become_the_bridge_vocabulary() -> None:
     assert dialect.parse({"type": "input_audio_buffer.speech_started", "item_id": "u", "audio_start_ms": 5}) == SpeechStarted("u", 5)
     assert dialect.parse({"type": "response.done", "response": {"id": "r", "status": "cancelled"}}) == ResponseFinished("r", "cancelled")
     assert dialect.parse({"type": "error", "error": {"type": "invalid_request_error", "code": "x", "message": "m"}}) == UpstreamError("x", "m", "invalid_request_error")
-    assert dialect.parse({"type": "rate_limits.updated"}) == Ignored("rate_limits.updated")
+    assert dialect.parse({"type": "rate_limits.updated"}) == RateLimitsUpdated(())  # issue 17: no longer ignored
+    assert dialect.parse({"type": "conversation.item.done", "item": {}}) == Ignored("conversation.item.done")
     with pytest.raises(UpstreamProtocolError):
         dialect.parse({"type": "response.output_audio.delta", "response_id": "r", "item_id": "i", "delta": "%%"})
     with pytest.raises(UpstreamProtocolError):

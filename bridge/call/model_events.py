@@ -50,12 +50,14 @@ class ModelEvents:
             if self.call.life.in_call:
                 await self.barge_in()
         elif isinstance(event, ResponseStarted):
+            self.call.trace.response_started()
             for key in self.call.ledger.started(event.response_id):
                 self.call.tracker.forget(*key)
         elif isinstance(event, ResponseFinished):
             self._response_finished(event)
         elif isinstance(event, FunctionCallRequested):
             assert self.call.tools is not None
+            self.call.trace.tool_started(event.call_id, event.name)
             self.call.tools.start(event)
         else:
             self._note(event)
@@ -65,6 +67,7 @@ class ModelEvents:
         call, log = self.call, self.call.log
         if isinstance(event, SpeechStopped):
             call.timeline.speech_stopped(call.clock())
+            call.trace.turn_started("caller")
             log.info("caller.speech_stopped", audio_end_ms=event.audio_end_ms)
         elif isinstance(event, ItemTruncated):
             log.info("model.item_truncated", item_id=event.item_id, audio_end_ms=event.audio_end_ms)
@@ -82,6 +85,8 @@ class ModelEvents:
                 call.metrics.truncate_errors.inc()
             level = log.info if dialects.is_benign_error(event) else log.warning
             level("upstream.error", code=event.code, error_type=event.error_type, message=event.message)
+        else:
+            call.usage.note(event)  # warnings, rate limits, events not acted on (bridge/model_usage.py)
 
     async def _audio(self, event: AudioDelta) -> None:
         call = self.call
@@ -102,6 +107,7 @@ class ModelEvents:
         call = self.call
         call.ledger.finished(event.response_id)
         call.log.info("model.response_done", response_id=event.response_id, status=event.status)
+        call.usage.response_finished(event)  # tokens, cost, a failure's reason (bridge/model_usage.py)
         if call.tools is not None and call.tools.called_in(event.response_id):
             self._spawn(self._answer_tools(event.response_id), "answer_tools")
 
@@ -130,6 +136,9 @@ class ModelEvents:
             call.metrics.truncations.inc()
         for item_id, _ in plan.deletions:
             call.link.send(dialects.delete_item(item_id))
+        call.trace.barge_in(
+            plan.truncation.audio_end_ms if plan.truncation else None, plan.cancel_response_id is not None, len(plan.deletions)
+        )
         call.log.info(
             "caller.barge_in",
             cancelled=plan.cancel_response_id,
@@ -151,9 +160,18 @@ class ModelEvents:
             await call.ending.until_heard(marker, pending.action.value)
             await call.ending.act(pending)
 
+    def mark_echoed(self, stages: dict[str, float] | None) -> None:
+        """A mark echo Twilio confirmed: the turn's stages once its answer is first heard, the turn's
+        end (trace) once nothing is left playing."""
+        if stages is not None:
+            self.turn_completed(stages)
+        if not self.call.tracker.is_playing:
+            self.call.trace.playback_idle(response_active=self.call.ledger.active is not None)
+
     def turn_completed(self, stages: dict[str, float]) -> None:
         for stage, seconds in stages.items():
             self.call.metrics.turn_latency.labels(stage=stage).observe(seconds)
+        self.call.trace.turn_stages(stages)
         self.call.log.info(
             "turn.timeline",
             **{f"{stage}_ms": round(seconds * 1000, 1) for stage, seconds in stages.items()},

@@ -21,9 +21,11 @@ from .. import dialects, media_streams as ms
 from ..append_batcher import TWILIO_FRAME_MS
 from ..deadlines import PeerDeadlines
 from ..logs import get_logger
+from ..model_usage import ModelUsage, UsagePolicy
 from ..playback import PlaybackTracker
 from ..round_trip import RoundTripEstimator
 from ..telemetry import Metrics
+from ..tracing import NO_TRACE, NoTrace
 from ..turn_timeline import TurnTimeline
 from ..twilio_stream import CLOSE_INTERNAL, CLOSE_NORMAL, StreamClosed, close_code_for
 from .caller_input import CallerInput
@@ -34,7 +36,7 @@ from .ledger import ResponseLedger
 from .memory import ConversationMemory
 from .model_events import ModelEvents
 from .ports import TwilioPort
-from .setup import CallSetup
+from .setup import CallSetup, observers
 from .start import StartHandshake
 from .state import CallState, EndReason, Lifecycle
 from .tool_runs import ToolActions, ToolRuns
@@ -85,6 +87,8 @@ class CallSession:
         self._reconnects = 0
         self.tools: ToolRuns | None = None
         self.keypad = Keypad("off")
+        self.trace: NoTrace = NO_TRACE  # issue 17: the call's trace and usage, set in `_start` (setup.observers)
+        self.usage = ModelUsage(metrics, log, UsagePolicy())
         twilio.on_stall = metrics.peer_stalls.labels(peer="twilio").inc
 
     # --- state, for the app ----------------------------------------------------------------------
@@ -116,7 +120,8 @@ class CallSession:
             if not await self._start():
                 return self.life.end_reason or EndReason.NO_START
             assert self.setup is not None
-            with structlog.contextvars.bound_contextvars(call_sid=self.call_sid, stream_sid=self.twilio.stream_sid):
+            ids = {"call_sid": self.call_sid, "stream_sid": self.twilio.stream_sid, **self.trace.log_ids()}
+            with structlog.contextvars.bound_contextvars(**ids):
                 self.log.info("call.started", audio=self.audio_mode.value, profile=self.setup.profile_name)
                 self.metrics.active_calls.inc()
                 try:
@@ -124,7 +129,7 @@ class CallSession:
                 finally:
                     self.metrics.active_calls.dec()
                     self.metrics.call_duration.observe(self.clock() - self._started_at)
-                self.log.info("call.ended", reason=self.end_reason.value if self.end_reason else None)
+                self.log.info("call.ended", reason=self.end_reason.value if self.end_reason else None, **self.usage.call_ended())
             return self.life.end_reason or EndReason.CALLER_HANGUP
         except Exception:
             self.life.end(EndReason.INTERNAL_ERROR)
@@ -133,6 +138,7 @@ class CallSession:
             await self._close_both()
             self.life.finish()
             self.metrics.calls.labels(outcome=(self.life.end_reason or EndReason.INTERNAL_ERROR).value).inc()
+            self.trace.end((self.life.end_reason or EndReason.INTERNAL_ERROR).value, self.usage.summary())
 
     async def _start(self) -> bool:
         started = await self._handshake.run()
@@ -143,7 +149,8 @@ class CallSession:
         self.twilio.stream_sid = start.stream_sid
         self._started_at = self.clock()
         actions = ToolActions(start.call_sid, self.setup.transfer_number)
-        self.tools = ToolRuns(self.setup.tools, self.setup.tool_names, actions, self.metrics, self.log)
+        self.trace, self.usage = observers(self.setup, start, self.audio_mode.value, self.metrics, self.log)
+        self.tools = ToolRuns(self.setup.tools, self.setup.tool_names, actions, self.metrics, self.log, self.trace.tool_finished)
         self.keypad = Keypad(self.setup.dtmf)
         self.ending.begin(self.setup, start.call_sid, self._started_at)
         self.life.move_to(CallState.CONNECTING_UPSTREAM)
@@ -187,6 +194,7 @@ class CallSession:
         """Wait for the model session while the caller is read; False if the call ended meanwhile."""
         assert self.setup is not None
         connecting = asyncio.ensure_future(self.setup.upstream)
+        connect_started_ns = time.time_ns()
         await asyncio.wait({caller, connecting}, return_when=asyncio.FIRST_COMPLETED)
         if not connecting.done():
             # The call ended (hangup, bad input) before the model was there.
@@ -199,6 +207,7 @@ class CallSession:
         try:
             self.link.connection = connecting.result()
         except UPSTREAM_FAILURES as exc:
+            self.trace.connected(connect_started_ns, reconnect=False, outcome=type(exc).__name__)
             self.log.error("upstream.connect_failed", error=type(exc).__name__, detail=str(exc))
             self.life.end(EndReason.UPSTREAM_UNAVAILABLE)
             caller.cancel()
@@ -206,6 +215,7 @@ class CallSession:
             await self.ending.push_apology()
             await self.twilio.close(CLOSE_INTERNAL, "upstream_unavailable")
             return False
+        self.trace.connected(connect_started_ns, reconnect=False, outcome="ok")
         if self.life.state is not CallState.CONNECTING_UPSTREAM:  # ended while the result came in
             await asyncio.gather(caller, return_exceptions=True)
             return False
@@ -244,9 +254,7 @@ class CallSession:
                 self.link.send(dialects.append_audio(batch.audio), frames=batch.frames, completed_at=batch.completed_at)
         elif isinstance(event, ms.MarkEcho):
             if self.tracker.mark_echoed(event.name, now):
-                stages = self.timeline.mark_echoed(event.name, now)
-                if stages is not None:
-                    self.events.turn_completed(stages)
+                self.events.mark_echoed(self.timeline.mark_echoed(event.name, now))
         elif isinstance(event, ms.Dtmf):
             self._on_dtmf(event.digit)
         elif isinstance(event, ms.Stop):
@@ -317,7 +325,7 @@ class CallSession:
         reason = "session_expired" if expired else "dropped"
         self.log.warning("upstream.reconnecting", reason=reason, turns=len(self.memory))
         try:
-            async with self.link.replacing():
+            async with self.link.replacing(), self.trace.connecting(reconnect=True):
                 # What was playing belonged to the old session: stop it, the new one starts clean.
                 self.ledger.session_replaced()  # the old session generates nothing any more
                 await self.output.stop(generating=False)

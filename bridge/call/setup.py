@@ -12,12 +12,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from structlog.stdlib import BoundLogger
+
 from twiml.rest import CallControl
 from twiml.stream_tokens import StreamTokenError, StreamTokens
 
 from .. import dialects, media_streams as ms
 from ..admission import Admission, AdmissionRefused
 from ..dialects import SessionConfig
+from ..model_usage import ModelUsage, UsagePolicy
 from ..prewarm import Prewarm
 from ..profiles import AgentProfile, ProfileBook, session_config
 from ..readiness import ReadinessMonitor
@@ -25,6 +28,7 @@ from ..recording import Recorder, TwilioTap, UpstreamTap
 from ..settings import Settings
 from ..telemetry import Metrics
 from ..tools import ToolRegistry
+from ..tracing import NoTrace, Tracing
 from ..upstream import UpstreamConnection, UpstreamTarget, UpstreamUnavailable
 from .state import StartRefused
 
@@ -49,6 +53,10 @@ class CallSetup:
     transfer_number: str | None = None
     fallback_number: str | None = None  # VOICE_BRIDGE_FALLBACK_NUMBER: dialled after the apology
     call_control: CallControl | None = None  # Twilio REST, when TWILIO_ACCOUNT_SID is configured
+    # issue 17 (telemetry): the call's price and rate-limit threshold, its tracer (off: does nothing)
+    usage: UsagePolicy = field(default_factory=UsagePolicy)
+    tracing: Tracing = field(default_factory=Tracing)
+    upstream_name: str = ""  # VOICE_BRIDGE_UPSTREAM, for the call's trace
 
 
 class CallServices(Protocol):
@@ -64,6 +72,7 @@ class CallServices(Protocol):
     prewarm: Prewarm | None
     recorder: Recorder | None
     readiness: ReadinessMonitor | None
+    tracing: Tracing
 
     @property
     def clock(self) -> Callable[[], float]: ...
@@ -135,6 +144,35 @@ def call_setup(services: CallServices, profile: AgentProfile, call_sid: str, to:
         transfer_number=profile.transfer_number,
         fallback_number=services.settings.fallback_number,
         call_control=services.call_control,
+        usage=usage_policy(services.settings, profile.name),
+        tracing=services.tracing,
+        upstream_name=services.settings.upstream,
+    )
+
+
+def observers(
+    setup: CallSetup, start: ms.Start, audio_mode: str, metrics: Metrics, log: BoundLogger
+) -> tuple[NoTrace, ModelUsage]:
+    """The call's trace (a do-nothing one while tracing is off) and its token/cost accounting."""
+    attributes = {
+        "call.sid": start.call_sid,
+        "stream.sid": start.stream_sid,
+        "profile": setup.profile_name,
+        "upstream": setup.upstream_name,
+        "audio.mode": audio_mode,
+    }
+    trace = setup.tracing.call(attributes)
+    return trace, ModelUsage(metrics, log, setup.usage, trace)
+
+
+def usage_policy(settings: Settings, profile_name: str) -> UsagePolicy:
+    """The call's price (looked up once per call: the model is the process's) and rate-limit threshold."""
+    found = settings.prices.lookup(settings.upstream, settings.price_model)
+    return UsagePolicy(
+        profile=profile_name,
+        price_key=found[0] if found is not None else None,
+        price=found[1] if found is not None else None,
+        rate_limit_warn_percent=settings.rate_limit_warn_percent,
     )
 
 

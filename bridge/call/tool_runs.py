@@ -52,20 +52,34 @@ class ToolRuns:
     """Tool tasks by the response that called them; a response's calls are answered when it is done."""
 
     def __init__(
-        self, registry: ToolRegistry, allowed: tuple[str, ...], actions: ToolActions, metrics: Metrics, log: BoundLogger
+        self,
+        registry: ToolRegistry,
+        allowed: tuple[str, ...],
+        actions: ToolActions,
+        metrics: Metrics,
+        log: BoundLogger,
+        on_finished: Callable[[str, str], None] | None = None,
     ) -> None:
         self.registry = registry
         self.allowed = allowed
         self.actions = actions
         self.metrics = metrics
         self.log = log
+        self.on_finished = on_finished  # (call_id, outcome) when a tool's code returns: its trace span ends
         self._runs: dict[str, list[tuple[str, asyncio.Task[ToolResult]]]] = {}
 
     def start(self, event: FunctionCallRequested) -> None:
         run = self.registry.run(event.name, event.arguments, self.actions, allowed=self.allowed)
         task = asyncio.create_task(run, name=f"tool_{event.name}")
         self._runs.setdefault(event.response_id, []).append((event.call_id, task))
+        if self.on_finished is not None:
+            task.add_done_callback(lambda done: self._finished(event.call_id, done))
         self.log.info("tool.called", tool=event.name, call_id=event.call_id)
+
+    def _finished(self, call_id: str, task: asyncio.Task[ToolResult]) -> None:
+        assert self.on_finished is not None
+        outcome = "cancelled" if task.cancelled() else "error" if task.exception() is not None else task.result().outcome
+        self.on_finished(call_id, outcome)
 
     def called_in(self, response_id: str) -> bool:
         return response_id in self._runs
