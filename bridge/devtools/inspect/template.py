@@ -82,7 +82,7 @@ function headerBlock() {
   document.getElementById("title").textContent = "Call " + (H.call_sid || "?") + " — " + (H.source || "");
   const dl = document.getElementById("header");
   const v = H.versions || {};
-  const items = [["profile", H.profile], ["upstream", H.upstream + " (" + H.dialect + ")"], ["audio", H.audio_mode],
+  const items = [["call", H.call_sid], ["profile", H.profile], ["upstream", H.upstream + " (" + H.dialect + ")"], ["audio", H.audio_mode],
     ["started", H.started_at], ["duration", fmt(H.duration_s) + " s"], ["outcome", H.outcome],
     ["transcripts", H.transcripts_redacted ? "[redacted]" : "recorded"], ["audio recorded", H.audio_recorded ? "yes" : "no"],
     ["versions", Object.keys(v).map((k) => k + " " + v[k]).join(", ")]];
@@ -160,7 +160,7 @@ function drawSaid(w) {
 function drawEvents(w) {
   const s = view.events, rows = D.rows.filter((r) => D.events.some((e) => e.row === r) || D.spans.some((p) => p.row === r));
   s.replaceChildren(); s.setAttribute("height", rows.length * 16 + 4);
-  const names = s.previousSibling; names.replaceChildren(el("div", {}, "events"));
+  const names = s.previousSibling; names.replaceChildren();
   rows.forEach((r, i) => { names.append(el("div", {className: "row-name", style: "top:" + (i * 16 + 2) + "px"}, r)); if (i) s.append(sv("line", {x1: 0, x2: w, y1: i * 16 + 1, y2: i * 16 + 1, stroke: "#f0f0f0"})); });
   for (const p of D.spans) {
     if (!visible(p.t, p.end)) continue;
@@ -271,7 +271,7 @@ function tables() {
     tr.addEventListener("click", () => seek(t.t)); tb.append(tr);
   }
   const bb = document.querySelector("#barge-ins tbody");
-  if (!D.barge_ins.length) bb.append(el("tr", {}, "")).append(el("td", {className: "l note", colSpan: 5}, "no barge-in"));
+  if (!D.barge_ins.length) { const tr = el("tr", {}); tr.append(el("td", {className: "l note", colSpan: 5}, "no barge-in")); bb.append(tr); }
   for (const b of D.barge_ins) { const tr = el("tr", {}); tr.append(el("td", {}, b.clear_t === null ? "—" : fmt(b.clear_t)), el("td", {className: "l"}, b.item_id), el("td", {}, b.claimed_ms), el("td", {}, b.heard_ms), el("td", {}, b.received_ms)); bb.append(tr); }
   const tx = document.getElementById("transcript");
   if (!D.transcript.length) tx.append(el("p", {className: "note"}, "no transcript in this recording"));
