@@ -16,7 +16,7 @@ from voice_codecs import TWILIO_RATE
 
 from ...recording_format import APPEND_TYPE, IN, OUT, REDACTED, TWILIO, UPSTREAM, RecordedEvent, Recording
 from . import lanes as audio_lanes
-from .turns import is_audio_delta, barge_ins, transcript, turns
+from .turns import barge_ins, is_audio_delta, transcript, turns
 
 FORMAT = "voice-bridge-inspect/1"
 ROWS = ("caller", "model", "tools", "bridge→model", "bridge→twilio", "connection", "problems", "other")
@@ -101,8 +101,8 @@ def spans(recording: Recording) -> list[dict[str, Any]]:
 
     for event in recording.of(UPSTREAM):
         msg, kind = event.msg or {}, event.kind
-        response = msg.get("response") if isinstance(msg.get("response"), dict) else {}
-        item = msg.get("item") if isinstance(msg.get("item"), dict) else {}
+        response: dict[str, Any] = msg["response"] if isinstance(msg.get("response"), dict) else {}
+        item: dict[str, Any] = msg["item"] if isinstance(msg.get("item"), dict) else {}
         if event.direction == IN and kind.endswith("speech_started"):
             open_[("speech", "")] = (event.t, "caller speaking")
         elif event.direction == IN and kind.endswith("speech_stopped"):

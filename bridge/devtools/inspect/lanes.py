@@ -17,6 +17,7 @@ import base64
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from voice_codecs import TWILIO_RATE, ulaw_decode
 
 from ...recording_format import IN, OUT, TWILIO, RecordedEvent, Recording, is_audio_ref

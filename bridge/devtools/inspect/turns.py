@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...recording_format import IN, OUT, REDACTED, TWILIO, UPSTREAM, RecordedEvent, Recording, agent_track
 from ...playback import PROBE_PREFIX
+from ...recording_format import IN, OUT, REDACTED, TWILIO, UPSTREAM, RecordedEvent, Recording, agent_track
 from ...turn_timeline import STAGES, TurnTimeline
 from ..replay.compare import truncations
 from .lanes import PlacedChunk
