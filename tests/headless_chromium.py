@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator
@@ -50,6 +51,7 @@ class Tab:
         self._ids = itertools.count(1000)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._events: dict[str, asyncio.Event] = {}
+        self.pump: asyncio.Future[None] | None = None  # reads the socket (set by _attach)
 
     def dispatch(self, message: dict[str, Any]) -> None:
         if "id" in message and message["id"] in self._pending:
@@ -84,8 +86,9 @@ class Tab:
         self._events[method] = asyncio.Event()
         return self._events[method]
 
-    async def evaluate(self, expression: str) -> Any:
-        result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True)
+    async def evaluate(self, expression: str, user_gesture: bool = False) -> Any:
+        """The expression's value; `user_gesture` runs it as if the user clicked (audio may start)."""
+        result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True, userGesture=user_gesture)
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -108,25 +111,39 @@ class Tab:
 @contextlib.asynccontextmanager
 async def headless_tab(binary: str, width: int = 1200, height: int = 900) -> AsyncIterator[Tab]:
     """A fresh headless Chromium (own profile, every proxy and DNS lookup refused) and one tab."""
-    with tempfile.TemporaryDirectory(prefix="inspector-chromium-") as profile:
+    # Chromium's helper processes may still be writing to the profile as it is removed.
+    with tempfile.TemporaryDirectory(prefix="inspector-chromium-", ignore_cleanup_errors=True) as profile:
         args = [binary, "--headless=new", "--remote-debugging-port=0", f"--user-data-dir={profile}", "--no-first-run",
                 "--no-default-browser-check", "--disable-gpu", "--disable-extensions", "--mute-audio",
                 "--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND", f"--window-size={width},{height}",
                 "about:blank"]
         if os.geteuid() == 0:
             args.insert(1, "--no-sandbox")  # Chromium refuses to run its sandbox as root (CI containers)
-        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Its own process group: the browser and every helper it forks end together.
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             ws_url = await _browser_url(Path(profile) / "DevToolsActivePort", process)
             async with websockets.connect(ws_url, max_size=64 * 2**20) as ws:
-                yield await _attach(ws)
+                tab = await _attach(ws)
+                try:
+                    yield tab
+                finally:
+                    if tab.pump is not None:
+                        tab.pump.cancel()
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            _end(process)
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    """Stop the browser's process group (the one started above, by its id) and reap it."""
+    for sig, wait_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 async def _browser_url(port_file: Path, process: subprocess.Popen[bytes]) -> str:
@@ -155,7 +172,7 @@ async def _attach(ws: Any) -> Tab:
             if message.get("sessionId") == session:
                 tab.dispatch(message)
 
-    tab.pump = asyncio.ensure_future(pump())  # type: ignore[attr-defined]  # ends with the socket
+    tab.pump = asyncio.ensure_future(pump())
     return tab
 
 

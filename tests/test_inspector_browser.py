@@ -7,6 +7,7 @@ Debian's `chromium`)."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ from headless_chromium import Tab, chromium_binary, headless_tab
 
 from bridge.devtools.inspect import write_page
 from bridge.devtools.inspect.data import inspect_data
-from bridge.recording_format import load_recording
+from bridge.recording_format import RecordedEvent, Recording, WavData, load_recording
 
 CALLS = Path(__file__).resolve().parents[1] / "fixtures" / "calls"
 FIXTURES = sorted(p for p in CALLS.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
@@ -118,3 +119,42 @@ def test_a_page_without_audio_shows_the_timeline_without_waveforms(tmp_path: Pat
     assert dom["caller"] == "DIV" and dom["heard"] == "DIV" and dom["noaudio"] == 2
     assert dom["events"] == len(data["events"]) and dom["turns"] == len(data["turns"])
     assert dom["play_disabled"] is True
+
+
+def _tiled(call: Path, times: int) -> Recording:
+    """A longer call: the recording played `times` times in a row (audio references shifted)."""
+    base = load_recording(call)
+    gap = float(base.meta["duration_s"]) + 0.5
+    lengths = {name: len(wav.data) // (1 if wav.encoding == "mulaw" else 2) for name, wav in base.tracks.items()}
+    events = []
+    for i in range(times):
+        for event in base.events:
+            msg = copy.deepcopy(event.msg)
+            for holder in (msg or {}, (msg or {}).get("media") or {}):
+                for value in holder.values():
+                    if isinstance(value, dict) and value.get("$wav") in lengths and "offset" in value:
+                        value["offset"] += i * lengths[value["$wav"]]
+            events.append(RecordedEvent(event.t + i * gap, event.channel, event.direction, event.session, msg, event.fields))
+    tracks = {name: WavData(wav.encoding, wav.rate, wav.data * times) for name, wav in base.tracks.items()}
+    return Recording(base.path, {**base.meta, "duration_s": gap * times}, events, tracks)
+
+
+def test_a_long_call_plays_from_anywhere_and_redraws_quickly(tmp_path: Path) -> None:
+    """Over a minute: playback decodes segment by segment (seeking past the first one), and a
+    redraw at any zoom touches only what is in view."""
+    assert CHROMIUM is not None
+    page = tmp_path / "long.html"
+    write_page(_tiled(CALLS / "ga_two_turns", 8), page)
+
+    async def run() -> tuple[dict[str, Any], Tab]:
+        async with headless_tab(CHROMIUM) as tab:
+            await tab.open_offline(page.as_uri())
+            await tab.evaluate("view.now = 75; document.getElementById('play').click()", user_gesture=True)
+            await asyncio.sleep(0.5)
+            state = json.loads(await tab.evaluate("JSON.stringify({now: view.now, sources: player.sources.length, duration: D.duration_s})"))
+            await tab.evaluate("pause(); zoom(16, 100)")
+            return state, tab
+
+    state, tab = asyncio.run(run())
+    _assert_clean(tab, page)
+    assert state["duration"] > 130 and 75 < state["now"] < 80 and state["sources"] >= 1
