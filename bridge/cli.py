@@ -255,7 +255,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         plan = _plan(args)
         network = _network(args)
         clips = (os.environ.get("VOICE_BRIDGE_AGENT_CLIPS") or "").strip()
-        settings = Settings(twilio_auth_token=token, audio=args.audio, agent_clips_dir=check_clips_folder(clips) if clips else None)
+        inspect_dir = _inspect_folder(args.inspect)
+        settings = Settings(twilio_auth_token=token, audio=args.audio, agent_clips_dir=check_clips_folder(clips) if clips else None,
+                            record_dir=inspect_dir.name if inspect_dir is not None else None)
         settings.validate()
         services = prepare_services(settings)
         agent = embedded_agent(settings)
@@ -275,11 +277,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
     report = asyncio.run(run())
     _finish_call(report, args.record)
     lines, problems = demo_outcome(report, len(args.say), agent.caller_turns_heard)
+    if inspect_dir is not None:
+        with inspect_dir:
+            problems += _write_inspect_page(Path(inspect_dir.name), Path(args.inspect))
     print("\n".join(lines))
     if problems:
         print(f"voice-bridge demo: {'; '.join(problems)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _inspect_folder(page: str | None) -> Any:
+    """`demo --inspect PAGE`: a private scratch folder the demo call is recorded into."""
+    import tempfile
+
+    if page is None:
+        return None
+    folder = Path(page).resolve().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise _BadArgument(f"--inspect {page}: the folder {folder} does not exist or is not writable")
+    return tempfile.TemporaryDirectory(prefix="voice-bridge-demo-")
+
+
+def _write_inspect_page(record_dir: Path, page: Path) -> list[str]:
+    from .devtools.inspect import write_page
+
+    calls = [d for d in record_dir.iterdir() if (d / "meta.json").is_file()]
+    if len(calls) != 1:
+        return [f"--inspect: expected one recorded call, found {len(calls)}"]
+    size = write_page(calls[0], page)
+    print(f"  inspector page           {page} ({size / 1e6:.2f} MB)")
+    return []
 
 
 def demo_outcome(report: object, planned: int, agent_turns: int | None) -> tuple[list[str], list[str]]:
@@ -347,6 +375,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
     elif len(calls) > 1:
         print(f"{len(calls) - failed} of {len(calls)} recorded calls replayed within the tolerances")
     return 1 if failed else 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """One self-contained HTML page showing a recorded call (bridge/devtools/inspect)."""
+    from .devtools.inspect import write_page
+    from .recording_format import RecordingError, load_recording
+
+    try:
+        recording = load_recording(args.call)
+    except (RecordingError, OSError, ValueError) as exc:
+        print(f"voice-bridge inspect: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.output) if args.output else Path(f"{recording.path.resolve().name}.html")
+    try:
+        size = write_page(recording, out, include_audio=not args.no_audio)
+    except OSError as exc:
+        print(f"voice-bridge inspect: cannot write {out}: {exc}", file=sys.stderr)
+        return 2
+    print(f"{out} ({size / 1e6:.2f} MB)")
+    return 0
 
 
 TWILIO_TIMEOUT_S = 10.0  # each Twilio REST request: a black-holed API must not hang the command
@@ -474,7 +522,7 @@ def _add_call_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voice-bridge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_serve, _add_agent, _add_call, _add_twilio, _add_demo, _add_replay):
+    for add in (_add_serve, _add_agent, _add_call, _add_twilio, _add_demo, _add_replay, _add_inspect):
         add(sub)
     return parser
 
@@ -529,6 +577,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="a whole simulated call against an in-process bridge and local agent")
     demo.add_argument("--audio", choices=("pcm24k", "g711"), default="pcm24k")
     demo.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error", "critical"))
+    demo.add_argument("--inspect", metavar="FILE", help="record the call and write its inspector page (HTML) to FILE")
     _add_call_options(demo)
     demo.set_defaults(func=cmd_demo)
 
@@ -551,6 +600,15 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     replay.add_argument("--json", action="store_true", help="print the comparison as JSON")
     replay.add_argument("--log-level", default="warning")
     replay.set_defaults(func=cmd_replay)
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    inspect = sub.add_parser("inspect", help="write one self-contained HTML page showing a recorded call")
+    inspect.add_argument("call", metavar="CALL_DIR", help="a recorded call's folder (events.jsonl, meta.json, WAVs)")
+    inspect.add_argument("-o", "--output", metavar="FILE", help="the page to write (default: ./<folder name>.html)")
+    inspect.add_argument("--no-audio", action="store_true",
+                         help="leave the playable audio out (waveforms stay): about 40 KB instead of 1.3 MB per call-minute")
+    inspect.set_defaults(func=cmd_inspect)
 
 
 def main(argv: list[str] | None = None) -> int:

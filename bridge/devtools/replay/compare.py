@@ -263,6 +263,19 @@ def _connects(recording: Recording) -> list[_Sent]:
     return attempts
 
 
+def heard_chunks(recording: Recording) -> list[tuple[tuple[RecordedEvent, ...], bool]]:
+    """The bridge's audio to Twilio as the comparison sees it: runs of `media` frames, each with
+    whether the caller heard it (its mark came back before a `clear`). The call inspector uses it."""
+    sent, heard = _twilio_sent(recording)
+    return [((s.event, *s.more), i in heard) for i, s in enumerate(sent) if s.kind == "media"]
+
+
+def truncations(recording: Recording) -> list[RecordedEvent]:
+    """Every `conversation.item.truncate` the bridge sent, per opened session in order: the
+    events whose `audio_end_ms` the comparison checks for drift."""
+    return [s.event for n in _opened_sessions(recording) for s in _upstream_sent(recording, n)[0] if s.kind == TRUNCATE]
+
+
 # --- normalising -----------------------------------------------------------------------------
 
 
