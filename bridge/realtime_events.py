@@ -13,6 +13,7 @@ class SessionReady:
     """`session.created` or `session.updated`."""
 
     updated: bool
+    expires_at: float | None = None  # Unix time the service ends the session (Voice Live >= 1.3), if it says
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,7 @@ class OutputTranscriptDone:
 class ResponseFinished:
     response_id: str
     status: str
+    input_tokens: int | None = None  # `usage.input_tokens`: what this response re-read (rollover's budget)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,16 @@ class FunctionCallRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class WordTiming:
+    """When one word of the model's audio plays (Voice Live `response.audio_timestamp.delta`)."""
+
+    item_id: str
+    word: str
+    offset_ms: int
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamWarning:
     """Voice Live's `warning`: informational, the session continues."""
 
@@ -150,6 +162,7 @@ ServerEvent = (
     | InputTranscriptDone
     | FunctionCallRequested
     | UpstreamWarning
+    | WordTiming
     | Ignored
     | BadEvent
 )

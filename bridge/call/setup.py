@@ -26,6 +26,7 @@ from ..settings import Settings
 from ..telemetry import Metrics
 from ..tools import ToolRegistry
 from ..upstream import UpstreamConnection, UpstreamTarget, UpstreamUnavailable
+from .rollover import SESSION_CAPS_S, RolloverPolicy
 from .state import StartRefused
 
 STREAM_TOKEN_PARAMETER = "StreamToken"
@@ -49,6 +50,7 @@ class CallSetup:
     transfer_number: str | None = None
     fallback_number: str | None = None  # VOICE_BRIDGE_FALLBACK_NUMBER: dialled after the apology
     call_control: CallControl | None = None  # Twilio REST, when TWILIO_ACCOUNT_SID is configured
+    rollover: RolloverPolicy = field(default_factory=RolloverPolicy)  # new sessions: planned and unplanned
 
 
 class CallServices(Protocol):
@@ -135,6 +137,17 @@ def call_setup(services: CallServices, profile: AgentProfile, call_sid: str, to:
         transfer_number=profile.transfer_number,
         fallback_number=services.settings.fallback_number,
         call_control=services.call_control,
+        rollover=rollover_policy(services.settings, profile),
+    )
+
+
+def rollover_policy(settings: Settings, profile: AgentProfile) -> RolloverPolicy:
+    """When this call moves to a new model session: the upstream's cap, the settings, the profile."""
+    return RolloverPolicy(
+        session_cap_s=SESSION_CAPS_S.get(settings.upstream),
+        rollover_after_s=float(settings.rollover_seconds) if settings.rollover_seconds else None,
+        input_token_budget=profile.rollover_input_tokens or None,
+        max_replacements=settings.max_session_replacements,
     )
 
 
