@@ -170,7 +170,8 @@ def test_the_token_budget_triggers_a_rollover_after_a_response_over_it() -> None
     planner.response_finished(1001, now=20)
     assert planner.due(20) == Due("input_tokens", 20 + QUIET_WAIT_S)
     planner.failed(21)
-    assert planner.due(21 + RETRY_S - 1) is None and planner.due(21 + RETRY_S) is not None
+    assert planner.due(21 + RETRY_S - 1) is None
+    assert planner.due(21 + RETRY_S) == Due("input_tokens", 21 + RETRY_S + QUIET_WAIT_S)  # a fresh wait for quiet
 
 
 def test_no_policy_means_no_planned_rollover() -> None:

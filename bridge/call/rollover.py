@@ -102,9 +102,9 @@ class RolloverPlanner:
             candidates.append(Due("input_tokens", self._deadline(self._over_budget_at, hard)))
         return min(candidates, key=lambda due: due.deadline) if candidates else None
 
-    @staticmethod
-    def _deadline(since: float, hard: float | None) -> float:
-        deadline = since + QUIET_WAIT_S
+    def _deadline(self, since: float, hard: float | None) -> float:
+        """A bounded wait for quiet, counted from the trigger or from the retry after a failed attempt."""
+        deadline = max(since, self._not_before) + QUIET_WAIT_S
         return min(deadline, hard) if hard is not None else deadline
 
     def next_check(self, now: float) -> float:
