@@ -50,7 +50,15 @@ WORDS = [("Your", 0, 200), ("order", 200, 300), ("ships", 500, 300), ("tomorrow"
 
 @pytest.mark.parametrize(
     ("heard_ms", "expected"),
-    [(0, ""), (99, ""), (100, "Your"), (349, "Your"), (350, "Your order"), (700, "Your order ships"), (5000, "Your order ships tomorrow")],
+    [
+        (0, ""),
+        (99, ""),
+        (100, "Your"),
+        (349, "Your"),
+        (350, "Your order"),
+        (700, "Your order ships"),
+        (5000, "Your order ships tomorrow"),
+    ],
 )
 def test_word_timings_cut_at_the_last_word_mostly_heard(heard_ms: float, expected: str) -> None:
     assert cut_by_words(WORDS, heard_ms) == expected
@@ -187,7 +195,9 @@ def test_replacements_back_off_and_a_quiet_moment_needs_both_sides_silent() -> N
 
 
 def test_usage_and_expires_at_are_parsed_from_the_wire() -> None:
-    done = parse_server_frame(GADialect(), '{"type":"response.done","response":{"id":"r1","status":"completed","usage":{"input_tokens":1234}}}')
+    done = parse_server_frame(
+        GADialect(), '{"type":"response.done","response":{"id":"r1","status":"completed","usage":{"input_tokens":1234}}}'
+    )
     assert getattr(done, "input_tokens", None) == 1234
     created = parse_server_frame(VoiceLiveDialect(), '{"type":"session.created","session":{"expires_at":1900000000}}')
     assert getattr(created, "expires_at", None) == 1900000000.0

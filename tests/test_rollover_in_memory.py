@@ -175,7 +175,9 @@ async def test_a_rollover_is_forced_at_its_deadline_and_a_failed_one_keeps_the_o
     later: list[FakeModel] = []
     twilio, old, clock, call, running = await _rolled_call(RolloverPolicy(rollover_after_s=10), later)
     clock.now += 11
-    await _until(lambda: call.switcher.planner is not None and call.switcher.planner.due(clock.now) is None, "failed: retry later")
+    await _until(
+        lambda: call.switcher.planner is not None and call.switcher.planner.due(clock.now) is None, "failed: retry later"
+    )
     assert call.link.connection is old and call.life.in_call  # the old session goes on
     await _a_turn(old, twilio, 1, clock)
     assert call.link.connection is old
