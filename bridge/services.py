@@ -33,6 +33,7 @@ from .auth import EntraTokens, TokenUnavailable
 from .call_outcomes import CallOutcomes
 from .dialects import dialect_for
 from .logs import get_logger
+from .post_call import PostCallDelivery
 from .prewarm import Prewarm
 from .profiles import ProfileBook, default_profile
 from .readiness import PROBE_RESULTS, ReadinessMonitor
@@ -67,6 +68,7 @@ class Services:
     readiness: ReadinessMonitor | None  # the upstream probe; None: not probed (embedded agent, or off)
     clock: Callable[[], float]
     wall_clock: Callable[[], float]
+    post_call: PostCallDelivery | None  # VOICE_BRIDGE_POST_CALL_URL, or records next to recordings
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,7 @@ class ServicePlan:
             recorder = await _recorder(stack, settings, spec, upstream, clock)
             prewarm = await _prewarm(stack, settings, clock, recorder)
             call_control = await _call_control(stack, settings, twilio_client)
+            post_call = _post_call(stack, settings)
             _background(stack, _watch_loop_lag(metrics), "loop_lag")
             readiness = _readiness(stack, settings, metrics, upstream)
             if prewarm is not None:
@@ -121,6 +124,7 @@ class ServicePlan:
                 readiness=readiness,
                 clock=clock,
                 wall_clock=time.time,
+                post_call=post_call,
             )
             log.info(
                 "bridge.ready",
@@ -191,6 +195,15 @@ async def _recorder(
     stack.push_async_callback(recorder.aclose)
     log.info("recording.on", dir=str(directory), transcripts=settings.record_transcripts, audio=settings.record_audio)
     return recorder
+
+
+def _post_call(stack: contextlib.AsyncExitStack, settings: Settings) -> PostCallDelivery | None:
+    """Post-call records: POSTed when a URL is set, written next to recordings when they are on."""
+    if settings.post_call_url is None and settings.record_dir is None:
+        return None
+    delivery = PostCallDelivery(settings.post_call_url, settings.record_dir)
+    stack.push_async_callback(delivery.aclose)  # bounded: CLOSE_WAIT_S at most
+    return delivery
 
 
 async def _prewarm(

@@ -39,6 +39,7 @@ class ModelEvents:
     def __init__(self, call: CallSession) -> None:
         self.call = call
         self.background: set[asyncio.Task[None]] = set()
+        self.barge_ins = 0  # this call's, for the post-call record
         self._relay_out = call.metrics.relay.labels(direction="model_to_caller")
 
     async def handle(self, event: ServerEvent) -> None:
@@ -120,6 +121,7 @@ class ModelEvents:
             call.log.info("caller.speech_started", barge_in=False)
             return
         call.metrics.barge_ins.inc()
+        self.barge_ins += 1
         call.timeline.abandoned()
         if plan.clear_playback:
             await call.output.stop(generating=call.ledger.active is not None)

@@ -104,6 +104,11 @@ class CallSession:
         """Ask the call to end politely: the model says goodbye, the caller hears it, then we close."""
         self.ending.request(reason)
 
+    @property
+    def duration_s(self) -> float:
+        """Since the stream started (0 before)."""
+        return self.clock() - self._started_at if self._started_at else 0.0
+
     def twilio_gone(self) -> EndReason:
         """Why the call ends when the Twilio socket is gone: a hang-up, or our abort of a stalled peer."""
         return EndReason.TWILIO_STALLED if self.twilio.stalled else EndReason.CALLER_HANGUP

@@ -26,6 +26,7 @@ from .upstream_link import UPSTREAM_FAILURES, Event
 if TYPE_CHECKING:
     from .session import CallSession
 
+REFUSALS_FINAL = frozenset({"auth", "not_found"})  # a replacement refused like this will not pass: stop trying
 WATCH_POLL_S = 0.25  # how often the watcher looks at the clock (it may be a scaled one)
 QUIET_POLL_S = 0.01  # while waiting for a quiet moment
 OPEN_TIMEOUT_S = 15.0  # opening the next session in the background
@@ -40,6 +41,7 @@ class SessionSwitcher:
         self.replacements = 0  # unplanned, this call
         self.rollovers = 0  # planned, this call
         self.forced = 0  # planned rollovers made without a quiet moment
+        self.input_tokens: int | None = None  # summed over the call's responses, where the service reports usage
         self.background: set[asyncio.Task[None]] = set()  # old sessions closing
 
     def begin(self) -> None:
@@ -57,6 +59,8 @@ class SessionSwitcher:
         elif isinstance(event, SessionReady) and event.expires_at is not None:
             self.planner.expires_at(event.expires_at, self.wall_clock(), self.call.clock())
         elif isinstance(event, ResponseFinished):
+            if event.input_tokens is not None:
+                self.input_tokens = (self.input_tokens or 0) + event.input_tokens
             self.planner.response_finished(event.input_tokens, self.call.clock())
 
     def seed(self) -> Seed:
@@ -86,11 +90,13 @@ class SessionSwitcher:
             )
             if delay:
                 await asyncio.sleep(delay)
-            if await self._replace_once():
-                return True
+            replaced = await self._replace_once()
+            if replaced is not None:
+                return replaced
         return False
 
-    async def _replace_once(self) -> bool:
+    async def _replace_once(self) -> bool | None:
+        """True: replaced; None: failed, worth another try; False: refused for good."""
         call = self.call
         assert call.setup is not None
         seed = self.seed()
@@ -104,8 +110,9 @@ class SessionSwitcher:
                     call.setup.reconnect, lambda connection: self._seed_events(connection, seed)
                 )
         except UPSTREAM_FAILURES as exc:
-            call.log.error("upstream.reconnect_failed", error=type(exc).__name__, detail=str(exc))
-            return False
+            final = getattr(exc, "reason", None) in REFUSALS_FINAL
+            call.log.error("upstream.reconnect_failed", error=type(exc).__name__, detail=str(exc), final=final)
+            return False if final else None
         self.caller_speaking = False
         if self.planner is not None:
             self.planner.session_started(call.clock())
