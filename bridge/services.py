@@ -102,7 +102,7 @@ class ServicePlan:
             recorder = await _recorder(stack, settings, spec, upstream, clock)
             prewarm = await _prewarm(stack, settings, clock, recorder)
             call_control = await _call_control(stack, settings, twilio_client)
-            post_call = _post_call(stack, settings)
+            post_call = _post_call(stack, settings, recording=recorder is not None)
             _background(stack, _watch_loop_lag(metrics), "loop_lag")
             readiness = _readiness(stack, settings, metrics, upstream)
             if prewarm is not None:
@@ -197,11 +197,12 @@ async def _recorder(
     return recorder
 
 
-def _post_call(stack: contextlib.AsyncExitStack, settings: Settings) -> PostCallDelivery | None:
+def _post_call(stack: contextlib.AsyncExitStack, settings: Settings, recording: bool) -> PostCallDelivery | None:
     """Post-call records: POSTed when a URL is set, written next to recordings when they are on."""
-    if settings.post_call_url is None and settings.record_dir is None:
+    record_dir = settings.record_dir if recording else None  # an unusable folder is logged once, by the recorder
+    if settings.post_call_url is None and record_dir is None:
         return None
-    delivery = PostCallDelivery(settings.post_call_url, settings.record_dir)
+    delivery = PostCallDelivery(settings.post_call_url, record_dir)
     stack.push_async_callback(delivery.aclose)  # bounded: CLOSE_WAIT_S at most
     return delivery
 
