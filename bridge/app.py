@@ -22,6 +22,7 @@ from .admission import AdmissionRefused
 from .call import CallSession, EndReason, prepare_call, prewarm_opener
 from .call.setup import STREAM_TOKEN_PARAMETER
 from .call_outcomes import Outcome
+from .post_call import call_record
 from .logs import get_logger
 from .services import Services
 from .settings import Settings
@@ -289,6 +290,8 @@ async def media_stream(websocket: WebSocket) -> None:
             state.admission.end(call.call_sid, state.clock())
             if state.recorder is not None:
                 state.recorder.finish(call.call_sid, (call.end_reason or EndReason.INTERNAL_ERROR).value)
+            if state.post_call is not None:
+                state.post_call.submit(call_record(call, state.wall_clock(), redact=not state.settings.record_transcripts))
 
 
 async def healthz(request: Request) -> Response:

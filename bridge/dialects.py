@@ -45,6 +45,7 @@ from .realtime_events import (
     TokenUsage,
     UpstreamError,
     UpstreamWarning,
+    WordTiming,
 )
 from .wire import MAX_WIRE_INT, WireJSONError, json_uint, loads_bounded
 
@@ -275,6 +276,8 @@ class Dialect(Protocol):
 
     def text_item(self, role: str, text: str) -> dict[str, Any]: ...
 
+    def instructions_update(self, instructions: str) -> dict[str, Any]: ...
+
 
 def _text_item(role: str, text: str, assistant_content_type: str) -> dict[str, Any]:
     """`conversation.item.create` of an earlier turn's words (to seed a new session)."""
@@ -394,6 +397,7 @@ class WireNames:
     transcript_delta: str
     transcript_done: str
     item_added: str
+    word_timing: str | None = None  # the dialect's word timestamps of the model's audio, if it has them
 
 
 class _EventParser:
@@ -401,8 +405,8 @@ class _EventParser:
 
     def __init__(self, names: WireNames) -> None:
         self._handlers: dict[str, Callable[[dict[str, Any]], ServerEvent]] = {
-            "session.created": lambda m: SessionReady(updated=False),
-            "session.updated": lambda m: SessionReady(updated=True),
+            "session.created": lambda m: SessionReady(updated=False, expires_at=_expires_at(m)),
+            "session.updated": lambda m: SessionReady(updated=True, expires_at=_expires_at(m)),
             "input_audio_buffer.speech_started": lambda m: SpeechStarted(
                 item_id=_id(m, "item_id"), audio_start_ms=_int(m, "audio_start_ms", 0)
             ),
@@ -442,6 +446,8 @@ class _EventParser:
             "warning": _warning,
             "rate_limits.updated": _rate_limits,
         }
+        if names.word_timing is not None:
+            self._handlers[names.word_timing] = _word_timing
 
     def parse(self, message: dict[str, Any]) -> ServerEvent:
         kind = message.get("type")
@@ -565,6 +571,23 @@ def _rate_limits(message: dict[str, Any]) -> RateLimitsUpdated:
             )
         )
     return RateLimitsUpdated(tuple(limits))
+
+
+def _expires_at(message: dict[str, Any]) -> float | None:
+    """`session.expires_at` (Unix seconds), where the service announces when it ends the session."""
+    session = message.get("session")
+    value = session.get("expires_at") if isinstance(session, dict) else None
+    seconds = json_uint(value)
+    return float(seconds) if seconds else None
+
+
+def _word_timing(message: dict[str, Any]) -> WordTiming:
+    return WordTiming(
+        item_id=_id(message, "item_id"),
+        word=_str(message, "text", MAX_MESSAGE_CHARS),
+        offset_ms=_int(message, "audio_offset_ms", 0),
+        duration_ms=_int(message, "audio_duration_ms", 0),
+    )
 
 
 def _error(message: dict[str, Any]) -> UpstreamError:
@@ -694,6 +717,10 @@ class GADialect:
     def text_item(self, role: str, text: str) -> dict[str, Any]:
         return _text_item(role, text, assistant_content_type="output_text")
 
+    def instructions_update(self, instructions: str) -> dict[str, Any]:
+        """A `session.update` that changes only the instructions (a new session told the call so far)."""
+        return {"type": "session.update", "session": {"type": "realtime", "instructions": instructions}}
+
     def unsupported(self, config: SessionConfig) -> tuple[str, ...]:
         problems = _common_unsupported(config)
         if config.voice_type != "openai":
@@ -707,6 +734,7 @@ VOICELIVE_WIRE_NAMES = WireNames(
     transcript_delta="response.audio_transcript.delta",
     transcript_done="response.audio_transcript.done",
     item_added="conversation.item.created",
+    word_timing="response.audio_timestamp.delta",
 )
 _VOICELIVE_EVENTS = _EventParser(VOICELIVE_WIRE_NAMES)
 
@@ -736,6 +764,8 @@ class VoiceLiveDialect:
             "output_audio_format": audio_format,
             "voice": {"type": config.voice_type, "name": config.voice},
             "turn_detection": self._turn_detection(config.turn_detection),
+            # word timings of the model's audio: a barge-in cuts the heard transcript at a word
+            "output_audio_timestamp_types": ["word"],
         }
         if config.noise_suppression:
             session["input_audio_noise_reduction"] = {"type": "azure_deep_noise_suppression"}
@@ -770,6 +800,9 @@ class VoiceLiveDialect:
 
     def text_item(self, role: str, text: str) -> dict[str, Any]:
         return _text_item(role, text, assistant_content_type="text")
+
+    def instructions_update(self, instructions: str) -> dict[str, Any]:
+        return {"type": "session.update", "session": {"instructions": instructions}}
 
     def unsupported(self, config: SessionConfig) -> tuple[str, ...]:
         problems = _common_unsupported(config)

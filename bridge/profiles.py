@@ -46,6 +46,13 @@ from .tools.registry import TOOL_DATA_NOTICE
 
 DTMF_MODES = ("off", "forward", "collect")
 DEFAULT_PROFILE_NAME = "default"
+# Input transcription is on by default for the cloud upstreams (what the caller said is what a new
+# session is told and the post-call record keeps); a profile's `transcription = false` turns it off.
+DEFAULT_TRANSCRIPTION = {
+    "voicelive": InputTranscription(model="azure-speech"),
+    "azure-openai": InputTranscription(model="gpt-4o-mini-transcribe"),
+    "openai": InputTranscription(model="gpt-4o-mini-transcribe"),
+}
 
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _AZURE_VOICE_NAME = re.compile(r"[a-z]{2,3}-[A-Za-z]{2,4}-")  # en-US-AvaNeural, zh-CN-Xiaoxiao:DragonHD…
@@ -76,6 +83,7 @@ class AgentProfile:
     max_call_seconds: int | None = None  # None: no limit of the bridge's own
     dtmf: str = "off"  # "off", "forward" (tell the model), "collect" (gather digits for a tool)
     transfer_number: str | None = None  # where `transfer_call` sends the caller (E.164)
+    rollover_input_tokens: int | None = None  # a response re-reading more input tokens rolls the session over
 
 
 def voice_from_name(name: str) -> Voice:
@@ -92,6 +100,8 @@ def default_profile(settings: Settings) -> AgentProfile:
         tools=settings.tools,
         dtmf=settings.dtmf,
         transfer_number=settings.transfer_number,
+        transcription=DEFAULT_TRANSCRIPTION.get(settings.upstream),
+        rollover_input_tokens=settings.rollover_input_tokens or None,
     )
 
 
@@ -223,6 +233,7 @@ def _toml_error(source: str, exc: tomllib.TOMLDecodeError) -> str:
 _PROFILE_KEYS = {
     "numbers", "instructions", "voice", "turn_detection", "noise_suppression", "echo_cancellation",
     "transcription", "tools", "greeting", "max_call_seconds", "dtmf", "transfer_number",
+    "rollover_input_tokens",
 }  # fmt: skip
 _TURN_KEYS = {
     "type", "threshold", "prefix_padding_ms", "silence_duration_ms", "eagerness", "remove_filler_words", "languages",
@@ -303,6 +314,8 @@ class _Reader:
                 fields[key] = self.boolean(value, path)
             elif key == "max_call_seconds":
                 fields[key] = self.integer(value, path, minimum=1)
+            elif key == "rollover_input_tokens":
+                fields[key] = self.integer(value, path, minimum=0) or None
             elif key == "dtmf":
                 fields[key] = self.string(value, path, DTMF_MODES)
             elif key == "transfer_number":
@@ -315,7 +328,8 @@ class _Reader:
             elif key == "turn_detection":
                 fields[key] = self.turn_detection(self.table(value, path), path)
             elif key == "transcription":
-                fields[key] = self.transcription(self.table(value, path), path)
+                off = value is False  # `transcription = false`: no input transcription
+                fields[key] = None if off else self.transcription(self.table(value, path), path)
         return replace(default, **fields), numbers
 
     def voice(self, value: Any, path: tuple[str, ...]) -> Voice:

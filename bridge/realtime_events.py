@@ -13,6 +13,7 @@ class SessionReady:
     """`session.created` or `session.updated`."""
 
     updated: bool
+    expires_at: float | None = None  # Unix time the service ends the session (Voice Live >= 1.3), if it says
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,11 @@ class ResponseFinished:
         """The caller heard less than the model meant to say: `failed` or `incomplete`."""
         return self.status in ("failed", "incomplete")
 
+    @property
+    def input_tokens(self) -> int | None:
+        """What this response re-read (uncached and cached input): rollover's token budget."""
+        return self.usage.input_text + self.usage.input_audio if self.usage is not None else None
+
 
 @dataclass(frozen=True, slots=True)
 class ItemTruncated:
@@ -140,6 +146,16 @@ class FunctionCallRequested:
     call_id: str
     name: str
     arguments: str  # JSON text, exactly as the model wrote it: the tool runner parses and checks it
+
+
+@dataclass(frozen=True, slots=True)
+class WordTiming:
+    """When one word of the model's audio plays (Voice Live `response.audio_timestamp.delta`)."""
+
+    item_id: str
+    word: str
+    offset_ms: int
+    duration_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +214,7 @@ ServerEvent = (
     | FunctionCallRequested
     | UpstreamWarning
     | RateLimitsUpdated
+    | WordTiming
     | Ignored
     | BadEvent
 )

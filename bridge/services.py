@@ -34,6 +34,7 @@ from .auth import EntraTokens, TokenUnavailable
 from .call_outcomes import CallOutcomes
 from .dialects import dialect_for
 from .logs import get_logger
+from .post_call import PostCallDelivery
 from .prewarm import Prewarm
 from .profiles import ProfileBook, default_profile
 from .readiness import PROBE_RESULTS, ReadinessMonitor
@@ -70,6 +71,7 @@ class Services:
     clock: Callable[[], float]
     wall_clock: Callable[[], float]
     tracing: Tracing  # OpenTelemetry: off (no SDK at all) unless OTEL_EXPORTER_OTLP_ENDPOINT (issue 17)
+    post_call: PostCallDelivery | None  # VOICE_BRIDGE_POST_CALL_URL, or records next to recordings
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +101,12 @@ class ServicePlan:
         spec = upstream_spec(settings, local_url=local_url)
         metrics = Metrics()
         async with contextlib.AsyncExitStack() as stack:
-            tracing = Tracing.from_env(os.environ)
-            # Closed last: the last spans are flushed (bounded by the exporter's timeout) after the calls.
-            stack.push_async_callback(asyncio.to_thread, tracing.shutdown)
+            tracing = _tracing(stack)
             upstream = spec.target(await _entra_tokens(stack, spec, credential))
             recorder = await _recorder(stack, settings, spec, upstream, clock)
             prewarm = await _prewarm(stack, settings, clock, recorder)
             call_control = await _call_control(stack, settings, twilio_client)
+            post_call = _post_call(stack, settings, recording=recorder is not None)
             _background(stack, _watch_loop_lag(metrics), "loop_lag")
             readiness = _readiness(stack, settings, metrics, upstream)
             if prewarm is not None:
@@ -128,6 +129,7 @@ class ServicePlan:
                 clock=clock,
                 wall_clock=time.time,
                 tracing=tracing,
+                post_call=post_call,
             )
             log.info(
                 "bridge.ready",
@@ -201,6 +203,16 @@ async def _recorder(
     return recorder
 
 
+def _post_call(stack: contextlib.AsyncExitStack, settings: Settings, recording: bool) -> PostCallDelivery | None:
+    """Post-call records: POSTed when a URL is set, written next to recordings when they are on."""
+    record_dir = settings.record_dir if recording else None  # an unusable folder is logged once, by the recorder
+    if settings.post_call_url is None and record_dir is None:
+        return None
+    delivery = PostCallDelivery(settings.post_call_url, record_dir)
+    stack.push_async_callback(delivery.aclose)  # bounded: CLOSE_WAIT_S at most
+    return delivery
+
+
 async def _prewarm(
     stack: contextlib.AsyncExitStack, settings: Settings, clock: Callable[[], float], recorder: Recorder | None
 ) -> Prewarm | None:
@@ -237,6 +249,14 @@ def _readiness(
     )
     _background(stack, readiness.run_forever(), "upstream_probe")
     return readiness
+
+
+def _tracing(stack: contextlib.AsyncExitStack) -> Tracing:
+    """OpenTelemetry from the OTEL_* variables; closed last, so the last spans (the calls') are
+    flushed, bounded by the exporter's timeout."""
+    tracing = Tracing.from_env(os.environ)
+    stack.push_async_callback(asyncio.to_thread, tracing.shutdown)
+    return tracing
 
 
 def _background(stack: contextlib.AsyncExitStack, work: Coroutine[Any, Any, None], name: str) -> None:

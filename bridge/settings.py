@@ -168,6 +168,11 @@ class Settings:
     record_dir: str | None = None  # record every call into this folder (off when None)
     record_transcripts: bool = True  # False: recordings keep "[redacted]" instead of transcripts and text
     record_audio: bool = True  # False: recordings keep audio lengths only, no WAV files
+    # Moving a call to a new model session (bridge/call/rollover.py).
+    max_session_replacements: int = 3  # VOICE_BRIDGE_MAX_SESSION_REPLACEMENTS: lost sessions replaced per call
+    rollover_seconds: int = 0  # VOICE_BRIDGE_ROLLOVER_SECONDS: session age that triggers a rollover (0: the upstream's cap)
+    rollover_input_tokens: int = 0  # VOICE_BRIDGE_ROLLOVER_INPUT_TOKENS: the default profile's token budget (0: none)
+    post_call_url: str | None = field(default=None, repr=False)  # VOICE_BRIDGE_POST_CALL_URL (may carry a token)
     metrics_port: int | None = None  # /metrics and /readyz on this internal port instead of the main one
     # VOICE_BRIDGE_UPSTREAM_PROBE: /readyz follows an upstream probe (bridge/readiness.py). On by default
     # in the environment (`serve`); off for Settings() built in code (tests, benchmarks, replay), whose
@@ -235,6 +240,10 @@ class Settings:
             metrics_port=_int(env, "VOICE_BRIDGE_METRICS_PORT", 0, 0, 65535) or None,
             prices=_prices(text("VOICE_BRIDGE_PRICES")),
             rate_limit_warn_percent=_int(env, "VOICE_BRIDGE_RATE_LIMIT_WARN_PERCENT", 10, 0, 100),
+            max_session_replacements=_int(env, "VOICE_BRIDGE_MAX_SESSION_REPLACEMENTS", 3, 0, 20),
+            rollover_seconds=_int(env, "VOICE_BRIDGE_ROLLOVER_SECONDS", 0, 0, 86400),
+            rollover_input_tokens=_int(env, "VOICE_BRIDGE_ROLLOVER_INPUT_TOKENS", 0, 0, 10_000_000),
+            post_call_url=text("VOICE_BRIDGE_POST_CALL_URL"),
         )
         settings.validate()
         return settings
@@ -250,6 +259,8 @@ class Settings:
             raise ConfigError(f"VOICE_BRIDGE_AUDIO={self.audio!r}: expected one of {', '.join(AUDIO_MODES)}")
         if self.upstream_url:
             check_url("VOICE_BRIDGE_UPSTREAM_URL", self.upstream_url, ("ws", "wss"))
+        if self.post_call_url:
+            check_url("VOICE_BRIDGE_POST_CALL_URL", self.post_call_url, ("http", "https"))
         if self.public_url:
             check_url("VOICE_BRIDGE_PUBLIC_URL", self.public_url, ("http", "https"))
         for name, endpoint in (
@@ -305,6 +316,8 @@ class Settings:
         found = [v for v in values if v]
         if self.upstream_url:
             found += url_secrets(self.upstream_url)
+        if self.post_call_url:
+            found += url_secrets(self.post_call_url)
         return found
 
     @property

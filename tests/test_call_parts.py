@@ -8,9 +8,9 @@ import pytest
 from bridge.call.caller_input import CallerInput
 from bridge.call.keypad import Keypad
 from bridge.call.ledger import ResponseLedger
-from bridge.call.memory import ConversationMemory
 from bridge.call.state import CallState, EndReason, Lifecycle
 from bridge.call.tool_runs import Pending, PendingAction, ToolActions
+from bridge.call.transcript import HeardTranscript, HeardTurn
 from voice_codecs import AudioMode
 
 # --- the response ledger ---------------------------------------------------------------------------
@@ -171,12 +171,13 @@ def test_the_flood_guard_admits_real_time_and_refuses_a_flood() -> None:
 # --- memory and tool actions -----------------------------------------------------------------------
 
 
-def test_memory_keeps_the_last_non_empty_turns() -> None:
-    memory = ConversationMemory(max_turns=2)
-    assert not memory.remember("user", "  ")
+def test_the_transcript_keeps_the_last_non_empty_turns() -> None:
+    transcript = HeardTranscript(max_turns=2)
+    transcript.caller_said("u0", "  ")
     for n in range(3):
-        assert memory.remember("user", f"turn {n}")
-    assert list(memory) == [("user", "turn 1"), ("user", "turn 2")]
+        transcript.caller_said(f"u{n + 1}", f"turn {n}")
+    assert transcript.turns() == [HeardTurn("user", "turn 1"), HeardTurn("user", "turn 2")]
+    assert transcript.dropped == 2
 
 
 def test_tool_actions_keep_the_last_request_once() -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from bridge import media_streams as ms
 from bridge.call import CallSession, CallSetup, EndReason, StartRefused
+from bridge.call.rollover import RolloverPolicy
 from bridge.profiles import default_profile, session_config
 from bridge.realtime_events import (
     AudioDelta,
@@ -132,9 +133,9 @@ async def test_barge_in_stops_playback_cancels_and_truncates_to_what_was_heard()
 
 
 @in_loop
-async def test_a_lost_session_is_replaced_once_and_seeded_then_a_second_loss_ends_the_call() -> None:
+async def test_a_lost_session_is_replaced_and_seeded_until_the_calls_replacements_are_used_up() -> None:
     twilio, first, second = FakeTwilio(), FakeModel(), FakeModel()
-    call = _call(twilio, lambda start: _setup(first, replacement=second))
+    call = _call(twilio, lambda start: _setup(first, replacement=second, rollover=RolloverPolicy(max_replacements=1)))
     running = asyncio.create_task(call.run())
     twilio.say(START)
     from bridge.realtime_events import OutputTranscriptDone
@@ -142,9 +143,11 @@ async def test_a_lost_session_is_replaced_once_and_seeded_then_a_second_loss_end
     first.say(OutputTranscriptDone("i1", "Hello, how can I help?"))
     first.say(UpstreamError("session_expired", "Your session hit the maximum duration.", "invalid_request_error"))
     await _until(lambda: second.sent, "the new session seeded")
-    assert second.sent[0]["type"] == "conversation.item.create"
+    assert second.sent[0]["type"] == "session.update"  # the instructions, with the call so far
+    assert "continuing it in a new session" in second.sent[0]["session"]["instructions"]
+    assert second.sent[1]["type"] == "conversation.item.create"  # the last turns, verbatim
     assert first.closed
-    second.end_session(1011)  # a drop: no third session
+    second.end_session(1011)  # a drop: the call's one replacement is used up
     assert await asyncio.wait_for(running, 3) is EndReason.UPSTREAM_FAILED
 
 

@@ -222,7 +222,8 @@ async def _drop_mid_call(session: ScriptedSession) -> None:
 def test_upstream_dropping_mid_call_takes_the_fallback_path() -> None:
     async def scenario() -> None:
         async with ScriptedUpstream(_drop_mid_call) as upstream:
-            async with running_bridge(speed=4.0, upstream_url=upstream.url, fallback_number="+15550123456") as (url, _):
+            # every session drops: the call's one replacement, then the fallback
+            async with running_bridge(speed=4.0, upstream_url=upstream.url, fallback_number="+15550123456", max_session_replacements=1) as (url, _):
                 report = await place_call(url, CallerPlan(max_call_s=40), auth_token=AUTH_TOKEN, speed=4.0)
         assert report.ended_by == "bridge"
         assert report.after_stream_verbs == ["Say", "Dial"]
@@ -234,6 +235,7 @@ async def _call_with_twilio_rest(api: FakeTwilioApi, upstream_url: str) -> tuple
     """A call whose model fails, on a bridge with Twilio REST (at `api`): the report and the logs."""
     async with running_bridge(
         speed=4.0, upstream_url=upstream_url, fallback_number="+15550123456", twilio_client=api.client(asynchronous=True),
+        max_session_replacements=1,  # every session drops: one replacement, then the fallback
     ) as (url, app):
         with capture_logs() as logs:
             report = await place_call(url, CallerPlan(max_call_s=40), auth_token=AUTH_TOKEN, speed=4.0)

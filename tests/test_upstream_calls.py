@@ -458,7 +458,7 @@ RECONNECTS = [("voicelive-key", "drop"), ("azure-openai-key", "drop"), ("openai"
 
 
 @pytest.mark.parametrize(("dialect", "how"), RECONNECTS, ids=[f"{d}-{h}" for d, h in RECONNECTS])
-def test_a_lost_session_is_replaced_once_seeded_with_the_conversation(dialect: str, how: str) -> None:
+def test_a_lost_session_is_replaced_seeded_with_what_was_heard(dialect: str, how: str) -> None:
     wire = wire_of(dialect)
 
     async def scenario() -> tuple[CallReport, ModelServer, list[dict[str, Any]]]:
@@ -474,10 +474,12 @@ def test_a_lost_session_is_replaced_once_seeded_with_the_conversation(dialect: s
     assert len(server.handshakes) == 2 and len(server.sessions) == 2
     assert_handshakes(server, dialect)
     first, second = server.sessions
-    # The new session: configured like the first, then told the conversation so far, before any audio.
+    # The new session: configured like the first, then told the conversation so far, before any audio:
+    # the instructions carry the call so far (a summary of older turns), the last turns verbatim.
     before_audio = second.kinds()[: second.kinds().index("input_audio_buffer.append")]
-    assert before_audio == ["session.update"] + ["conversation.item.create"] * 3
+    assert before_audio == ["session.update"] * 2 + ["conversation.item.create"] * 3
     assert second.received[0] == first.received[0]  # the same session.update
+    assert "continuing it in a new session" in second.received[1]["session"]["instructions"]
     assert seeded_turns(second) == [("assistant", GREETING_TEXT), ("user", QUESTION_TEXT), ("assistant", ANSWER_TEXT)]
     assert "response.create" not in second.kinds()  # no second greeting
     assert_valid_client_events(server)
@@ -499,6 +501,7 @@ def test_a_dropped_session_whose_replacement_is_refused_takes_the_fallback_path(
         await session.drop()
 
     async def scenario() -> tuple[CallReport, ModelServer, list[dict[str, Any]]]:
+        # a refusal of the credentials will not pass: no further replacement is tried
         async with ModelServer(GA_WIRE, [greet_then_drop], statuses=[None, 403]) as server:
             report, logs = await _call_with_fallback(server)
         return report, server, logs

@@ -29,6 +29,7 @@ from ..realtime_events import (
     UpstreamError,
 )
 from ..telemetry import bounded_label
+from .transcript import hear
 
 if TYPE_CHECKING:
     from .session import CallSession
@@ -38,9 +39,12 @@ class ModelEvents:
     def __init__(self, call: CallSession) -> None:
         self.call = call
         self.background: set[asyncio.Task[None]] = set()
+        self.barge_ins = 0  # this call's, for the post-call record
         self._relay_out = call.metrics.relay.labels(direction="model_to_caller")
 
     async def handle(self, event: ServerEvent) -> None:
+        self.call.switcher.observe(event)
+        hear(self.call.transcript, event, self.call.audio_mode.model_ms)
         if isinstance(event, AudioDelta):
             await self._audio(event)
         elif isinstance(event, AudioDone):
@@ -72,9 +76,9 @@ class ModelEvents:
         elif isinstance(event, ItemTruncated):
             log.info("model.item_truncated", item_id=event.item_id, audio_end_ms=event.audio_end_ms)
         elif isinstance(event, OutputTranscriptDone):
-            self._remember("assistant", event.transcript)
+            self._log_transcript("assistant", event.transcript)
         elif isinstance(event, InputTranscriptDone):
-            self._remember("user", event.transcript)
+            self._log_transcript("user", event.transcript)
         elif isinstance(event, BadEvent):
             # Skipped: one unreadable event must not end a healthy call. Never its content in the log.
             call.metrics.upstream_bad_events.labels(reason=bounded_label(event.reason, dialects.BAD_EVENT_REASONS)).inc()
@@ -111,8 +115,8 @@ class ModelEvents:
         if call.tools is not None and call.tools.called_in(event.response_id):
             self._spawn(self._answer_tools(event.response_id), "answer_tools")
 
-    def _remember(self, role: str, text: str) -> None:
-        if self.call.memory.remember(role, text) and self.call.log_transcripts:
+    def _log_transcript(self, role: str, text: str) -> None:
+        if text.strip() and self.call.log_transcripts:
             self.call.log.info("transcript", role=role, text=text)  # off by default: personal data
 
     async def barge_in(self) -> None:
@@ -123,6 +127,7 @@ class ModelEvents:
             call.log.info("caller.speech_started", barge_in=False)
             return
         call.metrics.barge_ins.inc()
+        self.barge_ins += 1
         call.timeline.abandoned()
         if plan.clear_playback:
             await call.output.stop(generating=call.ledger.active is not None)
@@ -134,8 +139,10 @@ class ModelEvents:
             t = plan.truncation
             call.link.send(dialects.truncate_item(t.item_id, t.content_index, t.audio_end_ms))
             call.metrics.truncations.inc()
+            call.transcript.truncated(t.item_id, t.audio_end_ms)
         for item_id, _ in plan.deletions:
             call.link.send(dialects.delete_item(item_id))
+            call.transcript.unheard(item_id)
         call.trace.barge_in(
             plan.truncation.audio_end_ms if plan.truncation else None, plan.cancel_response_id is not None, len(plan.deletions)
         )

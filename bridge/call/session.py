@@ -33,18 +33,17 @@ from .caller_output import CallerOutput
 from .ending import Ending
 from .keypad import Keypad
 from .ledger import ResponseLedger
-from .memory import ConversationMemory
 from .model_events import ModelEvents
 from .ports import TwilioPort
 from .setup import CallSetup, observers
 from .start import StartHandshake
 from .state import CallState, EndReason, Lifecycle
+from .switching import SessionSwitcher
 from .tool_runs import ToolActions, ToolRuns
+from .transcript import HeardTranscript
 from .upstream_link import UPSTREAM_FAILURES, UpstreamLink
 
 log = get_logger("bridge.call")
-
-MAX_RECONNECTS = 1  # per call: a second loss in one call is not a passing fault
 
 
 class CallSession:
@@ -75,7 +74,8 @@ class CallSession:
         self.tracker = PlaybackTracker(sample_rate=TWILIO_RATE, network=RoundTripEstimator(on_sample=metrics.twilio_rtt.observe))
         self.timeline = TurnTimeline()
         self.ledger = ResponseLedger()
-        self.memory = ConversationMemory()
+        self.transcript = HeardTranscript()
+        self.switcher = SessionSwitcher(self)
         self.input = CallerInput(self.audio_mode, append_ms)
         self.output = CallerOutput(
             twilio, self.audio_mode, self.tracker, self.timeline, clock, metrics.frames.labels(direction="out"), self._first_audio
@@ -84,7 +84,6 @@ class CallSession:
         self.ending = Ending(self.life, self.ledger, self.tracker, self.output, self.link, clock, log)
         self.events = ModelEvents(self)
         self._frames_in = metrics.frames.labels(direction="in")
-        self._reconnects = 0
         self.tools: ToolRuns | None = None
         self.keypad = Keypad("off")
         self.trace: NoTrace = NO_TRACE  # issue 17: the call's trace and usage, set in `_start` (setup.observers)
@@ -108,6 +107,11 @@ class CallSession:
     def request_goodbye(self, reason: EndReason = EndReason.DRAINED) -> None:
         """Ask the call to end politely: the model says goodbye, the caller hears it, then we close."""
         self.ending.request(reason)
+
+    @property
+    def duration_s(self) -> float:
+        """Since the stream started (0 before)."""
+        return self.clock() - self._started_at if self._started_at else 0.0
 
     def twilio_gone(self) -> EndReason:
         """Why the call ends when the Twilio socket is gone: a hang-up, or our abort of a stalled peer."""
@@ -153,6 +157,7 @@ class CallSession:
         self.tools = ToolRuns(self.setup.tools, self.setup.tool_names, actions, self.metrics, self.log, self.trace.tool_finished)
         self.keypad = Keypad(self.setup.dtmf)
         self.ending.begin(self.setup, start.call_sid, self._started_at)
+        self.switcher.begin()
         self.life.move_to(CallState.CONNECTING_UPSTREAM)
         return True
 
@@ -175,11 +180,12 @@ class CallSession:
             asyncio.create_task(self._goodbye(), name="goodbye"),
             asyncio.create_task(self.ending.stop_requested.wait(), name="stop"),
             asyncio.create_task(self.output.probe_round_trip(lambda: self.life.in_call), name="probe_round_trip"),
+            asyncio.create_task(self._roll_over(), name="roll_over"),
         }
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            others = (*self.events.background, *(self.tools.tasks() if self.tools else ()))
+            others = (*self.events.background, *self.switcher.background, *(self.tools.tasks() if self.tools else ()))
             for task in (*tasks, *others):
                 task.cancel()
             await asyncio.gather(*tasks, *others, return_exceptions=True)
@@ -268,6 +274,10 @@ class CallSession:
         except StreamClosed:
             self.life.end(self.twilio_gone())
 
+    async def _roll_over(self) -> None:
+        await self.switcher.run()
+        await asyncio.Event().wait()  # no planned rollover: nothing to do, until the call ends
+
     async def _send_to_model(self) -> None:
         await self.link.run_sender()
         self.life.end(EndReason.UPSTREAM_FAILED)  # the model stopped reading: cut, apology and fallback
@@ -293,13 +303,16 @@ class CallSession:
     # --- model → caller ------------------------------------------------------------------------
 
     async def _pump_model(self) -> None:
-        """Model → Twilio: its events, one by one; a lost session is replaced once."""
+        """Model → Twilio: its events, one by one; a lost session is replaced (`switching.py`), a
+        planned rollover's old session left for the new one."""
         while True:
             connection = self.link.connection
             assert connection is not None
             expired = False
             try:
                 async for event in connection.events():
+                    if self.link.connection is not connection:
+                        break  # rolled over: what the old session still says is not heard
                     expired = dialects.is_session_expired(event)
                     await self.events.handle(event)
                     if expired:
@@ -311,31 +324,14 @@ class CallSession:
                 pass
             if self.life.end_reason is not None:  # e.g. the sender found the model stalled and cut it
                 return
+            if self.link.connection is not connection:
+                continue
             if not expired and dialects.is_clean_close(connection.close_code):
                 self.life.end(EndReason.UPSTREAM_CLOSED)
                 return
-            if self._reconnects >= MAX_RECONNECTS or not await self._reconnect(expired):
+            if not await self.switcher.replace_lost(expired):
                 self.life.end(EndReason.UPSTREAM_FAILED)
                 return
-
-    async def _reconnect(self, expired: bool) -> bool:
-        """Open a new upstream session and tell it the conversation so far."""
-        assert self.setup is not None
-        self._reconnects += 1
-        reason = "session_expired" if expired else "dropped"
-        self.log.warning("upstream.reconnecting", reason=reason, turns=len(self.memory))
-        try:
-            async with self.link.replacing(), self.trace.connecting(reconnect=True):
-                # What was playing belonged to the old session: stop it, the new one starts clean.
-                self.ledger.session_replaced()  # the old session generates nothing any more
-                await self.output.stop(generating=False)
-                self.input.reset()
-                await self.link.open_seeded(self.setup.reconnect, self.memory)
-        except UPSTREAM_FAILURES as exc:
-            self.log.error("upstream.reconnect_failed", error=type(exc).__name__, detail=str(exc))
-            return False
-        self.log.info("upstream.reconnected", seeded_turns=len(self.memory))
-        return True
 
     def _first_audio(self, now: float) -> None:
         self.metrics.first_greeting_audio.observe(now - self._started_at)

@@ -30,6 +30,7 @@ from ..telemetry import Metrics
 from ..tools import ToolRegistry
 from ..tracing import NoTrace, Tracing
 from ..upstream import UpstreamConnection, UpstreamTarget, UpstreamUnavailable
+from .rollover import SESSION_CAPS_S, RolloverPolicy
 from .state import StartRefused
 
 STREAM_TOKEN_PARAMETER = "StreamToken"
@@ -57,6 +58,7 @@ class CallSetup:
     usage: UsagePolicy = field(default_factory=UsagePolicy)
     tracing: Tracing = field(default_factory=Tracing)
     upstream_name: str = ""  # VOICE_BRIDGE_UPSTREAM, for the call's trace
+    rollover: RolloverPolicy = field(default_factory=RolloverPolicy)  # new sessions: planned and unplanned
 
 
 class CallServices(Protocol):
@@ -147,6 +149,17 @@ def call_setup(services: CallServices, profile: AgentProfile, call_sid: str, to:
         usage=usage_policy(services.settings, profile.name),
         tracing=services.tracing,
         upstream_name=services.settings.upstream,
+        rollover=rollover_policy(services.settings, profile),
+    )
+
+
+def rollover_policy(settings: Settings, profile: AgentProfile) -> RolloverPolicy:
+    """When this call moves to a new model session: the upstream's cap, the settings, the profile."""
+    return RolloverPolicy(
+        session_cap_s=SESSION_CAPS_S.get(settings.upstream),
+        rollover_after_s=float(settings.rollover_seconds) if settings.rollover_seconds else None,
+        input_token_budget=profile.rollover_input_tokens or None,
+        max_replacements=settings.max_session_replacements,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
@@ -25,6 +26,7 @@ from .ports import ModelPort
 
 UPSTREAM_QUEUE_AUDIO_EVENTS = 50
 UPSTREAM_QUEUE_CONTROL_EVENTS = 256  # cancels, truncations, tool outputs, keypad text: few per turn
+LEAD_IN_FRAMES = 15  # caller audio (300 ms) sent the old session that a new one hears again on a switch
 UPSTREAM_FAILURES = (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI, websockets.ConnectionClosed)
 
 Event = dict[str, Any] | str
@@ -41,6 +43,8 @@ class UpstreamLink:
         self._replacing = False
         self._send_blocked = False  # a send is under way (still true if cancelled in it)
         self._relay_in = metrics.relay.labels(direction="caller_to_model")
+        self._front: deque[Outgoing] = deque()  # sent before the queue: a new session's seed and lead-in
+        self._recent_audio: deque[Outgoing] = deque()  # the last LEAD_IN_FRAMES of caller audio sent
 
     def _dropped(self, reason: str, frames: int) -> None:
         self.metrics.dropped_frames.labels(reason=reason).inc(frames)
@@ -66,7 +70,7 @@ class UpstreamLink:
     async def run_sender(self) -> None:
         """The one sender to the model; returns only when the model stopped reading (cut by then)."""
         while True:
-            item = self._queue.pop()
+            item = self._front.popleft() if self._front else self._queue.pop()
             if item is None:
                 self._ready.clear()
                 await self._ready.wait()
@@ -90,7 +94,26 @@ class UpstreamLink:
             else:
                 if item.completed_at is not None:
                     self._relay_in.observe(time.perf_counter() - item.completed_at)
+                if item.frames:
+                    self._keep_recent(item)
             self._send_blocked = False
+
+    def _keep_recent(self, item: Outgoing) -> None:
+        self._recent_audio.append(Outgoing(item.event, item.frames, None))
+        while sum(i.frames for i in self._recent_audio) - self._recent_audio[0].frames >= LEAD_IN_FRAMES:
+            self._recent_audio.popleft()
+
+    def switch(self, new: ModelPort, preamble: Iterable[Event]) -> ModelPort:
+        """Planned rollover, at once: from now on everything goes to `new`, first `preamble` (the seed),
+        then the last caller audio the old session heard (an utterance just begun reaches the new
+        one whole), then what is queued. Returns the old session (for the caller to close)."""
+        old, self.connection = self.connection, new
+        assert old is not None
+        self._front.extend(Outgoing(event, 0, None) for event in preamble)
+        self._front.extend(self._recent_audio)
+        self._recent_audio.clear()
+        self._ready.set()
+        return old
 
     @contextlib.asynccontextmanager
     async def replacing(self) -> AsyncIterator[None]:
@@ -99,18 +122,27 @@ class UpstreamLink:
         assert self.connection is not None
         self._replacing = True
         self._dropped("upstream_reconnecting", self._queue.clear())
+        self._front.clear()
+        self._recent_audio.clear()
         try:
             await self.close_quietly(self.connection)
             yield
         finally:
             self._replacing = False
 
-    async def open_seeded(self, opener: Callable[[], Awaitable[ModelPort]], seed: Iterable[tuple[str, str]]) -> ModelPort:
-        """A new session told the conversation so far; a session that does not read fails here."""
+    async def open_seeded(
+        self, opener: Callable[[], Awaitable[ModelPort]], seed: Callable[[ModelPort], Iterable[Event]]
+    ) -> ModelPort:
+        """A new session (the current one replaced) told the conversation so far; a session that
+        does not read fails here."""
         connection = await opener()
-        async with asyncio.timeout(self.deadlines.upstream_send_s):
-            for role, text in seed:
-                await connection.send(connection.dialect.text_item(role, text))
+        try:
+            async with asyncio.timeout(self.deadlines.upstream_send_s):
+                for event in seed(connection):
+                    await connection.send(event)
+        except BaseException:
+            await self.close_quietly(connection)
+            raise
         self.connection = connection
         return connection
 

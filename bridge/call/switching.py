@@ -1,0 +1,179 @@
+"""Moving a call to a new model session: the shell around `rollover.py`'s planner.
+
+- `replace_lost()`: the session dropped or expired. A new one is opened (the first at once, further
+  ones after a backoff, at most `max_replacements` per call), told the call so far (`seed.py`) and
+  the call goes on; what was playing stops (it belonged to the old session).
+- `run()`: planned rollover. When the planner says one is due, the next session is opened and
+  configured in the background while the call goes on; at a quiet moment (or at the hard
+  deadline, logged as forced) the link switches at once: the seed goes first, then the last caller
+  audio, then whatever the caller says next; the old session is closed. If the next session cannot
+  be opened the old one goes on, and the planner tries again later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from ..realtime_events import ResponseFinished, ServerEvent, SessionReady, SpeechStarted, SpeechStopped
+from .ports import ModelPort
+from .rollover import RolloverPlanner, is_quiet, replacement_delay
+from .seed import Seed, build_seed
+from .upstream_link import UPSTREAM_FAILURES, Event
+
+if TYPE_CHECKING:
+    from .session import CallSession
+
+REFUSALS_FINAL = frozenset({"auth", "not_found"})  # a replacement refused like this will not pass: stop trying
+WATCH_POLL_S = 0.25  # how often the watcher looks at the clock (it may be a scaled one)
+QUIET_POLL_S = 0.01  # while waiting for a quiet moment
+OPEN_TIMEOUT_S = 15.0  # opening the next session in the background
+
+
+class SessionSwitcher:
+    def __init__(self, call: CallSession, wall_clock: Callable[[], float] = time.time) -> None:
+        self.call = call
+        self.wall_clock = wall_clock
+        self.planner: RolloverPlanner | None = None
+        self.caller_speaking = False
+        self.replacements = 0  # unplanned, this call
+        self.rollovers = 0  # planned, this call
+        self.forced = 0  # planned rollovers made without a quiet moment
+        self.input_tokens: int | None = None  # summed over the call's responses, where the service reports usage
+        self.background: set[asyncio.Task[None]] = set()  # old sessions closing
+
+    def begin(self) -> None:
+        assert self.call.setup is not None
+        self.planner = RolloverPlanner(self.call.setup.rollover, self.call.clock())
+
+    def observe(self, event: ServerEvent) -> None:
+        """Model events that move the planner or tell whether the caller is speaking."""
+        if isinstance(event, SpeechStarted):
+            self.caller_speaking = True
+        elif isinstance(event, SpeechStopped):
+            self.caller_speaking = False
+        elif self.planner is None:
+            return
+        elif isinstance(event, SessionReady) and event.expires_at is not None:
+            self.planner.expires_at(event.expires_at, self.wall_clock(), self.call.clock())
+        elif isinstance(event, ResponseFinished):
+            if event.input_tokens is not None:
+                self.input_tokens = (self.input_tokens or 0) + event.input_tokens
+            self.planner.response_finished(event.input_tokens, self.call.clock())
+
+    def seed(self) -> Seed:
+        assert self.call.setup is not None
+        return build_seed(self.call.setup.session_config.instructions, self.call.transcript.turns())
+
+    def _seed_events(self, connection: ModelPort, seed: Seed) -> Iterable[Event]:
+        yield connection.dialect.instructions_update(seed.instructions)
+        for role, text in seed.turns:
+            yield connection.dialect.text_item(role, text)
+
+    # --- unplanned ---------------------------------------------------------------------------
+
+    async def replace_lost(self, expired: bool) -> bool:
+        """A new session for a lost one; False when the call's replacements are used up."""
+        call = self.call
+        assert call.setup is not None
+        while self.replacements < call.setup.rollover.max_replacements:
+            delay = replacement_delay(self.replacements)
+            self.replacements += 1
+            call.log.warning(
+                "upstream.reconnecting",
+                reason="session_expired" if expired else "dropped",
+                attempt=self.replacements,
+                delay_s=delay,
+                turns=len(call.transcript),
+            )
+            if delay:
+                await asyncio.sleep(delay)
+            replaced = await self._replace_once()
+            if replaced is not None:
+                return replaced
+        return False
+
+    async def _replace_once(self) -> bool | None:
+        """True: replaced; None: failed, worth another try; False: refused for good."""
+        call = self.call
+        assert call.setup is not None
+        seed = self.seed()
+        try:
+            async with call.link.replacing(), call.trace.connecting(reconnect=True):
+                # What was playing belonged to the old session: stop it, the new one starts clean.
+                call.ledger.session_replaced()  # the old session generates nothing any more
+                await call.output.stop(generating=False)
+                call.input.reset()
+                call.link.connection = await call.link.open_seeded(
+                    call.setup.reconnect, lambda connection: self._seed_events(connection, seed)
+                )
+        except UPSTREAM_FAILURES as exc:
+            final = getattr(exc, "reason", None) in REFUSALS_FINAL
+            call.log.error("upstream.reconnect_failed", error=type(exc).__name__, detail=str(exc), final=final)
+            return False if final else None
+        self.caller_speaking = False
+        if self.planner is not None:
+            self.planner.session_started(call.clock())
+        call.log.info("upstream.reconnected", seeded_turns=len(seed.turns), summarized_turns=seed.summarized)
+        return True
+
+    # --- planned -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The planned-rollover watcher; runs for the whole call."""
+        call = self.call
+        assert call.setup is not None and self.planner is not None
+        if not call.setup.rollover.planned:
+            return
+        while True:
+            now = call.clock()
+            due = self.planner.due(now)
+            if due is None or not call.life.in_call:
+                await asyncio.sleep(min(max(self.planner.next_check(now) - now, 0.0), WATCH_POLL_S) or WATCH_POLL_S)
+                continue
+            await self._roll_over(due.reason, due.deadline)
+
+    async def _roll_over(self, reason: str, deadline: float) -> None:
+        call = self.call
+        assert call.setup is not None and self.planner is not None
+        old = call.link.connection
+        call.log.info("upstream.rollover_started", reason=reason)
+        try:
+            async with asyncio.timeout(OPEN_TIMEOUT_S), call.trace.connecting(reconnect=True):
+                new = await call.setup.reconnect()
+        except (*UPSTREAM_FAILURES, TimeoutError) as exc:
+            call.log.warning("upstream.rollover_failed", reason=reason, error=type(exc).__name__, detail=str(exc))
+            self.planner.failed(call.clock())
+            return
+        quiet = await self._until_quiet(deadline)
+        if call.link.connection is not old or old is None or not call.life.in_call:  # lost meanwhile, or ending
+            await call.link.close_quietly(new)
+            return
+        seed = self.seed()
+        call.link.switch(new, self._seed_events(new, seed))
+        self.rollovers += 1
+        self.forced += not quiet
+        self.caller_speaking = False
+        self.planner.session_started(call.clock())
+        (call.log.info if quiet else call.log.warning)(
+            "upstream.rolled_over", reason=reason, quiet=quiet, seeded_turns=len(seed.turns), summarized_turns=seed.summarized
+        )
+        closing = asyncio.create_task(call.link.close_quietly(old), name="close_old_session")  # bounded by its deadline
+        self.background.add(closing)
+        closing.add_done_callback(self.background.discard)
+
+    async def _until_quiet(self, deadline: float) -> bool:
+        """Wait for a quiet moment; False if the deadline came first (switch anyway)."""
+        call = self.call
+        while call.clock() < deadline:
+            if is_quiet(self._model_busy(), self.caller_speaking):
+                return True
+            await asyncio.sleep(QUIET_POLL_S)
+        return False
+
+    def _model_busy(self) -> bool:
+        call = self.call
+        tools_running = bool(call.tools and call.tools.tasks())
+        return call.ledger.active is not None or call.tracker.is_playing or tools_running or not call.life.in_call
