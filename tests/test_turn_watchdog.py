@@ -154,7 +154,7 @@ def test_reprompts_off_and_goodbye_without_reprompts() -> None:
 def test_no_silence_counted_while_a_response_or_playback_or_tool_is_under_way() -> None:
     script = [(0.0, "response_started"), (0.1, "audio"), (0.2, "tool:r1"), (30.0, "playback_idle"), (31.0, "response_done")]
     seen, _, _ = run(script, until=40)
-    assert seen == []  # the tool still runs: not the caller's silence (and it gets its filler only when quiet)
+    assert seen == [(31.5, FILLER_TOOL)]  # the tool still runs: not the caller's silence, but its filler once quiet
     seen, _, _ = run([(0.0, "response_started"), (0.1, "audio"), (30.0, "playback_idle"), (31.0, "response_done")], until=40)
     assert seen == []  # silence from 31.0: due at 41.0
 
