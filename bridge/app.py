@@ -39,7 +39,7 @@ from .dialects import dialect_for
 from .prewarm import Prewarm
 from .recording import Recorder, RecordOptions
 from .recording_format import make_private_dir
-from .profiles import ProfileBook, default_profile
+from .profiles import ProfileBook, check_turn_budgets, default_profile
 from .logs import get_logger
 from .settings import ConfigError, Settings
 from .telemetry import Metrics, bounded_label
@@ -413,6 +413,7 @@ def create_app(
     tools = tools or default_registry(settings.orders_file)
     profiles = ProfileBook.load(settings.profiles_path, default_profile(settings))
     profiles.check(dialect_for(settings.upstream), settings.audio, tools.specs())
+    check_turn_budgets(profiles, tools.tools)  # issue 16
     signer = TwilioSigner(settings.twilio_auth_token) if settings.twilio_auth_token else None
     key = settings.stream_token_key.encode() if settings.stream_token_key else None
     state = BridgeState(

@@ -119,6 +119,19 @@ class Metrics:
             registry=r,
         )
 
+        # No dead air (issue 16): fillers played, how each wait for the model's first audio ended,
+        # check-ins with a silent caller (calls ended so: voice_bridge_calls_total{outcome="caller_silent"}).
+        self.fillers = Counter(
+            "voice_bridge_fillers", "Filler clips played while the caller waited, by reason (slow_model, slow_tool).", ["reason"], registry=r
+        )
+        self.turn_watchdog = Counter(
+            "voice_bridge_turn_watchdog",
+            "Waits for the model's first audio, by outcome (answered, retried: answered after one retry, failed: gave up).",
+            ["outcome"],
+            registry=r,
+        )
+        self.reprompts = Counter("voice_bridge_reprompts", "Check-ins asked of the model after the caller was silent.", registry=r)
+
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition format and its content type, for `GET /metrics`."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

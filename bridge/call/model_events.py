@@ -48,8 +48,10 @@ class ModelEvents:
                 await self.call.output.finish_item(event.item_id, event.content_index)
         elif isinstance(event, SpeechStarted):
             if self.call.life.in_call:
+                self.call.turns.feed("caller_speech_started")
                 await self.barge_in()
         elif isinstance(event, ResponseStarted):
+            self.call.turns.feed("response_started")
             for key in self.call.ledger.started(event.response_id):
                 self.call.tracker.forget(*key)
         elif isinstance(event, ResponseFinished):
@@ -57,6 +59,7 @@ class ModelEvents:
         elif isinstance(event, FunctionCallRequested):
             assert self.call.tools is not None
             self.call.tools.start(event)
+            self.call.turns.tool_started(event.response_id, event.name)
         else:
             self._note(event)
 
@@ -65,6 +68,8 @@ class ModelEvents:
         call, log = self.call, self.call.log
         if isinstance(event, SpeechStopped):
             call.timeline.speech_stopped(call.clock())
+            if call.life.in_call:
+                call.turns.feed("caller_turn_ended")
             log.info("caller.speech_stopped", audio_end_ms=event.audio_end_ms)
         elif isinstance(event, ItemTruncated):
             log.info("model.item_truncated", item_id=event.item_id, audio_end_ms=event.audio_end_ms)
@@ -89,6 +94,7 @@ class ModelEvents:
             call.metrics.dropped_frames.labels(reason="cancelled_response").inc()
             return
         call.timeline.model_audio(call.clock())
+        call.turns.model_audio()
         call.tracker.audio_received(event.item_id, event.content_index, call.audio_mode.model_ms(len(event.audio)))
         connection = call.link.connection
         received_at = connection.received_at if connection is not None else time.perf_counter()
@@ -101,6 +107,7 @@ class ModelEvents:
     def _response_finished(self, event: ResponseFinished) -> None:
         call = self.call
         call.ledger.finished(event.response_id)
+        call.turns.feed("response_done")
         call.log.info("model.response_done", response_id=event.response_id, status=event.status)
         if call.tools is not None and call.tools.called_in(event.response_id):
             self._spawn(self._answer_tools(event.response_id), "answer_tools")
@@ -147,6 +154,7 @@ class ModelEvents:
         await call.tools.answer(response_id, call.link.send)
         marker = call.ledger.marker()
         call.respond_unless_active()  # the caller may have spoken meanwhile: that response answers
+        call.turns.tools_answered(response_id)
         pending = call.tools.actions.take()
         if pending is not None:
             await call.ending.until_heard(marker, pending.action.value)
@@ -155,9 +163,12 @@ class ModelEvents:
     def turn_completed(self, stages: dict[str, float]) -> None:
         for stage, seconds in stages.items():
             self.call.metrics.turn_latency.labels(stage=stage).observe(seconds)
+        filler_s = self.call.timeline.last_filler_s
         self.call.log.info(
             "turn.timeline",
             **{f"{stage}_ms": round(seconds * 1000, 1) for stage, seconds in stages.items()},
+            filler=filler_s is not None,  # issue 16: whether a filler played in this turn, and when
+            filler_ms=round(filler_s * 1000, 1) if filler_s is not None else None,
             **self.network_estimate(),
         )
 

@@ -38,6 +38,7 @@ from .setup import CallSetup
 from .start import StartHandshake
 from .state import CallState, EndReason, Lifecycle
 from .tool_runs import ToolActions, ToolRuns
+from .turn_guard import TurnGuard
 from .upstream_link import UPSTREAM_FAILURES, UpstreamLink
 
 log = get_logger("bridge.call")
@@ -81,6 +82,8 @@ class CallSession:
         self.link = UpstreamLink(metrics, deadlines or PeerDeadlines(), log)
         self.ending = Ending(self.life, self.ledger, self.tracker, self.output, self.link, clock, log)
         self.events = ModelEvents(self)
+        self.turns = TurnGuard(self)  # issue 16: fillers, retries, reprompts
+        self.output.on_idle = lambda now: self.turns.feed("playback_idle")
         self._frames_in = metrics.frames.labels(direction="in")
         self._reconnects = 0
         self.tools: ToolRuns | None = None
@@ -146,6 +149,7 @@ class CallSession:
         self.tools = ToolRuns(self.setup.tools, self.setup.tool_names, actions, self.metrics, self.log)
         self.keypad = Keypad(self.setup.dtmf)
         self.ending.begin(self.setup, start.call_sid, self._started_at)
+        self.turns.begin()
         self.life.move_to(CallState.CONNECTING_UPSTREAM)
         return True
 
@@ -157,6 +161,7 @@ class CallSession:
         if not await self._connect(caller):
             return
         self.life.move_to(CallState.IN_CALL)
+        self.turns.feed("greeting_requested")
         # Measure the round trip before the greeting starts playing (then only while nothing plays).
         probe = self.tracker.probe_due(self.clock())
         if probe is not None:
@@ -168,6 +173,7 @@ class CallSession:
             asyncio.create_task(self._goodbye(), name="goodbye"),
             asyncio.create_task(self.ending.stop_requested.wait(), name="stop"),
             asyncio.create_task(self.output.probe_round_trip(lambda: self.life.in_call), name="probe_round_trip"),
+            asyncio.create_task(self.turns.run(), name="turn_watchdog"),
         }
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -244,6 +250,8 @@ class CallSession:
                 self.link.send(dialects.append_audio(batch.audio), frames=batch.frames, completed_at=batch.completed_at)
         elif isinstance(event, ms.MarkEcho):
             if self.tracker.mark_echoed(event.name, now):
+                if not self.tracker.is_playing:
+                    self.turns.feed("playback_idle")
                 stages = self.timeline.mark_echoed(event.name, now)
                 if stages is not None:
                     self.events.turn_completed(stages)
@@ -275,6 +283,7 @@ class CallSession:
             return
         self.link.send(connection.dialect.text_item("user", text))
         self.respond_unless_active()
+        self.turns.feed("keypad")
         self.log.info("caller.dtmf_sent", mode=self.keypad.mode)
 
     def respond_unless_active(self) -> None:
