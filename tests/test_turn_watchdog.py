@@ -174,3 +174,20 @@ def test_next_deadline_says_when_to_poll() -> None:
     assert dog.next_deadline() == pytest.approx(2.5)
     dog.caller_speech_started(1.2)
     assert dog.next_deadline() is None
+
+
+def test_a_barge_in_during_the_filler_deletes_the_model_item_queued_behind_it_and_never_touches_the_filler() -> None:
+    from bridge.barge_in import plan_barge_in
+    from bridge.call.caller_output import FILLER_ITEM
+    from bridge.playback import PlaybackTracker
+
+    tracker = PlaybackTracker()
+    tracker.chunk_sent(FILLER_ITEM, 0, 5840, now=0.0)  # 0.73 s of filler
+    tracker.audio_received("item_a", 0, 500.0)
+    tracker.chunk_sent("item_a", 0, 4000, now=0.2)  # the answer, queued behind it
+    plan = plan_barge_in(tracker, "resp_a", ("item_a", 0), now=0.4, response_items_of=lambda item: [("item_a", 0)])
+    assert plan.clear_playback and plan.cancel_response_id == "resp_a"
+    assert plan.truncation is None and plan.deletions == (("item_a", 0),)
+    # Heard into the answer: it is truncated at what was heard of it (the filler's length not counted).
+    plan = plan_barge_in(tracker, None, ("item_a", 0), now=0.83, response_items_of=lambda item: [("item_a", 0)])
+    assert plan.truncation is not None and plan.truncation.item_id == "item_a" and 90 <= plan.truncation.audio_end_ms <= 110
