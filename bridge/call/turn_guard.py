@@ -66,8 +66,11 @@ class TurnGuard:
             deadline = dog.next_deadline() if dog is not None else None
             delay = POLL_S if deadline is None else min(POLL_S, max(deadline - self.call.clock(), 0.001))
             self._wake.clear()
+            # Not asyncio.wait_for: before Python 3.12 it can swallow a cancellation that arrives as
+            # the event is set, and this task would outlive its call.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
 
     async def _act(self, action: Action) -> bool:
         """Carry out one action; False when the call must end now (the watchdog gave up)."""
