@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .playback import ItemKey, PlaybackTracker
+from .playback import ItemKey, PlaybackTracker, is_bridge_item
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,9 @@ def plan_barge_in(
     if not tracker.is_playing and active_response_id is None:
         return NOTHING
     item = tracker.playing_item(now) or last_item
+    if is_bridge_item(item):
+        # The caller is hearing the bridge's filler: the model's audio behind it was not heard at all.
+        item = tracker.pending_model_item() or (None if is_bridge_item(last_item) else last_item)
     truncation = None
     deletions: list[ItemKey] = []
     if item is not None:

@@ -146,6 +146,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         print(f"voice-bridge agent: the clips cannot be loaded: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     configure_logging(log_format)
+    agent.answer_delay_s = args.answer_delay_ms / 1000  # issue 16
 
     async def run() -> None:
         await agent.start()
@@ -256,11 +257,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         network = _network(args)
         clips = (os.environ.get("VOICE_BRIDGE_AGENT_CLIPS") or "").strip()
         inspect_dir = _inspect_folder(args.inspect)
-        settings = Settings(twilio_auth_token=token, audio=args.audio, agent_clips_dir=check_clips_folder(clips) if clips else None,
-                            record_dir=inspect_dir.name if inspect_dir is not None else None)
+        settings = Settings(
+            twilio_auth_token=token, audio=args.audio, agent_clips_dir=check_clips_folder(clips) if clips else None,
+            record_dir=inspect_dir.name if inspect_dir is not None else None,
+            # issue 16: the production budgets (the environment's defaults), so a late answer gets its filler
+            filler_after_ms=1500, turn_timeout_s=8,
+        )
         settings.validate()
         services = prepare_services(settings)
         agent = embedded_agent(settings)
+        agent.answer_delay_s = args.answer_delay_ms / 1000  # issue 16
     except _BadArgument as exc:
         print(f"voice-bridge demo: {exc}", file=sys.stderr)
         return 2
@@ -499,6 +505,17 @@ def _positive(raw: str) -> float:
     return value
 
 
+def _delay_ms(raw: str) -> float:
+    """A delay in ms, 0 to 60000 (issue 16: the local agent's late answers)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number of milliseconds") from None
+    if not 0 <= value <= 60_000:
+        raise argparse.ArgumentTypeError("must be from 0 to 60000 ms")
+    return value
+
+
 def _add_call_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--say", action="append", default=None, metavar="WAV",
                         help="what the caller says, in turn, each after the agent goes quiet (repeatable; "
@@ -550,6 +567,8 @@ def _add_agent(sub: argparse._SubParsersAction) -> None:
     agent.add_argument("--port", type=_port, default=9000)
     agent.add_argument("--clips", default=os.environ.get("VOICE_BRIDGE_AGENT_CLIPS"), help="folder with clips.json")
     agent.add_argument("--pace", type=_positive, default=4.0, help="how many times faster than real time it streams audio")
+    agent.add_argument("--answer-delay-ms", type=_delay_ms, default=0.0, metavar="MS",
+                       help="start each answer this late (not the greeting): a slow model, to show the bridge's filler")
     agent.set_defaults(func=cmd_agent)
 
 
@@ -576,6 +595,9 @@ def _add_twilio(sub: argparse._SubParsersAction) -> None:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="a whole simulated call against an in-process bridge and local agent")
     demo.add_argument("--audio", choices=("pcm24k", "g711"), default="pcm24k")
+    demo.add_argument("--answer-delay-ms", type=_delay_ms, default=0.0, metavar="MS",
+                      help="the local agent starts each answer this late: past 1500 ms the caller hears the filler "
+                      "(raise --hangup-after above the delay)")
     demo.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error", "critical"))
     demo.add_argument("--inspect", metavar="FILE", help="record the call and write its inspector page (HTML) to FILE")
     _add_call_options(demo)

@@ -32,6 +32,15 @@ from .wire import ascii_uint
 ItemKey = tuple[str, int]  # (item_id, content_index)
 
 
+# Audio of the bridge's own (issue 16: the filler) is accounted like model audio, under an item id
+# no model uses, so the model items after it are placed exactly; it is never truncated or deleted.
+BRIDGE_ITEM_PREFIX = "bridge."
+
+
+def is_bridge_item(key: ItemKey | None) -> bool:
+    return key is not None and key[0].startswith(BRIDGE_ITEM_PREFIX)
+
+
 def parse_mark_name(name: str) -> tuple[int, int] | None:
     """`<epoch>.<seq>` (each 1-15 ASCII digits) → (epoch, seq); None for any other name."""
     epoch_text, dot, seq_text = name.partition(".")
@@ -230,6 +239,10 @@ class PlaybackTracker:
         for chunk, _ in self._clock_walk(now):
             pass
         return chunk.item if chunk is not None else None
+
+    def pending_model_item(self) -> ItemKey | None:
+        """The first model item (not the bridge's own audio) still waiting in Twilio's buffer."""
+        return next((chunk.item for chunk in self._pending if not is_bridge_item(chunk.item)), None)
 
     def played_samples(self, item_id: str, content_index: int, now: float) -> int:
         """Samples of the item heard by now: confirmed by marks plus the clock's share of what follows."""

@@ -42,9 +42,13 @@ from .dialects import (
     TurnDetection,
 )
 from .settings import ConfigError, Settings
-from .tools.registry import TOOL_DATA_NOTICE
+from .tools.registry import TOOL_DATA_NOTICE, Tool
 
 DTMF_MODES = ("off", "forward", "collect")
+REPROMPT_INSTRUCTIONS = (  # issue 16: what the model is asked when the caller has been silent
+    "The caller has said nothing for a while. Check in with one short question, such as whether they are "
+    "still there or need anything else, in the language of the conversation, and say nothing else."
+)
 DEFAULT_PROFILE_NAME = "default"
 # Input transcription is on by default for the cloud upstreams (what the caller said is what a new
 # session is told and the post-call record keeps); a profile's `transcription = false` turns it off.
@@ -84,6 +88,13 @@ class AgentProfile:
     dtmf: str = "off"  # "off", "forward" (tell the model), "collect" (gather digits for a tool)
     transfer_number: str | None = None  # where `transfer_call` sends the caller (E.164)
     rollover_input_tokens: int | None = None  # a response re-reading more input tokens rolls the session over
+    # No dead air (issue 16): turn budgets (bridge/call/watchdog.py); 0 turns each off.
+    filler_after_ms: int = 0  # the filler clip after this much silence while the model or a tool is awaited
+    turn_timeout_s: float = 0  # no audio by then, no tool running: ask again once, then apology and fallback
+    reprompt_after_s: float = 0  # a silent caller (everything heard) is asked to check in after this long
+    max_reprompts: int = 2  # unanswered check-ins before a goodbye (the call ends as caller_silent)
+    reprompt_instructions: str = REPROMPT_INSTRUCTIONS
+    filler_clip: str | None = None  # a 16-bit mono WAV; None: the shipped "One moment."
 
 
 def voice_from_name(name: str) -> Voice:
@@ -102,6 +113,10 @@ def default_profile(settings: Settings) -> AgentProfile:
         transfer_number=settings.transfer_number,
         transcription=DEFAULT_TRANSCRIPTION.get(settings.upstream),
         rollover_input_tokens=settings.rollover_input_tokens or None,
+        filler_after_ms=settings.filler_after_ms,
+        turn_timeout_s=settings.turn_timeout_s,
+        reprompt_after_s=settings.reprompt_after_s,
+        max_reprompts=settings.max_reprompts,
     )
 
 
@@ -234,6 +249,8 @@ _PROFILE_KEYS = {
     "numbers", "instructions", "voice", "turn_detection", "noise_suppression", "echo_cancellation",
     "transcription", "tools", "greeting", "max_call_seconds", "dtmf", "transfer_number",
     "rollover_input_tokens",
+    # issue 16
+    "filler_after_ms", "turn_timeout_s", "reprompt_after_s", "max_reprompts", "reprompt_instructions", "filler_clip",
 }  # fmt: skip
 _TURN_KEYS = {
     "type", "threshold", "prefix_padding_ms", "silence_duration_ms", "eagerness", "remove_filler_words", "languages",
@@ -316,6 +333,12 @@ class _Reader:
                 fields[key] = self.integer(value, path, minimum=1)
             elif key == "rollover_input_tokens":
                 fields[key] = self.integer(value, path, minimum=0) or None
+            elif key in ("filler_after_ms", "max_reprompts"):  # issue 16
+                fields[key] = self.integer(value, path, minimum=0)
+            elif key in ("turn_timeout_s", "reprompt_after_s"):  # issue 16
+                fields[key] = float(self.integer(value, path, minimum=0))
+            elif key in ("reprompt_instructions", "filler_clip"):  # issue 16
+                fields[key] = self.string(value, path)
             elif key == "dtmf":
                 fields[key] = self.string(value, path, DTMF_MODES)
             elif key == "transfer_number":
@@ -503,3 +526,37 @@ def _value_chars(line: str, i: int) -> Iterator[tuple[str, int]]:
         if char in "[]{}":
             yield char, i
         i += 1
+
+
+# --- No dead air (issue 16): turn budgets, checked when the profiles load ---------------------
+
+
+def check_turn_budgets(book: ProfileBook, tools: Mapping[str, Tool]) -> None:
+    """Every profile's budgets fit together, its filler clip can be played, and each of its tools
+    times out before the turn budget (nested timeouts: turn > tool); one line naming the profile."""
+    from .filler import default_filler_path, render_filler
+
+    for profile in book.profiles:
+        where = f"{book.source}:{book.lines[profile.name]}: " if profile.name in book.lines else ""
+        name = f"profile {profile.name!r}"
+        budget = profile.turn_timeout_s
+        if profile.filler_after_ms and budget and profile.filler_after_ms >= budget * 1000:
+            raise ProfileError(
+                f"{where}{name}: filler_after_ms={profile.filler_after_ms} must be shorter than turn_timeout_s={budget:g} s"
+            )
+        if budget:
+            for tool_name in profile.tools:
+                tool = tools.get(tool_name)
+                if tool is not None and tool.timeout_s >= budget:
+                    raise ProfileError(
+                        f"{where}{name}: tool {tool_name!r} times out after {tool.timeout_s:g} s, "
+                        f"which must be shorter than turn_timeout_s={budget:g} s"
+                    )
+        if profile.filler_after_ms:
+            clips = [profile.filler_clip or str(default_filler_path())]
+            clips += [t.progress_clip for t in (tools.get(n) for n in profile.tools) if t is not None and t.progress_clip]
+            try:
+                for clip in clips:
+                    render_filler(clip)
+            except ConfigError as exc:
+                raise ProfileError(f"{where}{name}: {exc}") from None

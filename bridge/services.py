@@ -36,7 +36,7 @@ from .dialects import dialect_for
 from .logs import get_logger
 from .post_call import PostCallDelivery
 from .prewarm import Prewarm
-from .profiles import ProfileBook, default_profile
+from .profiles import ProfileBook, check_turn_budgets, default_profile
 from .readiness import PROBE_RESULTS, ReadinessMonitor
 from .recording import Recorder, RecordOptions
 from .recording_format import make_private_dir
@@ -151,6 +151,7 @@ def prepare_services(settings: Settings, tools: ToolRegistry | None = None) -> S
     tools = tools or default_registry(settings.orders_file)
     profiles = ProfileBook.load(settings.profiles_path, default_profile(settings))
     profiles.check(dialect_for(settings.upstream), settings.audio, tools.specs())
+    check_turn_budgets(profiles, tools.tools)  # issue 16: tool timeouts and fillers within the turn budget
     return ServicePlan(settings, profiles, tools)
 
 

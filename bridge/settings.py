@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from voice_codecs import AUDIO_MODES, AudioMode
@@ -186,6 +187,13 @@ class Settings:
     # and VOICE_BRIDGE_RATE_LIMIT_WARN_PERCENT (warn when a rate limit's remaining falls under it).
     prices: PriceTable = field(default_factory=PriceTable.default, repr=False)
     rate_limit_warn_percent: int = 10
+    # No dead air (issue 16): the default profile's turn budgets (bridge/call/watchdog.py); 0 turns
+    # each off. Like upstream_probe, on by default in the environment (`serve`: 1500 ms, 8 s, 10 s)
+    # and off for Settings() built in code (tests, benchmarks), whose scripted models keep their time.
+    filler_after_ms: int = 0  # VOICE_BRIDGE_FILLER_AFTER_MS: the filler after this much silence
+    turn_timeout_s: int = 0  # VOICE_BRIDGE_TURN_TIMEOUT_S: no audio by then: retry once, then apology
+    reprompt_after_s: int = 0  # VOICE_BRIDGE_REPROMPT_AFTER_S: a silent caller is asked to check in
+    max_reprompts: int = 2  # VOICE_BRIDGE_MAX_REPROMPTS: unanswered check-ins before goodbye
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -238,12 +246,9 @@ class Settings:
             port=_int(env, "PORT", 8000, 1, 65535),
             host=text("VOICE_BRIDGE_HOST") or "127.0.0.1",
             metrics_port=_int(env, "VOICE_BRIDGE_METRICS_PORT", 0, 0, 65535) or None,
-            prices=_prices(text("VOICE_BRIDGE_PRICES")),
-            rate_limit_warn_percent=_int(env, "VOICE_BRIDGE_RATE_LIMIT_WARN_PERCENT", 10, 0, 100),
-            max_session_replacements=_int(env, "VOICE_BRIDGE_MAX_SESSION_REPLACEMENTS", 3, 0, 20),
-            rollover_seconds=_int(env, "VOICE_BRIDGE_ROLLOVER_SECONDS", 0, 0, 86400),
-            rollover_input_tokens=_int(env, "VOICE_BRIDGE_ROLLOVER_INPUT_TOKENS", 0, 0, 10_000_000),
             post_call_url=text("VOICE_BRIDGE_POST_CALL_URL"),
+            prices=_prices(text("VOICE_BRIDGE_PRICES")),
+            **_call_limits(env),
         )
         settings.validate()
         return settings
@@ -295,6 +300,12 @@ class Settings:
             raise ConfigError(f"VOICE_BRIDGE_DTMF={self.dtmf!r}: expected off, forward or collect")
         if not 1 <= self.port <= 65535:
             raise ConfigError("PORT must be from 1 to 65535")
+        if self.filler_after_ms and self.turn_timeout_s and self.filler_after_ms >= self.turn_timeout_s * 1000:
+            # issue 16: the filler is the first thing a slow turn gets; the retry comes after it.
+            raise ConfigError(
+                f"VOICE_BRIDGE_FILLER_AFTER_MS={self.filler_after_ms} must be shorter than "
+                f"VOICE_BRIDGE_TURN_TIMEOUT_S={self.turn_timeout_s} (in ms: {self.turn_timeout_s * 1000})"
+            )
         if not self.twilio_auth_token and not self.insecure_dev:
             raise ConfigError(
                 "TWILIO_AUTH_TOKEN is not set, so Twilio signatures cannot be checked. Set it, or set "
@@ -333,3 +344,18 @@ class Settings:
     @property
     def uses_embedded_agent(self) -> bool:
         return self.upstream == "local" and not self.upstream_url
+
+
+def _call_limits(env: Mapping[str, str]) -> dict[str, Any]:
+    """Per-call budgets and limits from the environment (issues 16-18), each checked for range."""
+    return {
+        "rate_limit_warn_percent": _int(env, "VOICE_BRIDGE_RATE_LIMIT_WARN_PERCENT", 10, 0, 100),
+        "max_session_replacements": _int(env, "VOICE_BRIDGE_MAX_SESSION_REPLACEMENTS", 3, 0, 20),
+        "rollover_seconds": _int(env, "VOICE_BRIDGE_ROLLOVER_SECONDS", 0, 0, 86400),
+        "rollover_input_tokens": _int(env, "VOICE_BRIDGE_ROLLOVER_INPUT_TOKENS", 0, 0, 10_000_000),
+        # the default profile's turn budgets (issue 16)
+        "filler_after_ms": _int(env, "VOICE_BRIDGE_FILLER_AFTER_MS", 1500, 0, 60_000),
+        "turn_timeout_s": _int(env, "VOICE_BRIDGE_TURN_TIMEOUT_S", 8, 0, 600),
+        "reprompt_after_s": _int(env, "VOICE_BRIDGE_REPROMPT_AFTER_S", 10, 0, 3600),
+        "max_reprompts": _int(env, "VOICE_BRIDGE_MAX_REPROMPTS", 2, 0, 10),
+    }

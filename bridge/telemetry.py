@@ -40,6 +40,7 @@ class Metrics:
         self._stall_metrics(self.registry)
         self._model_usage_metrics(self.registry)
         self._rate_limit_metrics(self.registry)
+        self._dead_air_metrics(self.registry)
 
     def _call_metrics(self, r: CollectorRegistry) -> None:
         """Calls, webhooks and what the caller experiences: latencies, barge-ins, tools."""
@@ -221,6 +222,26 @@ class Metrics:
             "rate_limits.updated events whose remaining fell under VOICE_BRIDGE_RATE_LIMIT_WARN_PERCENT of the limit.",
             ["name"],
             registry=r,
+        )
+
+    def _dead_air_metrics(self, r: CollectorRegistry) -> None:
+        """Waits the caller would hear as silence."""
+        # No dead air (issue 16): fillers played, how each wait for the model's first audio ended,
+        # check-ins with a silent caller (calls ended so: voice_bridge_calls_total{outcome="caller_silent"}).
+        self.fillers = Counter(
+            "voice_bridge_fillers",
+            "Filler clips played while the caller waited, by reason (slow_model, slow_tool).",
+            ["reason"],
+            registry=r,
+        )
+        self.turn_watchdog = Counter(
+            "voice_bridge_turn_watchdog",
+            "Waits for the model's first audio, by outcome (answered, retried: answered after one retry, failed: gave up).",
+            ["outcome"],
+            registry=r,
+        )
+        self.reprompts = Counter(
+            "voice_bridge_reprompts", "Check-ins asked of the model after the caller was silent.", registry=r
         )
 
     def exposition(self) -> tuple[bytes, str]:

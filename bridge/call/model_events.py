@@ -52,9 +52,11 @@ class ModelEvents:
                 await self.call.output.finish_item(event.item_id, event.content_index)
         elif isinstance(event, SpeechStarted):
             if self.call.life.in_call:
+                self.call.turns.feed("caller_speech_started")
                 await self.barge_in()
         elif isinstance(event, ResponseStarted):
             self.call.trace.response_started()
+            self.call.turns.feed("response_started")
             for key in self.call.ledger.started(event.response_id):
                 self.call.tracker.forget(*key)
         elif isinstance(event, ResponseFinished):
@@ -63,6 +65,7 @@ class ModelEvents:
             assert self.call.tools is not None
             self.call.trace.tool_started(event.call_id, event.name)
             self.call.tools.start(event)
+            self.call.turns.tool_started(event.response_id, event.name)
         else:
             self._note(event)
 
@@ -72,6 +75,8 @@ class ModelEvents:
         if isinstance(event, SpeechStopped):
             call.timeline.speech_stopped(call.clock())
             call.trace.turn_started("caller")
+            if call.life.in_call:
+                call.turns.feed("caller_turn_ended")
             log.info("caller.speech_stopped", audio_end_ms=event.audio_end_ms)
         elif isinstance(event, ItemTruncated):
             log.info("model.item_truncated", item_id=event.item_id, audio_end_ms=event.audio_end_ms)
@@ -98,6 +103,7 @@ class ModelEvents:
             call.metrics.dropped_frames.labels(reason="cancelled_response").inc()
             return
         call.timeline.model_audio(call.clock())
+        call.turns.model_audio()
         call.tracker.audio_received(event.item_id, event.content_index, call.audio_mode.model_ms(len(event.audio)))
         connection = call.link.connection
         received_at = connection.received_at if connection is not None else time.perf_counter()
@@ -110,6 +116,7 @@ class ModelEvents:
     def _response_finished(self, event: ResponseFinished) -> None:
         call = self.call
         call.ledger.finished(event.response_id)
+        call.turns.feed("response_done")
         call.log.info("model.response_done", response_id=event.response_id, status=event.status)
         call.usage.response_finished(event)  # tokens, cost, a failure's reason (bridge/model_usage.py)
         if call.tools is not None and call.tools.called_in(event.response_id):
@@ -162,6 +169,7 @@ class ModelEvents:
         await call.tools.answer(response_id, call.link.send)
         marker = call.ledger.marker()
         call.respond_unless_active()  # the caller may have spoken meanwhile: that response answers
+        call.turns.tools_answered(response_id)
         pending = call.tools.actions.take()
         if pending is not None:
             await call.ending.until_heard(marker, pending.action.value)
@@ -173,15 +181,19 @@ class ModelEvents:
         if stages is not None:
             self.turn_completed(stages)
         if not self.call.tracker.is_playing:
+            self.call.turns.feed("playback_idle")
             self.call.trace.playback_idle(response_active=self.call.ledger.active is not None)
 
     def turn_completed(self, stages: dict[str, float]) -> None:
         for stage, seconds in stages.items():
             self.call.metrics.turn_latency.labels(stage=stage).observe(seconds)
         self.call.trace.turn_stages(stages)
+        filler_s = self.call.timeline.last_filler_s
         self.call.log.info(
             "turn.timeline",
             **{f"{stage}_ms": round(seconds * 1000, 1) for stage, seconds in stages.items()},
+            filler=filler_s is not None,  # issue 16: whether a filler played in this turn, and when
+            filler_ms=round(filler_s * 1000, 1) if filler_s is not None else None,
             **self.network_estimate(),
         )
 

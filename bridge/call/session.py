@@ -41,6 +41,7 @@ from .state import CallState, EndReason, Lifecycle
 from .switching import SessionSwitcher
 from .tool_runs import ToolActions, ToolRuns
 from .transcript import HeardTranscript
+from .turn_guard import TurnGuard
 from .upstream_link import UPSTREAM_FAILURES, UpstreamLink
 
 log = get_logger("bridge.call")
@@ -77,20 +78,22 @@ class CallSession:
         self.transcript = HeardTranscript()
         self.switcher = SessionSwitcher(self)
         self.input = CallerInput(self.audio_mode, append_ms)
+        first_audio = metrics.first_greeting_audio
         self.output = CallerOutput(
-            twilio, self.audio_mode, self.tracker, self.timeline, clock, metrics.frames.labels(direction="out"), self._first_audio
+            twilio, self.audio_mode, self.tracker, self.timeline, clock, metrics.frames.labels(direction="out"),
+            lambda now: first_audio.observe(now - self._started_at),
         )
         self.link = UpstreamLink(metrics, deadlines or PeerDeadlines(), log)
         self.ending = Ending(self.life, self.ledger, self.tracker, self.output, self.link, clock, log)
         self.events = ModelEvents(self)
+        self.turns = TurnGuard(self)  # issue 16: fillers, retries, reprompts
+        self.output.on_idle = self.turns.playback_idle
         self._frames_in = metrics.frames.labels(direction="in")
         self.tools: ToolRuns | None = None
         self.keypad = Keypad("off")
         self.trace: NoTrace = NO_TRACE  # issue 17: the call's trace and usage, set in `_start` (setup.observers)
         self.usage = ModelUsage(metrics, log, UsagePolicy())
         twilio.on_stall = metrics.peer_stalls.labels(peer="twilio").inc
-
-    # --- state, for the app ----------------------------------------------------------------------
 
     @property
     def state(self) -> CallState:
@@ -158,6 +161,7 @@ class CallSession:
         self.keypad = Keypad(self.setup.dtmf)
         self.ending.begin(self.setup, start.call_sid, self._started_at)
         self.switcher.begin()
+        self.turns.begin()
         self.life.move_to(CallState.CONNECTING_UPSTREAM)
         return True
 
@@ -169,6 +173,7 @@ class CallSession:
         if not await self._connect(caller):
             return
         self.life.move_to(CallState.IN_CALL)
+        self.turns.feed("greeting_requested")
         # Measure the round trip before the greeting starts playing (then only while nothing plays).
         probe = self.tracker.probe_due(self.clock())
         if probe is not None:
@@ -181,6 +186,7 @@ class CallSession:
             asyncio.create_task(self.ending.stop_requested.wait(), name="stop"),
             asyncio.create_task(self.output.probe_round_trip(lambda: self.life.in_call), name="probe_round_trip"),
             asyncio.create_task(self._roll_over(), name="roll_over"),
+            asyncio.create_task(self.turns.run(), name="turn_watchdog"),
         }
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -293,6 +299,7 @@ class CallSession:
             return
         self.link.send(connection.dialect.text_item("user", text))
         self.respond_unless_active()
+        self.turns.feed("keypad")
         self.log.info("caller.dtmf_sent", mode=self.keypad.mode)
 
     def respond_unless_active(self) -> None:
@@ -332,9 +339,6 @@ class CallSession:
             if not await self.switcher.replace_lost(expired):
                 self.life.end(EndReason.UPSTREAM_FAILED)
                 return
-
-    def _first_audio(self, now: float) -> None:
-        self.metrics.first_greeting_audio.observe(now - self._started_at)
 
     async def _close_both(self) -> None:
         """Both closes at once, each bounded: a stalled model must not delay the caller's close.

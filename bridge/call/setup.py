@@ -8,7 +8,7 @@ up once; `open_session` connects and configures one upstream session.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -20,9 +20,10 @@ from twiml.stream_tokens import StreamTokenError, StreamTokens
 from .. import dialects, media_streams as ms
 from ..admission import Admission, AdmissionRefused
 from ..dialects import SessionConfig
+from ..filler import default_filler_path, render_filler
 from ..model_usage import ModelUsage, UsagePolicy
 from ..prewarm import Prewarm
-from ..profiles import AgentProfile, ProfileBook, session_config
+from ..profiles import REPROMPT_INSTRUCTIONS, AgentProfile, ProfileBook, session_config
 from ..readiness import ReadinessMonitor
 from ..recording import Recorder, TwilioTap, UpstreamTap
 from ..settings import Settings
@@ -32,6 +33,7 @@ from ..tracing import NoTrace, Tracing
 from ..upstream import UpstreamConnection, UpstreamTarget, UpstreamUnavailable
 from .rollover import SESSION_CAPS_S, RolloverPolicy
 from .state import StartRefused
+from .watchdog import Budgets
 
 STREAM_TOKEN_PARAMETER = "StreamToken"
 SETUP_CLOSE_S = 0.5  # a session abandoned during setup: the closing handshake, then the transport is cut
@@ -59,6 +61,12 @@ class CallSetup:
     tracing: Tracing = field(default_factory=Tracing)
     upstream_name: str = ""  # VOICE_BRIDGE_UPSTREAM, for the call's trace
     rollover: RolloverPolicy = field(default_factory=RolloverPolicy)  # new sessions: planned and unplanned
+    # No dead air (issue 16): the profile's turn budgets, its filler (8 kHz μ-law, b"" when off), and
+    # the spoken progress clips of tools that declare one.
+    budgets: Budgets = field(default_factory=lambda: Budgets(None, None, None, 0))
+    filler: bytes = b""
+    reprompt_instructions: str = REPROMPT_INSTRUCTIONS
+    tool_fillers: Mapping[str, bytes] = field(default_factory=dict)
 
 
 class CallServices(Protocol):
@@ -150,6 +158,10 @@ def call_setup(services: CallServices, profile: AgentProfile, call_sid: str, to:
         tracing=services.tracing,
         upstream_name=services.settings.upstream,
         rollover=rollover_policy(services.settings, profile),
+        budgets=turn_budgets(profile),
+        filler=render_filler(profile.filler_clip or str(default_filler_path())) if profile.filler_after_ms else b"",
+        reprompt_instructions=profile.reprompt_instructions,
+        tool_fillers=tool_fillers(services.tools, profile) if profile.filler_after_ms else {},
     )
 
 
@@ -187,6 +199,26 @@ def usage_policy(settings: Settings, profile_name: str) -> UsagePolicy:
         price=found[1] if found is not None else None,
         rate_limit_warn_percent=settings.rate_limit_warn_percent,
     )
+
+
+def turn_budgets(profile: AgentProfile) -> Budgets:
+    """The profile's budgets for the turn watchdog, in seconds; 0 in the profile is off (None)."""
+    return Budgets(
+        filler_after_s=profile.filler_after_ms / 1000 if profile.filler_after_ms else None,
+        turn_timeout_s=profile.turn_timeout_s or None,
+        reprompt_after_s=profile.reprompt_after_s or None,
+        max_reprompts=profile.max_reprompts,
+    )
+
+
+def tool_fillers(tools: ToolRegistry, profile: AgentProfile) -> dict[str, bytes]:
+    """The progress clips of the profile's tools that declare one (rendered once per process)."""
+    found = {}
+    for name in profile.tools:
+        tool = tools.tools.get(name)
+        if tool is not None and tool.progress_clip:
+            found[name] = render_filler(tool.progress_clip)
+    return found
 
 
 def _refused_start(services: CallServices, call_sid: str, discard_prewarm: bool) -> None:

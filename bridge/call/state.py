@@ -38,6 +38,7 @@ class EndReason(enum.Enum):
     TRANSFERRED = "transferred"  # the model called transfer_call
     INTERNAL_ERROR = "internal_error"
     TWILIO_STALLED = "twilio_stalled"  # Twilio stopped reading: the connection was aborted
+    CALLER_SILENT = "caller_silent"  # issue 16: reprompts went unanswered; goodbye, then hung up
 
     @property
     def upstream_failed(self) -> bool:

@@ -73,6 +73,9 @@ class Tool:
     parameters: Mapping[str, Any]
     handler: Handler
     timeout_s: float = 5.0
+    # issue 16: a spoken progress line for a slow run ("let me check that"), played by the bridge in
+    # place of the profile's filler: a 16-bit mono WAV, checked when the profiles load.
+    progress_clip: str | None = None
 
     @property
     def spec(self) -> ToolSpec:

@@ -46,8 +46,12 @@ class _ActiveResponse:
 class AgentConnection:
     """One Realtime session of the local agent."""
 
-    def __init__(self, ws: ServerConnection, clips: ClipLibrary, pace: float, on_caller_turn: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, ws: ServerConnection, clips: ClipLibrary, pace: float, on_caller_turn: Callable[[], None] | None = None, answer_delay_s: float = 0.0
+    ) -> None:
         self._ws = ws
+        self._answer_delay_s = answer_delay_s  # issue 16: a model slow to start (not the greeting or goodbye)
+        self._responses = 0
         self._on_caller_turn = on_caller_turn  # told of each caller turn the agent detected (speech stopped)
         self._pace = pace
         self._clips = clips
@@ -213,7 +217,9 @@ class AgentConnection:
         response_id = new_id("resp")
         item = self._conversation.add_item("assistant")
         clip = self._clips.goodbye if goodbye else self._conversation.next_clip()
-        task = asyncio.create_task(self._stream_response(response_id, item.id, clip), name=f"agent_{response_id}")
+        self._responses += 1
+        delay = self._answer_delay_s if self._responses > 1 and not goodbye else 0.0
+        task = asyncio.create_task(self._stream_response(response_id, item.id, clip, delay), name=f"agent_{response_id}")
         self._active = _ActiveResponse(response_id, item.id, task)
 
     async def _stop_response(self, send_done: bool, reason: str = "client_cancelled") -> None:
@@ -236,7 +242,7 @@ class AgentConnection:
                 )
             )
 
-    async def _stream_response(self, response_id: str, item_id: str, clip: Clip) -> None:
+    async def _stream_response(self, response_id: str, item_id: str, clip: Clip, delay_s: float = 0.0) -> None:
         item = self._conversation.items[item_id]
         audio = clip.audio(self._output_format)
         ulaw = self._output_format == "audio/pcmu"
@@ -248,6 +254,8 @@ class AgentConnection:
         await send(_event("response.output_item.added", response_id=response_id, output_index=0, item=message_item))
         await send(_event("conversation.item.added", previous_item_id=None, item=message_item))
         await send(_event("response.content_part.added", **where, part={"type": "audio", "transcript": ""}))
+        if delay_s:
+            await asyncio.sleep(delay_s)  # "thinking": the response is under way, its audio is late
         step = DELTA_MS * bytes_per_ms
         for offset in range(0, len(audio), step):
             chunk = audio[offset : offset + step]
@@ -271,6 +279,7 @@ class LocalAgent:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, clips: str | Path | None = None, pace: float = DEFAULT_PACE) -> None:
         self.pace = pace
+        self.answer_delay_s = 0.0  # issue 16: answers start this late (`agent --answer-delay-ms`, `demo --answer-delay-ms`)
         self.clips = ClipLibrary.load(clips_dir(str(clips) if clips else None))
         # A long-running server: handshakes and sessions are counted, not kept.
         self._fake = FakeRealtime(self._session, host=host, port=port, record=False, max_size=16 * 1024 * 1024, compression=None)
@@ -304,6 +313,8 @@ class LocalAgent:
         self.open_sessions += 1
         self.sessions_opened += 1
         try:
-            await AgentConnection(session.ws, self.clips, self.pace, on_caller_turn=self._caller_turn).run()
+            await AgentConnection(
+                session.ws, self.clips, self.pace, on_caller_turn=self._caller_turn, answer_delay_s=self.answer_delay_s
+            ).run()
         finally:
             self.open_sessions -= 1
