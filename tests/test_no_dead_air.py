@@ -26,6 +26,22 @@ FILLER = render_filler(str(default_filler_path()))
 SILENT_PHONE = CallerPlan(hangup_after_s=60, max_call_s=30)
 
 
+def _silent_phone_call(script: Any, **settings: Any) -> Any:
+    """A phone that never speaks, against `script` as the model, with these settings: the
+    upstream, the phone's report, the call's log events and the metrics text."""
+
+    async def scenario() -> Any:
+        async with ScriptedUpstream(script) as upstream:
+            async with running_bridge(upstream_url=upstream.url, **settings) as (url, _):
+                with capture_logs() as logs:
+                    report = await place_call(url, SILENT_PHONE, auth_token=AUTH_TOKEN)
+                text = await metrics_text(url)
+        return upstream, report, logs, text
+
+    return run(scenario(), timeout=60)
+
+
+
 async def _open(session: ScriptedSession) -> None:
     await session.send("session.created", session={})
     await session.expect("session.update")
@@ -90,15 +106,7 @@ def test_a_model_that_never_answers_is_asked_again_once_then_the_caller_gets_the
         await _caller_turn(session)
         await session.drain()  # says nothing, ever
 
-    async def scenario() -> Any:
-        async with ScriptedUpstream(script) as upstream:
-            async with running_bridge(upstream_url=upstream.url, filler_after_ms=500, turn_timeout_s=1) as (url, _):
-                with capture_logs() as logs:
-                    report = await place_call(url, SILENT_PHONE, auth_token=AUTH_TOKEN)
-                text = await metrics_text(url)
-        return upstream, report, logs, text
-
-    upstream, report, logs, text = run(scenario(), timeout=60)
+    upstream, report, logs, text = _silent_phone_call(script, filler_after_ms=500, turn_timeout_s=1)
     creates = [e for e in upstream.sessions[0].received if e["type"] == "response.create"]
     assert len(creates) == 2  # the greeting's, and the one retry
     assert report.ended_by == "bridge" and report.after_stream_verbs[0] == "Say", report.summary()
@@ -162,15 +170,7 @@ def test_a_silent_caller_is_asked_twice_then_the_call_ends_as_caller_silent() ->
             await session.speak(f"resp_{n}", f"item_{n}", ANSWER[:24000])  # half a second each
         await session.drain()
 
-    async def scenario() -> Any:
-        async with ScriptedUpstream(script) as upstream:
-            async with running_bridge(upstream_url=upstream.url, reprompt_after_s=1, max_reprompts=2) as (url, _):
-                with capture_logs() as logs:
-                    report = await place_call(url, SILENT_PHONE, auth_token=AUTH_TOKEN)
-                text = await metrics_text(url)
-        return upstream, report, logs, text
-
-    upstream, report, logs, text = run(scenario(), timeout=60)
+    upstream, report, logs, text = _silent_phone_call(script, reprompt_after_s=1, max_reprompts=2)
     creates = [e for e in upstream.sessions[0].received if e["type"] == "response.create"]
     asked = [e["response"]["instructions"] for e in creates[1:]]  # after the greeting's
     assert asked == [REPROMPT_INSTRUCTIONS, REPROMPT_INSTRUCTIONS, GOODBYE_INSTRUCTIONS]
