@@ -41,7 +41,6 @@ def _silent_phone_call(script: Any, **settings: Any) -> Any:
     return run(scenario(), timeout=60)
 
 
-
 async def _open(session: ScriptedSession) -> None:
     await session.send("session.created", session={})
     await session.expect("session.update")
