@@ -170,6 +170,10 @@ class UsageTotals:
             self.counts[key] += tokens
         return counts
 
+    def add_without_usage(self) -> None:
+        """A response ended without a usage (the local agent, an old service): counted, no tokens."""
+        self.responses += 1
+
     @property
     def total_tokens(self) -> int:
         return sum(self.counts.values())

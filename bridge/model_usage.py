@@ -43,6 +43,8 @@ class ModelUsage:
         self._ignored: dict[str, object] = {}  # event type → its counter child (one lookup per type)
 
     def response_finished(self, event: ResponseFinished) -> None:
+        if event.usage is None:
+            self.totals.add_without_usage()
         counts = self.totals.add(event.usage) if event.usage is not None else None
         if counts is not None:
             profile = self.policy.profile
