@@ -42,7 +42,6 @@ class SessionSwitcher:
         self.replacements = 0  # unplanned, this call
         self.rollovers = 0  # planned, this call
         self.forced = 0  # planned rollovers made without a quiet moment
-        self.input_tokens: int | None = None  # summed over the call's responses, where the service reports usage
         self.background: set[asyncio.Task[None]] = set()  # old sessions closing
 
     def begin(self) -> None:
@@ -60,8 +59,6 @@ class SessionSwitcher:
         elif isinstance(event, SessionReady) and event.expires_at is not None:
             self.planner.expires_at(event.expires_at, self.wall_clock(), self.call.clock())
         elif isinstance(event, ResponseFinished):
-            if event.input_tokens is not None:
-                self.input_tokens = (self.input_tokens or 0) + event.input_tokens
             self.planner.response_finished(event.input_tokens, self.call.clock())
 
     def seed(self) -> Seed:
