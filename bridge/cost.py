@@ -159,13 +159,15 @@ class UsageTotals:
 
     def __init__(self, price: Price | None = None) -> None:
         self.price = price
-        self.responses = 0
+        self.responses = 0  # every response that ended
+        self.with_usage = 0  # of which reported a usage
         self.counts: dict[tuple[str, str], int] = {(d, m): 0 for d in DIRECTIONS for m in MODALITIES}
 
     def add(self, usage: TokenUsage) -> dict[tuple[str, str], int]:
         """Book one response's usage; returns its counts."""
         counts = token_counts(usage)
         self.responses += 1
+        self.with_usage += 1
         for key, tokens in counts.items():
             self.counts[key] += tokens
         return counts

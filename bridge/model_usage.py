@@ -135,7 +135,7 @@ class ModelUsage:
         """The call's estimated cost into the per-profile histogram (only calls that had a price and a
         response); returns the summary for `call.ended`."""
         cost = self.totals.cost_estimate
-        if cost is not None and self.totals.responses:
+        if cost is not None and self.totals.with_usage:
             self.metrics.call_cost_estimate.labels(profile=self.policy.profile).observe(cost)
         return self.summary()
 

@@ -21,6 +21,7 @@ import aiohttp
 
 from .call.session import CallSession
 from .call.transcript import HeardTurn
+from .cost import UsageTotals
 from .logs import get_logger
 
 log = get_logger("bridge.post_call")
@@ -44,10 +45,10 @@ def build_record(
     profile: str,
     turns: Sequence[HeardTurn],
     counts: dict[str, int],
-    input_tokens: int | None,
+    usage: dict[str, Any],
     redact_transcript: bool,
 ) -> dict[str, Any]:
-    """One call's record (`started_at`: Unix time). Tokens and cost are null when unknown."""
+    """One call's record (`started_at`: Unix time); `usage` from `usage_fields` (null when unknown)."""
     return {
         "version": RECORD_VERSION,
         "idempotency_key": idempotency_key(call_sid),
@@ -57,11 +58,26 @@ def build_record(
         "outcome": outcome,
         "profile": profile,
         **counts,
-        "input_tokens": input_tokens,
-        "estimated_cost_usd": None,  # telemetry's price table, when it lands
+        **usage,
         "transcript": [
             {"role": t.role, "text": REDACTED if redact_transcript else t.text, "interrupted": t.interrupted} for t in turns
         ],
+    }
+
+
+def usage_fields(totals: UsageTotals, price_key: str | None) -> dict[str, Any]:
+    """The call's tokens and ESTIMATED cost from its telemetry (bridge.model_usage): tokens null when
+    the service reported no usage, the cost null also when the model has no price (never guessed)."""
+    reported = totals.with_usage > 0
+    summary = totals.summary()
+    cost = summary["cost_estimate_usd"] if reported else None
+    return {
+        "responses_with_usage": totals.with_usage,
+        "input_tokens": summary["tokens_input"] if reported else None,  # uncached + cached, as billed
+        "cached_input_tokens": summary["tokens_cached_input"] if reported else None,
+        "output_tokens": summary["tokens_output"] if reported else None,
+        "estimated_cost_usd": cost,
+        "price": price_key if cost is not None else None,  # the price table's key that priced it
     }
 
 
@@ -177,6 +193,6 @@ def call_record(call: CallSession, wall_now: float, redact: bool) -> dict[str, A
             "forced_rollovers": switcher.forced,
             "replacements": switcher.replacements,
         },
-        input_tokens=switcher.input_tokens,
+        usage=usage_fields(call.usage.totals, call.usage.policy.price_key),
         redact_transcript=redact,
     )

@@ -41,6 +41,7 @@ class Metrics:
         self._model_usage_metrics(self.registry)
         self._rate_limit_metrics(self.registry)
         self._dead_air_metrics(self.registry)
+        self._session_switch_metrics(self.registry)
 
     def _call_metrics(self, r: CollectorRegistry) -> None:
         """Calls, webhooks and what the caller experiences: latencies, barge-ins, tools."""
@@ -242,6 +243,30 @@ class Metrics:
         )
         self.reprompts = Counter(
             "voice_bridge_reprompts", "Check-ins asked of the model after the caller was silent.", registry=r
+        )
+
+    def _session_switch_metrics(self, r: CollectorRegistry) -> None:
+        """Calls moved to a new model session: planned rollovers and replacements of lost sessions."""
+        # issue 18 (rollover): reason from rollover.ROLLOVER_REASONS, quiet true/false; results are literals
+        self.session_rollovers = Counter(
+            "voice_bridge_session_rollovers",
+            "Planned rollovers to a new model session, by reason (session_age, expires_at, input_tokens) and quiet "
+            "(false: no quiet moment came before the hard deadline, switched anyway).",
+            ["reason", "quiet"],
+            registry=r,
+        )
+        self.session_rollover_failures = Counter(
+            "voice_bridge_session_rollover_failures",
+            "Planned rollovers whose next session could not be opened (the old session goes on), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.session_replacements = Counter(
+            "voice_bridge_session_replacements",
+            "Attempts to replace a lost model session (dropped or expired), by result (ok; failed: another try may "
+            "follow; refused: 401/403/404, no further try).",
+            ["result"],
+            registry=r,
         )
 
     def exposition(self) -> tuple[bytes, str]:

@@ -11,12 +11,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
-from conftest import AUTH_TOKEN, run, running_bridge, settle
+from conftest import AUTH_TOKEN, capture_logs, run, running_bridge, settle
+from dialect_upstream import ModelServer
+from test_model_telemetry import ALL, CASES, ONE_QUESTION, expected_cost, spending_model
 
 from bridge.call.transcript import HeardTurn
+from bridge.cost import Price, UsageTotals
 from bridge.devtools.phone import place_call
-from bridge.post_call import PostCallDelivery, build_record, idempotency_key
+from bridge.post_call import PostCallDelivery, build_record, idempotency_key, usage_fields
+from bridge.realtime_events import TokenUsage
 
 
 class Receiver:
@@ -67,7 +72,7 @@ def _record(call_sid: str = "CA1", redact: bool = False) -> dict[str, Any]:
         profile="default",
         turns=[HeardTurn("assistant", "Hello"), HeardTurn("user", "My PIN is 1234"), HeardTurn("assistant", "Let", True)],
         counts={"turns": 3, "barge_ins": 1, "rollovers": 2, "forced_rollovers": 0, "replacements": 0},
-        input_tokens=4200,
+        usage=usage_fields(UsageTotals(), None),
         redact_transcript=redact,
     )
 
@@ -79,6 +84,52 @@ def test_the_record_says_what_happened_and_redacts_the_transcript_when_asked() -
     redacted = _record(redact=True)
     assert {t["text"] for t in redacted["transcript"]} == {"[redacted]"}
     assert "1234" not in json.dumps(redacted)
+
+
+def test_tokens_and_cost_come_from_the_calls_usage_and_are_null_when_unknown() -> None:
+    nothing = usage_fields(UsageTotals(Price(text_input=1.0)), "m")  # no response reported usage
+    assert nothing["input_tokens"] is None and nothing["output_tokens"] is None
+    assert nothing["estimated_cost_usd"] is None and nothing["price"] is None
+    spent = TokenUsage(input_text=1000, input_audio=3000, cached_audio=1000, output_text=100, output_audio=500)
+    unpriced = UsageTotals()
+    unpriced.add(spent)
+    fields = usage_fields(unpriced, None)
+    assert (fields["input_tokens"], fields["cached_input_tokens"], fields["output_tokens"]) == (4000, 1000, 600)
+    assert fields["estimated_cost_usd"] is None and fields["responses_with_usage"] == 1
+    priced = UsageTotals(Price(text_input=4.0, audio_input=32.0, cached_audio_input=0.4, text_output=16.0, audio_output=64.0))
+    priced.add(spent)
+    priced.add(spent)
+    fields = usage_fields(priced, "gpt-realtime")
+    dollars = 2 * (1000 * 4.0 + 2000 * 32.0 + 1000 * 0.4 + 100 * 16.0 + 500 * 64.0) / 1e6
+    assert fields["estimated_cost_usd"] == pytest.approx(dollars) and fields["price"] == "gpt-realtime"
+    assert _record()["input_tokens"] is None and "estimated_cost_usd" in _record()
+
+
+@pytest.mark.parametrize("case", ["openai", "azure-openai-unpriced"])
+def test_the_record_of_a_call_carries_its_tokens_and_estimated_cost(case: str) -> None:
+    wire, settings_of, price = CASES[case]
+
+    async def scenario() -> tuple[Receiver, list[dict[str, Any]]]:
+        async with Receiver() as receiver, ModelServer(wire, [spending_model]) as server:
+            with capture_logs() as logs:
+                async with running_bridge(speed=8.0, post_call_url=receiver.url, **settings_of(server)) as (url, app):
+                    await place_call(url, ONE_QUESTION, auth_token=AUTH_TOKEN, speed=8.0)
+                    assert await settle(lambda: receiver.processed, timeout=10)
+        return receiver, logs
+
+    receiver, logs = run(scenario())
+    (record,) = receiver.processed.values()
+    (ended,) = [e for e in logs if e["event"] == "call.ended"]
+    sums = [sum(u[i] for u in ALL) for i in range(6)]  # text in, audio in, cached text, cached audio, text out, audio out
+    assert record["responses_with_usage"] == 4
+    assert record["input_tokens"] == sums[0] + sums[1] == ended["tokens_input"]
+    assert record["cached_input_tokens"] == sums[2] + sums[3]
+    assert record["output_tokens"] == sums[4] + sums[5] == ended["tokens_output"]
+    if price is None:
+        assert record["estimated_cost_usd"] is None and record["price"] is None
+    else:
+        assert record["estimated_cost_usd"] == pytest.approx(expected_cost(price), abs=1e-6) == ended["cost_estimate_usd"]
+        assert record["price"] == "gpt-realtime"
 
 
 def test_a_receiver_failing_the_first_attempts_gets_exactly_one_record_per_call() -> None:

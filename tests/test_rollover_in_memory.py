@@ -30,6 +30,11 @@ from tests.test_call_session_in_memory import PCM_100MS, SID, START, Clock, _cal
 TEXT = "one two three four five six seven eight nine ten"
 
 
+def _count(call, name: str, **labels: str) -> float:  # type: ignore[no-untyped-def]
+    """A counter's value in the call's metrics (0 when the series was never touched)."""
+    return call.metrics.registry.get_sample_value(f"voice_bridge_{name}_total", labels) or 0.0
+
+
 def _setup(first: FakeModel, later: list[FakeModel], policy: RolloverPolicy) -> CallSetup:
     opened: list[FakeModel] = []
 
@@ -114,6 +119,8 @@ async def test_lost_sessions_are_replaced_with_backoff_each_seeded_until_the_lim
     third.end_session(1011)  # the call's two replacements are used up
     assert await asyncio.wait_for(running, 3) is EndReason.UPSTREAM_FAILED
     assert call.switcher.replacements == 2
+    assert _count(call, "session_replacements", result="ok") == 2
+    assert _count(call, "session_replacements", result="failed") == 0
 
 
 async def _rolled_call(policy: RolloverPolicy, later: list[FakeModel]):  # type: ignore[no-untyped-def]
@@ -165,6 +172,8 @@ async def test_a_planned_rollover_switches_at_a_quiet_moment_with_no_caller_audi
     before = twilio.media_bytes()
     await _until(lambda: twilio.media_bytes() > before, "the new session is heard")
     assert call.switcher.rollovers == 1 and call.switcher.forced == 0
+    assert _count(call, "session_rollovers", reason="session_age", quiet="true") == 1
+    assert _count(call, "session_rollovers", reason="session_age", quiet="false") == 0
     twilio.say(ms.Stop(SID))
     assert await asyncio.wait_for(running, 2) is EndReason.CALLER_HANGUP
 
@@ -179,6 +188,8 @@ async def test_a_rollover_is_forced_at_its_deadline_and_a_failed_one_keeps_the_o
         lambda: call.switcher.planner is not None and call.switcher.planner.due(clock.now) is None, "failed: retry later"
     )
     assert call.link.connection is old and call.life.in_call  # the old session goes on
+    assert _count(call, "session_rollover_failures", reason="session_age") == 1
+    assert _count(call, "session_rollovers", reason="session_age", quiet="false") == 0
     await _a_turn(old, twilio, 1, clock)
     assert call.link.connection is old
     # a later attempt succeeds; the caller keeps speaking, so it is forced at the deadline
@@ -190,6 +201,7 @@ async def test_a_rollover_is_forced_at_its_deadline_and_a_failed_one_keeps_the_o
     clock.now += 31  # past the deadline: switch anyway
     await _until(lambda: call.link.connection is new, "forced switch")
     assert call.switcher.forced == 1
+    assert _count(call, "session_rollovers", reason="session_age", quiet="false") == 1
     twilio.say(ms.Stop(SID))
     assert await asyncio.wait_for(running, 2) is EndReason.CALLER_HANGUP
 

@@ -257,12 +257,17 @@ LISTEN_ONLY = CallerPlan(hangup_after_s=1.0)
 STAYS_ON_THE_LINE = CallerPlan(hangup_after_s=60.0, max_call_s=120.0)
 
 
-async def _call_with_fallback(server: ModelServer) -> tuple[CallReport, list[dict[str, Any]]]:
-    """A caller who stays on the line, through a bridge on Azure OpenAI with a fallback number."""
+async def _call_with_fallback(
+    server: ModelServer, metrics: list[str] | None = None
+) -> tuple[CallReport, list[dict[str, Any]]]:
+    """A caller who stays on the line, through a bridge on Azure OpenAI with a fallback number
+    (`metrics`, if given, gets the bridge's /metrics text after the call)."""
     settings = settings_for("azure-openai-key", server, fallback_number=FALLBACK)
     with capture_logs() as logs:
         async with running_bridge(speed=SPEED, **settings) as (url, _):
             report = await place_call(url, STAYS_ON_THE_LINE, auth_token=AUTH_TOKEN, speed=SPEED)
+            if metrics is not None:
+                metrics.append(await metrics_text(url))
     return report, logs
 
 
@@ -500,13 +505,17 @@ def test_a_dropped_session_whose_replacement_is_refused_takes_the_fallback_path(
         await session.wait_heard(GREETING_S + 0.3)
         await session.drop()
 
+    metrics: list[str] = []
+
     async def scenario() -> tuple[CallReport, ModelServer, list[dict[str, Any]]]:
         # a refusal of the credentials will not pass: no further replacement is tried
         async with ModelServer(GA_WIRE, [greet_then_drop], statuses=[None, 403]) as server:
-            report, logs = await _call_with_fallback(server)
+            report, logs = await _call_with_fallback(server, metrics)
         return report, server, logs
 
     report, server, logs = run(scenario())
+    assert 'voice_bridge_session_replacements_total{result="refused"} 1.0' in metrics[0]
+    assert 'voice_bridge_session_replacements_total{result="ok"}' not in metrics[0]
     assert server.errors == []
     assert len(server.handshakes) == 2 and len(server.sessions) == 1
     assert_heard(report, GREETING_S)

@@ -22,6 +22,7 @@ QUIET_WAIT_S = 30.0  # a rollover not forced by the session's end waits at most 
 RETRY_S = 30.0  # after a failed rollover, the next attempt
 REPLACEMENT_BACKOFF_S = (0.0, 0.5, 1.0, 2.0)  # before the 1st, 2nd, 3rd, further replacement
 MAX_SESSION_REPLACEMENTS = 3  # default of VOICE_BRIDGE_MAX_SESSION_REPLACEMENTS
+ROLLOVER_REASONS = frozenset({"session_age", "expires_at", "input_tokens"})  # Due.reason (a metric label)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from ..realtime_events import ResponseFinished, ServerEvent, SessionReady, SpeechStarted, SpeechStopped
+from ..telemetry import bounded_label
 from .ports import ModelPort
-from .rollover import RolloverPlanner, is_quiet, replacement_delay
+from .rollover import ROLLOVER_REASONS, RolloverPlanner, is_quiet, replacement_delay
 from .seed import Seed, build_seed
 from .upstream_link import UPSTREAM_FAILURES, Event
 
@@ -41,7 +42,6 @@ class SessionSwitcher:
         self.replacements = 0  # unplanned, this call
         self.rollovers = 0  # planned, this call
         self.forced = 0  # planned rollovers made without a quiet moment
-        self.input_tokens: int | None = None  # summed over the call's responses, where the service reports usage
         self.background: set[asyncio.Task[None]] = set()  # old sessions closing
 
     def begin(self) -> None:
@@ -59,8 +59,6 @@ class SessionSwitcher:
         elif isinstance(event, SessionReady) and event.expires_at is not None:
             self.planner.expires_at(event.expires_at, self.wall_clock(), self.call.clock())
         elif isinstance(event, ResponseFinished):
-            if event.input_tokens is not None:
-                self.input_tokens = (self.input_tokens or 0) + event.input_tokens
             self.planner.response_finished(event.input_tokens, self.call.clock())
 
     def seed(self) -> Seed:
@@ -111,11 +109,13 @@ class SessionSwitcher:
                 )
         except UPSTREAM_FAILURES as exc:
             final = getattr(exc, "reason", None) in REFUSALS_FINAL
+            call.metrics.session_replacements.labels(result="refused" if final else "failed").inc()
             call.log.error("upstream.reconnect_failed", error=type(exc).__name__, detail=str(exc), final=final)
             return False if final else None
         self.caller_speaking = False
         if self.planner is not None:
             self.planner.session_started(call.clock())
+        call.metrics.session_replacements.labels(result="ok").inc()
         call.log.info("upstream.reconnected", seeded_turns=len(seed.turns), summarized_turns=seed.summarized)
         return True
 
@@ -146,6 +146,7 @@ class SessionSwitcher:
         except (*UPSTREAM_FAILURES, TimeoutError) as exc:
             call.log.warning("upstream.rollover_failed", reason=reason, error=type(exc).__name__, detail=str(exc))
             self.planner.failed(call.clock())
+            call.metrics.session_rollover_failures.labels(reason=bounded_label(reason, ROLLOVER_REASONS)).inc()
             return
         quiet = await self._until_quiet(deadline)
         if call.link.connection is not old or old is None or not call.life.in_call:  # lost meanwhile, or ending
@@ -155,6 +156,9 @@ class SessionSwitcher:
         call.link.switch(new, self._seed_events(new, seed))
         self.rollovers += 1
         self.forced += not quiet
+        call.metrics.session_rollovers.labels(
+            reason=bounded_label(reason, ROLLOVER_REASONS), quiet="true" if quiet else "false"
+        ).inc()
         self.caller_speaking = False
         self.planner.session_started(call.clock())
         (call.log.info if quiet else call.log.warning)(
