@@ -5,6 +5,7 @@ trace id in the call's log events. Without an endpoint: no SDK, no provider, no 
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import os
@@ -231,3 +232,40 @@ def test_a_call_without_tracing_has_no_trace_ids_in_its_logs(monkeypatch: pytest
     logs = run(scenario())
     (ended,) = [e for e in logs if e["event"] == "call.ended"]
     assert "trace_id" not in ended and ended["cost_estimate_usd"] is None  # the embedded agent has no price
+
+
+async def model_slow_to_answer(session: ModelSession) -> None:
+    """Greeting; the caller asks; the model takes 1.6 s to start its answer (past the 1 s filler budget)."""
+    await session.configure()
+    await speak_with_usage(session, GREETING, GREETING_TEXT, GREETING_USAGE)
+    await session.listen(QUESTION_TEXT)
+    await asyncio.sleep(1.6 / SPEED)
+    await speak_with_usage(session, ANSWER, ANSWER_TEXT, ANSWER_USAGE)
+
+
+def test_a_filler_is_an_event_of_the_caller_s_turn(receiver: OtlpReceiver) -> None:
+    async def scenario() -> Any:
+        async with ModelServer(GA_WIRE, [model_slow_to_answer]) as server:
+            settings = {
+                "upstream": "openai",
+                "openai_api_key": KEY,
+                "upstream_url": server.url("/v1/realtime?model=gpt-realtime"),
+                "filler_after_ms": 1000,
+                "turn_timeout_s": 8,
+            }
+            async with running_bridge(speed=SPEED, **settings) as (url, app):
+                report = await place_call(url, ONE_QUESTION, auth_token=AUTH_TOKEN, speed=SPEED)
+                assert await settle(lambda: not app.state.bridge.active_calls)
+        return report
+
+    report = run(scenario())
+    assert report.ended_by == "caller"
+    turns = sorted((s for s in receiver.spans if s.name == "turn"), key=lambda s: s.start_time_unix_nano)
+    assert [attributes(t.attributes)["turn.kind"] for t in turns] == ["model", "caller"]
+    greeting, question = turns
+    fillers = [e for e in question.events if e.name == "filler"]
+    assert len(fillers) == 1 and attributes(fillers[0].attributes) == {"reason": "slow_model"}
+    assert not [e for e in greeting.events if e.name == "filler"]
+    # The filler came before the model's first audio of that turn.
+    (first_audio,) = [e for e in question.events if e.name == "model_audio"]
+    assert fillers[0].time_unix_nano < first_audio.time_unix_nano

@@ -88,8 +88,10 @@ class TurnGuard:
                 call.timeline.filler(sent_at)
                 call.metrics.fillers.labels(reason="slow_tool" if action.reason == "slow_tool" else "slow_model").inc()
                 log.info("turn.filler", reason=action.reason)
+                call.trace.turn_event("filler", {"reason": action.reason or "slow_model"})
         elif action.kind is Kind.RETRY:
             log.warning("turn.retry", active_response=call.ledger.active)
+            call.trace.turn_event("retry")
             if call.ledger.active is not None:
                 call.ledger.drop(call.ledger.active)
                 call.link.send(dialects.cancel_response())
@@ -102,6 +104,7 @@ class TurnGuard:
         elif action.kind is Kind.REPROMPT:
             call.metrics.reprompts.inc()
             log.info("caller.reprompt", count=action.count)
+            call.trace.turn_event("reprompt", {"count": action.count})
             call.link.send(dialects.create_response(call.setup.reprompt_instructions))
         elif action.kind is Kind.GOODBYE:
             log.info("caller.silent", reprompts=self.dog.reprompts)
