@@ -110,10 +110,11 @@ async def test_lost_sessions_are_replaced_with_backoff_each_seeded_until_the_lim
     assert [e["type"] for e in second.sent[:3]] == ["session.update", "conversation.item.create", "conversation.item.create"]
     assert [e["item"]["content"][0]["text"] for e in second.sent[1:3]] == ["question 1", "answer 1"]
     await _a_turn(second, twilio, 2, clock)
-    started = asyncio.get_running_loop().time()
-    second.end_session(1006)  # the second replacement waits its backoff (0.5 s)
+    second.end_session(1006)  # the second replacement waits its backoff: 0.5 s on the call's clock
+    await asyncio.sleep(0.2)
+    assert not third.sent  # the call's clock has not moved: still waiting
+    clock.now += 0.5
     await _until(lambda: third.sent, "third session seeded")
-    assert asyncio.get_running_loop().time() - started >= 0.45
     texts = [e["item"]["content"][0]["text"] for e in third.sent if e["type"] == "conversation.item.create"]
     assert texts == ["question 1", "answer 1", "question 2", "answer 2"]
     third.end_session(1011)  # the call's two replacements are used up
@@ -121,6 +122,44 @@ async def test_lost_sessions_are_replaced_with_backoff_each_seeded_until_the_lim
     assert call.switcher.replacements == 2
     assert _count(call, "session_replacements", result="ok") == 2
     assert _count(call, "session_replacements", result="failed") == 0
+
+
+@in_loop
+async def test_caller_audio_during_an_unplanned_replacement_reaches_the_new_session_after_its_seed() -> None:
+    twilio, first, second, clock = FakeTwilio(), FakeModel(), FakeModel(), Clock()
+    release = asyncio.Event()
+
+    async def slow_reconnect() -> FakeModel:
+        await release.wait()  # the new session takes a while to open
+        return second
+
+    def setup(start: ms.Start) -> CallSetup:
+        plain = _setup(first, [], RolloverPolicy(max_replacements=1))
+        return CallSetup(session_config=plain.session_config, upstream=plain.upstream, reconnect=slow_reconnect)  # type: ignore[arg-type]
+
+    call = _call(twilio, setup, clock)
+    running = asyncio.create_task(call.run())
+    twilio.say(START)
+    await _a_turn(first, twilio, 1, clock)
+    for n in range(20):  # 400 ms the first session is sent (its last 300 ms: the lead-in)
+        twilio.say(_frame(n, 0x20 + n))
+    await _until(lambda: len(_appended(first)) >= 20, "audio at the first session")
+    first.end_session(1011)  # dropped
+    await _until(lambda: call.link._replacing, "replacing")
+    for n in range(20, 30):  # the caller goes on talking while the new session opens
+        twilio.say(_frame(n, 0x20 + n))
+    await asyncio.sleep(0.05)
+    release.set()
+    await _until(lambda: len(_appended(second)) >= 15 + 10, "held audio at the new session")
+    types = second.sent_types()
+    first_append = types.index("input_audio_buffer.append")
+    assert types[:first_append] == ["session.update", "conversation.item.create", "conversation.item.create"]
+    # the new session hears the first one's last 300 ms again, then the 10 frames said meanwhile
+    # (transcoded after the reset for the new session), nothing lost, nothing twice
+    heard = _appended(second)
+    assert heard[:15] == _appended(first)[-15:] and len(heard) == 15 + 10
+    twilio.say(ms.Stop(SID))
+    assert await asyncio.wait_for(running, 2) is EndReason.CALLER_HANGUP
 
 
 async def _rolled_call(policy: RolloverPolicy, later: list[FakeModel]):  # type: ignore[no-untyped-def]

@@ -87,11 +87,17 @@ class SessionSwitcher:
                 turns=len(call.transcript),
             )
             if delay:
-                await asyncio.sleep(delay)
+                await self._wait(delay)
             replaced = await self._replace_once()
             if replaced is not None:
                 return replaced
         return False
+
+    async def _wait(self, seconds: float) -> None:
+        """Wait on the call's clock (a replayed call's runs faster than the loop's)."""
+        until = self.call.clock() + seconds
+        while (left := until - self.call.clock()) > 0:
+            await asyncio.sleep(min(left, 0.05))
 
     async def _replace_once(self) -> bool | None:
         """True: replaced; None: failed, worth another try; False: refused for good."""

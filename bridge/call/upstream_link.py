@@ -27,6 +27,8 @@ from .ports import ModelPort
 UPSTREAM_QUEUE_AUDIO_EVENTS = 50
 UPSTREAM_QUEUE_CONTROL_EVENTS = 256  # cancels, truncations, tool outputs, keypad text: few per turn
 LEAD_IN_FRAMES = 15  # caller audio (300 ms) sent the old session that a new one hears again on a switch
+# Caller audio held while a lost session is replaced (at most 5 s of 20 ms frames), for the new one.
+HELD_FRAMES = 250
 UPSTREAM_FAILURES = (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI, websockets.ConnectionClosed)
 
 Event = dict[str, Any] | str
@@ -45,6 +47,7 @@ class UpstreamLink:
         self._relay_in = metrics.relay.labels(direction="caller_to_model")
         self._front: deque[Outgoing] = deque()  # sent before the queue: a new session's seed and lead-in
         self._recent_audio: deque[Outgoing] = deque()  # the last LEAD_IN_FRAMES of caller audio sent
+        self._held: deque[Outgoing] = deque()  # caller audio for the session that replaces a lost one
 
     def _dropped(self, reason: str, frames: int) -> None:
         self.metrics.dropped_frames.labels(reason=reason).inc(frames)
@@ -59,8 +62,7 @@ class UpstreamLink:
             self._dropped("upstream_connecting", max(frames, 1))
             return False
         if self._replacing:
-            self._dropped("upstream_reconnecting", max(frames, 1))
-            return False
+            return self._hold(Outgoing(event, frames, None))
         if not self._queue.offer(Outgoing(event, frames, completed_at)):
             self._dropped("upstream_stalled", max(frames, 1))
             return False
@@ -89,14 +91,24 @@ class UpstreamLink:
                 connection.abort()
                 return
             except websockets.ConnectionClosed:
-                # The model pump sees the same closure and decides: reconnect, or end the call.
-                self._dropped("upstream_closed", max(item.frames, 1))
+                # The model pump sees the same closure and decides: reconnect (this audio is held
+                # for the new session), or end the call.
+                self._hold(item, reason="upstream_closed")
             else:
                 if item.completed_at is not None:
                     self._relay_in.observe(time.perf_counter() - item.completed_at)
                 if item.frames:
                     self._keep_recent(item)
             self._send_blocked = False
+
+    def _hold(self, item: Outgoing, reason: str = "upstream_reconnecting") -> bool:
+        """Keep caller audio for the session replacing a lost one (bounded); control events for the
+        lost session are dropped. True if held."""
+        if item.frames and sum(i.frames for i in self._held) + item.frames <= HELD_FRAMES:
+            self._held.append(Outgoing(item.event, item.frames, None))
+            return True
+        self._dropped(reason, max(item.frames, 1))
+        return False
 
     def _keep_recent(self, item: Outgoing) -> None:
         self._recent_audio.append(Outgoing(item.event, item.frames, None))
@@ -117,13 +129,18 @@ class UpstreamLink:
 
     @contextlib.asynccontextmanager
     async def replacing(self) -> AsyncIterator[None]:
-        """While a lost session is replaced: what is queued is dropped, the old session closed, and
-        nothing new is queued until the block ends."""
+        """While a lost session is replaced: control events queued for it are dropped, the old
+        session closed, and nothing is sent until the block ends. Caller audio is held for the new
+        session: the last 300 ms the old one was sent (it may not have heard it), what was queued,
+        and what arrives meanwhile (at most HELD_FRAMES; `open_seeded` sends it after the seed)."""
         assert self.connection is not None
         self._replacing = True
-        self._dropped("upstream_reconnecting", self._queue.clear())
-        self._front.clear()
+        if not self._held:
+            self._held.extend(self._recent_audio)
         self._recent_audio.clear()
+        while (item := self._queue.pop()) is not None:
+            self._hold(item)
+        self._front.clear()
         try:
             await self.close_quietly(self.connection)
             yield
@@ -144,6 +161,9 @@ class UpstreamLink:
             await self.close_quietly(connection)
             raise
         self.connection = connection
+        self._front.extend(self._held)  # the caller's audio since the loss, after the seed
+        self._held.clear()
+        self._ready.set()
         return connection
 
     async def close_quietly(self, connection: ModelPort) -> None:
