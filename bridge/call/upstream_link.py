@@ -93,7 +93,7 @@ class UpstreamLink:
             except websockets.ConnectionClosed:
                 # The model pump sees the same closure and decides: reconnect (this audio is held
                 # for the new session), or end the call.
-                self._hold(item, reason="upstream_closed")
+                self._hold(item, closed=True)
             else:
                 if item.completed_at is not None:
                     self._relay_in.observe(time.perf_counter() - item.completed_at)
@@ -101,13 +101,13 @@ class UpstreamLink:
                     self._keep_recent(item)
             self._send_blocked = False
 
-    def _hold(self, item: Outgoing, reason: str = "upstream_reconnecting") -> bool:
+    def _hold(self, item: Outgoing, closed: bool = False) -> bool:
         """Keep caller audio for the session replacing a lost one (bounded); control events for the
         lost session are dropped. True if held."""
         if item.frames and sum(i.frames for i in self._held) + item.frames <= HELD_FRAMES:
             self._held.append(Outgoing(item.event, item.frames, None))
             return True
-        self._dropped(reason, max(item.frames, 1))
+        self._dropped("upstream_closed" if closed else "upstream_reconnecting", max(item.frames, 1))
         return False
 
     def _keep_recent(self, item: Outgoing) -> None:
