@@ -56,3 +56,39 @@ class OutboundQueue:
         self._items.clear()
         self._audio = 0
         return frames
+
+
+class FrameWindow:
+    """Caller audio set aside, with a running count of the frames it carries (pure): the last few
+    frames a session was sent (a lead-in for the next), or what is held for a replacement."""
+
+    def __init__(self) -> None:
+        self._items: deque[Outgoing] = deque()
+        self.frames = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, item: Outgoing, max_frames: int) -> bool:
+        """Keep `item` unless the window would carry more than `max_frames`; True if kept."""
+        if self.frames + item.frames > max_frames:
+            return False
+        self._append(item)
+        return True
+
+    def keep_last(self, item: Outgoing, frames: int) -> None:
+        """Keep `item`, then drop the oldest items the newest `frames` frames do not need."""
+        self._append(item)
+        while self.frames - self._items[0].frames >= frames:
+            self.frames -= self._items.popleft().frames
+
+    def take(self) -> list[Outgoing]:
+        """Everything kept, oldest first; the window is empty afterwards."""
+        items = list(self._items)
+        self._items.clear()
+        self.frames = 0
+        return items
+
+    def _append(self, item: Outgoing) -> None:
+        self._items.append(Outgoing(item.event, item.frames, None))  # relay latency is not measured twice
+        self.frames += item.frames

@@ -187,3 +187,16 @@ def test_tool_actions_keep_the_last_request_once() -> None:
     actions.transfer_after_speaking("+15550100")
     assert actions.take() == Pending(PendingAction.TRANSFER, "+15550100")
     assert actions.take() is None
+
+
+def test_a_frame_window_keeps_the_last_frames_or_up_to_a_bound() -> None:
+    from bridge.outbound import FrameWindow, Outgoing
+
+    lead_in = FrameWindow()
+    for n in range(10):
+        lead_in.keep_last(Outgoing(f"a{n}", 5, 1.0), 15)  # 100 ms events, keep the last 300 ms
+    assert lead_in.frames == 15 and [i.event for i in lead_in.take()] == ["a7", "a8", "a9"]
+    assert lead_in.frames == 0 and len(lead_in) == 0
+    held = FrameWindow()
+    assert [held.add(Outgoing(f"b{n}", 5, 1.0), 12) for n in range(3)] == [True, True, False]
+    assert held.frames == 10 and all(i.completed_at is None for i in held.take())

@@ -20,7 +20,7 @@ import websockets
 from structlog.stdlib import BoundLogger
 
 from ..deadlines import PeerDeadlines
-from ..outbound import OutboundQueue, Outgoing
+from ..outbound import FrameWindow, OutboundQueue, Outgoing
 from ..telemetry import Metrics
 from .ports import ModelPort
 
@@ -46,8 +46,8 @@ class UpstreamLink:
         self._send_blocked = False  # a send is under way (still true if cancelled in it)
         self._relay_in = metrics.relay.labels(direction="caller_to_model")
         self._front: deque[Outgoing] = deque()  # sent before the queue: a new session's seed and lead-in
-        self._recent_audio: deque[Outgoing] = deque()  # the last LEAD_IN_FRAMES of caller audio sent
-        self._held: deque[Outgoing] = deque()  # caller audio for the session that replaces a lost one
+        self._recent_audio = FrameWindow()  # the last LEAD_IN_FRAMES of caller audio sent
+        self._held = FrameWindow()  # caller audio for the session that replaces a lost one
 
     def _dropped(self, reason: str, frames: int) -> None:
         self.metrics.dropped_frames.labels(reason=reason).inc(frames)
@@ -98,22 +98,16 @@ class UpstreamLink:
                 if item.completed_at is not None:
                     self._relay_in.observe(time.perf_counter() - item.completed_at)
                 if item.frames:
-                    self._keep_recent(item)
+                    self._recent_audio.keep_last(item, LEAD_IN_FRAMES)
             self._send_blocked = False
 
     def _hold(self, item: Outgoing, closed: bool = False) -> bool:
         """Keep caller audio for the session replacing a lost one (bounded); control events for the
         lost session are dropped. True if held."""
-        if item.frames and sum(i.frames for i in self._held) + item.frames <= HELD_FRAMES:
-            self._held.append(Outgoing(item.event, item.frames, None))
+        if item.frames and self._held.add(item, HELD_FRAMES):
             return True
         self._dropped("upstream_closed" if closed else "upstream_reconnecting", max(item.frames, 1))
         return False
-
-    def _keep_recent(self, item: Outgoing) -> None:
-        self._recent_audio.append(Outgoing(item.event, item.frames, None))
-        while sum(i.frames for i in self._recent_audio) - self._recent_audio[0].frames >= LEAD_IN_FRAMES:
-            self._recent_audio.popleft()
 
     def switch(self, new: ModelPort, preamble: Iterable[Event]) -> ModelPort:
         """Planned rollover, at once: from now on everything goes to `new`, first `preamble` (the seed),
@@ -122,8 +116,7 @@ class UpstreamLink:
         old, self.connection = self.connection, new
         assert old is not None
         self._front.extend(Outgoing(event, 0, None) for event in preamble)
-        self._front.extend(self._recent_audio)
-        self._recent_audio.clear()
+        self._front.extend(self._recent_audio.take())
         self._ready.set()
         return old
 
@@ -135,9 +128,10 @@ class UpstreamLink:
         and what arrives meanwhile (at most HELD_FRAMES; `open_seeded` sends it after the seed)."""
         assert self.connection is not None
         self._replacing = True
+        lead_in = self._recent_audio.take()
         if not self._held:
-            self._held.extend(self._recent_audio)
-        self._recent_audio.clear()
+            for sent in lead_in:
+                self._held.add(sent, HELD_FRAMES)
         while (item := self._queue.pop()) is not None:
             self._hold(item)
         self._front.clear()
@@ -161,8 +155,7 @@ class UpstreamLink:
             await self.close_quietly(connection)
             raise
         self.connection = connection
-        self._front.extend(self._held)  # the caller's audio since the loss, after the seed
-        self._held.clear()
+        self._front.extend(self._held.take())  # the caller's audio since the loss, after the seed
         self._ready.set()
         return connection
 
