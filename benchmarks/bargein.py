@@ -12,7 +12,8 @@ wall-clock method (whose media timestamps are those the bridge received, after t
 |err| p50/p95/max, bias (claimed - heard), over-claims (> 1 ms; > 20 ms), truncate errors, items
 being heard that were deleted, and the time from speech_started to silence at the phone.
 `--no-network-model` holds the bridge's round-trip estimate cold (the accounting before issue 14);
-`--pace 1` streams the model in real time (outbound pacing).
+`--no-clear-echo` keeps each truncate at the estimate made when the `clear` left (before the
+clear's echo placed it); `--pace 1` streams the model in real time (outbound pacing).
 
 Everything runs in this process on loopback: the real app under uvicorn (`bridge.devtools.local_bridge.served_bridge`,
 `bridge.serving.serving`), the phone simulator as Twilio (`bridge.devtools.phone.place_call`, real time,
@@ -976,6 +977,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--direct", action="store_true", help="no simulated network at all (the simulator as before issue 14)")
     parser.add_argument("--no-network-model", action="store_true",
                         help="instrumentation: the bridge's round-trip and playout estimates held at 0 (the accounting before issue 14)")
+    parser.add_argument("--no-clear-echo", action="store_true",
+                        help="instrumentation: the truncate keeps the estimate made when the clear left (before the clear's echo placed it)")
     parser.add_argument("--pace", type=float, default=4.0,
                         help="how many times faster than real time the model streams (default 4, as the real services); "
                         "1 keeps what is sent to Twilio about one 100 ms delta ahead of playback (outbound pacing)")
@@ -990,6 +993,10 @@ def main(argv: list[str] | None = None) -> int:
 
         # Never measured: every estimate is its cold-start value, the accounting without a network.
         RoundTripEstimator.round_trip_s = property(lambda self: None)  # type: ignore[method-assign,assignment]
+    if args.no_clear_echo:
+        from bridge.playback import PlaybackTracker
+
+        PlaybackTracker.heard_at_clear = lambda self, item_id, content_index: None  # type: ignore[method-assign]
     delays = [None] if args.direct else [float(d) for d in args.delays.split(",")]
     rows, all_interruptions = [], []
     for delay in delays:
@@ -1018,7 +1025,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     + "\n"
                 )
-    print(json.dumps({"rows": rows, "network_model": not args.no_network_model, "pace": args.pace, "machine": machine_description()}))
+    print(json.dumps({"rows": rows, "network_model": not args.no_network_model, "clear_echo": not args.no_clear_echo, "pace": args.pace, "machine": machine_description()}))
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .playback import ItemKey, PlaybackTracker, is_bridge_item
 
@@ -78,3 +78,12 @@ def plan_barge_in(
         truncation=truncation,
         deletions=tuple(deletions),
     )
+
+
+def refine_truncation(truncation: Truncation, heard_at_clear_ms: float | None, received_ms: float) -> Truncation:
+    """The truncation once the clear's echo has placed it (`heard_at_clear_ms`, a bound that errs
+    short): never less than was estimated when the clear left, never past what the model sent."""
+    if heard_at_clear_ms is None:
+        return truncation
+    heard_ms = math.floor(min(heard_at_clear_ms, received_ms))
+    return truncation if heard_ms <= truncation.audio_end_ms else replace(truncation, audio_end_ms=heard_ms)

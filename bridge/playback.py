@@ -82,6 +82,40 @@ class _ClearSent:
     last_seq: int  # the newest mark pending when the clear left
     sent_at: float
     would_echo_at: float  # when that mark's echo was expected had there been no clear
+    chunks: tuple[_SentChunk, ...]  # what was pending, to place the clear once its echo is back
+    anchor: float | None  # the echoes' clock then (`_last_echo_at`)
+
+
+def _chunk_starts(
+    chunks: Iterator[_SentChunk] | tuple[_SentChunk, ...] | deque[_SentChunk],
+    anchor: float | None,
+    sample_rate: int,
+    round_trip: float,
+    playout: float,
+    gap_margin: float = 0.0,
+) -> Iterator[tuple[_SentChunk, float]]:
+    """Each unconfirmed chunk with when it starts, on the clock of the echoes: a chunk's echo is
+    due when the next one starts; one that arrives into an empty buffer starts after the playout
+    start delay. With `round_trip`/`playout` 0 that is the send clock."""
+    free_at = anchor
+    for chunk in chunks:
+        if free_at is None or chunk.sent_at + round_trip >= free_at:
+            started = chunk.sent_at + round_trip + playout + gap_margin
+        else:
+            started = free_at
+        yield chunk, started
+        free_at = started + chunk.samples / sample_rate
+
+
+def _heard_at(
+    starts: Iterator[tuple[_SentChunk, float]], at: float, sample_rate: int
+) -> Iterator[tuple[_SentChunk, int]]:
+    """The chunks playback has reached by `at` (the echoes' clock), each with its samples heard."""
+    for chunk, started in starts:
+        heard = int(max(0.0, at - started) * sample_rate + 1e-6)
+        yield chunk, min(heard, chunk.samples)
+        if heard < chunk.samples:
+            return
 
 
 class PlaybackTracker:
@@ -102,6 +136,7 @@ class PlaybackTracker:
         self._confirmed: dict[ItemKey, int] = {}
         self._received_ms: dict[ItemKey, float] = {}
         self._last_echo_at: float | None = None
+        self._heard_at_clear: dict[ItemKey, int] | None = None  # placed by the last clear's echo
 
     # --- what happened -------------------------------------------------------------------------
 
@@ -147,10 +182,27 @@ class PlaybackTracker:
         clear = self._clear
         if clear is not None and name == f"{clear.epoch}.{clear.last_seq}":
             self._clear = None
+            self._place_clear(clear, now)
             # Played to its end, this mark would have come back at `would_echo_at`: far sooner, it
             # was released by the clear, one round trip after the clear left.
             if now < clear.would_echo_at - CLEAR_MARGIN_S:
                 self.network.round_trip_sample(now - clear.sent_at)
+
+    def _place_clear(self, clear: _ClearSent, now: float) -> None:
+        """The clear's echo is back: the clear landed one uplink trip before `now`, so playback
+        had reached at least where the echoes' clock is then, less a margin for that trip's jitter
+        (see `RoundTripEstimator.echo_margin_s`). Until the playout start delay is measured, audio
+        placed from its send time is not counted (as in `_clock_walk`)."""
+        network = self.network
+        if network.round_trip_s is None:
+            return
+        playout = network.playout_delay_s if network.has_playout_delay else math.inf
+        starts = _chunk_starts(clear.chunks, clear.anchor, self.sample_rate, network.round_trip_s, playout, network.gap_margin_s)
+        heard: dict[ItemKey, int] = {}
+        for chunk, samples in _heard_at(starts, now - network.echo_margin_s, self.sample_rate):
+            if samples:
+                heard[chunk.item] = chunk.item_samples_after - chunk.samples + samples
+        self._heard_at_clear = heard
 
     def mark_echoed(self, name: str, now: float) -> bool:
         """Twilio says the audio up to mark `name` has played. False for stale or unknown marks."""
@@ -204,9 +256,11 @@ class PlaybackTracker:
         """Twilio's buffer was emptied: pending audio was never heard, old echoes are stale.
 
         `now` (when the clear was sent) lets the echoes it releases measure the round trip."""
+        self._heard_at_clear = None
         if now is not None and self._pending:
             *_, (last, started) = self._chunk_times(self.network.round_trip_s or 0.0, self.network.playout_delay_s)
-            self._clear = _ClearSent(str(self.epoch), last.seq, now, started + last.samples / self.sample_rate)
+            would_echo_at = started + last.samples / self.sample_rate
+            self._clear = _ClearSent(str(self.epoch), last.seq, now, would_echo_at, tuple(self._pending), self._last_echo_at)
         self.epoch += 1
         for chunk in self._pending:
             self._sent[chunk.item] = self._confirmed.get(chunk.item, 0)
@@ -254,17 +308,19 @@ class PlaybackTracker:
         return played
 
     def _chunk_times(self, round_trip: float, playout: float, gap_margin: float = 0.0) -> Iterator[tuple[_SentChunk, float]]:
-        """Each unconfirmed chunk with when it starts, on the clock of the echoes: a chunk's echo
-        is due when the next one starts. With `round_trip`/`playout` 0 that is the send clock."""
-        free_at = self._last_echo_at
-        for chunk in self._pending:
-            if free_at is None or chunk.sent_at + round_trip >= free_at:
-                # It arrives into an empty buffer: played after the playout start delay.
-                started = chunk.sent_at + round_trip + playout + gap_margin
-            else:
-                started = free_at
-            yield chunk, started
-            free_at = started + chunk.samples / self.sample_rate
+        return _chunk_starts(self._pending, self._last_echo_at, self.sample_rate, round_trip, playout, gap_margin)
+
+    @property
+    def awaiting_clear_echo(self) -> bool:
+        """A clear left with marks pending, and its echo, which places it, is not back yet."""
+        return self._clear is not None and self.network.round_trip_s is not None
+
+    def heard_at_clear(self, item_id: str, content_index: int) -> int | None:
+        """Samples of the item the caller had heard when the last clear landed, by its echo (a
+        bound that errs short); None before that echo is back, or if the item was not reached."""
+        if self._heard_at_clear is None:
+            return None
+        return self._heard_at_clear.get((item_id, content_index))
 
     def may_be_heard(self, item_id: str, content_index: int, now: float) -> bool:
         """Whether the caller may already hear the item when a `clear` sent `now` lands, allowing
@@ -287,17 +343,11 @@ class PlaybackTracker:
         if not self._pending:
             return
         network = self.network
-        at = now + network.lead_s + beyond_s
-        last = self._pending[-1]
         playout = network.playout_delay_s
         if network.round_trip_s is not None and not network.has_playout_delay and not optimistic:
             playout = math.inf
-        for chunk, started in self._chunk_times(network.lead_s, playout, network.gap_margin_s):
-            heard = int(max(0.0, at - started) * self.sample_rate + 1e-6)
-            if heard < chunk.samples or chunk is last:
-                yield chunk, min(heard, chunk.samples)
-                return
-            yield chunk, chunk.samples
+        starts = self._chunk_times(network.lead_s, playout, network.gap_margin_s)
+        yield from _heard_at(starts, now + network.lead_s + beyond_s, self.sample_rate)
 
     def played_ms(self, item_id: str, content_index: int, now: float) -> float:
         return self.played_samples(item_id, content_index, now) * 1000.0 / self.sample_rate

@@ -44,6 +44,7 @@ MAX_ROUND_TRIP_S = 3.0  # longer is not a network delay (a stalled peer, a lost 
 # margin is GAP_SPREADS spreads and the error of the playout delay's estimate.
 LEAD_SPREADS = 1.1
 GAP_SPREADS = 1.7
+ECHO_SPREADS = 1.6
 # Playback advances in steps (5 ms in the simulator, 20 ms frames at Twilio): at least this much
 # uncertainty about whether an item has begun to play when the clear lands.
 MIN_UNCERTAINTY_S = 0.005
@@ -127,6 +128,14 @@ class RoundTripEstimator:
         if rtt is None:
             return 0.0
         return max(0.0, rtt - LEAD_SPREADS * self.spread_s - self._median_error_s(len(self._round_trips)))
+
+    @property
+    def echo_margin_s(self) -> float:
+        """How much earlier than its echo's arrival less the echoes' own delay an event at Twilio is
+        taken to be: the jitter of that one echo's trip, as `lead_s` allows for the clear's."""
+        if self.round_trip_s is None:
+            return 0.0
+        return ECHO_SPREADS * self.spread_s + self._median_error_s(len(self._round_trips))
 
     @property
     def gap_margin_s(self) -> float:

@@ -43,13 +43,19 @@ def test_truncates_match_what_the_phone_played_across_a_delayed_network() -> Non
         )
     )
 
-    async def scenario() -> tuple[list, object]:
+    async def scenario() -> tuple[list, object, list[dict]]:
         tap = bargein.PhoneTap()
-        with tap.installed():
+        with tap.installed(), capture_logs() as logs:
             result = await bargein.run_call(rounds, tap, network=NETWORK)
-        return bargein.score_call(0, result), result
+        return bargein.score_call(0, result), result, logs
 
-    events, result = run(scenario(), timeout=90)
+    events, result, logs = run(scenario(), timeout=90)
+    # Each truncate waited for the clear's echo, which placed it no earlier than the estimate
+    # made when the clear left (bridge/call/truncation.py).
+    barge_ins = [e for e in logs if e["event"] == "caller.barge_in" and e["audio_end_ms"] is not None]
+    assert len(barge_ins) == len(rounds), barge_ins
+    assert all(e["placed_by"].startswith("echo") for e in barge_ins), barge_ins
+    assert all(e["audio_end_ms"] >= e["audio_end_ms_at_clear"] for e in barge_ins), barge_ins
     session = result.session
     assert len(events) == len(rounds)
     assert [t.error for t in session.truncates] == [None] * len(rounds)

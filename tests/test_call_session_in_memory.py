@@ -22,6 +22,7 @@ from bridge.realtime_events import (
     ResponseFinished,
     ResponseStarted,
     SpeechStarted,
+    SpeechStopped,
     UpstreamError,
 )
 from bridge.settings import Settings
@@ -210,3 +211,45 @@ async def test_a_refused_start_closes_the_stream_with_its_reason() -> None:
     twilio.say(START)
     assert await asyncio.wait_for(running, 2) is EndReason.UNAUTHORIZED
     assert twilio.closed is not None and twilio.closed[1] == "reused_stream_token"
+
+
+async def _barge_in_on_a_network(twilio: FakeTwilio, model: FakeModel, clock: Clock) -> tuple[CallSession, asyncio.Task[EndReason]]:
+    """A call whose round trip is known (60 ms), barged in on while 1 s of audio is playing."""
+    call = _call(twilio, lambda start: _setup(model), clock)
+    running = asyncio.create_task(call.run())
+    twilio.say(START)
+    model.say(ResponseStarted("r1"), AudioDelta("r1", "i1", 0, PCM_100MS * 10))
+    await _until(lambda: twilio.marks(), "audio sent")
+    for _ in range(5):
+        call.tracker.network.round_trip_sample(0.060)
+    clock.now += 0.2
+    twilio.say(ms.MarkEcho(SID, twilio.marks()[0]))
+    await asyncio.sleep(0.05)
+    model.say(SpeechStarted("u1", 0))
+    await _until(lambda: "clear" in twilio.kinds(), "clear")
+    await asyncio.sleep(0.05)
+    return call, running
+
+
+@in_loop
+async def test_a_truncate_waiting_for_the_clears_echo_goes_by_its_deadline_if_the_echo_never_comes() -> None:
+    twilio, model, clock = FakeTwilio(), FakeModel(), Clock()
+    call, running = await _barge_in_on_a_network(twilio, model, clock)
+    assert "conversation.item.truncate" not in model.sent_types()  # waiting for the clear's echo
+    clock.now += 0.6  # past the longest wait (bridge/call/truncation.py MAX_WAIT_S): Twilio never echoed
+    await _until(lambda: "conversation.item.truncate" in model.sent_types(), "truncate by the deadline")
+    truncate = next(e for e in model.sent if e["type"] == "conversation.item.truncate")
+    assert truncate["item_id"] == "i1" and truncate["audio_end_ms"] > 0
+    twilio.say(ms.Stop(SID))
+    assert await asyncio.wait_for(running, 2) is EndReason.CALLER_HANGUP
+
+
+@in_loop
+async def test_a_truncate_waiting_for_the_clears_echo_goes_at_once_when_the_caller_stops() -> None:
+    twilio, model, clock = FakeTwilio(), FakeModel(), Clock()
+    call, running = await _barge_in_on_a_network(twilio, model, clock)
+    assert "conversation.item.truncate" not in model.sent_types()
+    model.say(SpeechStopped("u1", 300))  # an answer may follow: the model must know what was heard first
+    await _until(lambda: "conversation.item.truncate" in model.sent_types(), "truncate before the next answer", timeout_s=0.3)
+    twilio.say(ms.Stop(SID))
+    assert await asyncio.wait_for(running, 2) is EndReason.CALLER_HANGUP

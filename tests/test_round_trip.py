@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from bridge.barge_in import plan_barge_in
+from bridge.barge_in import Truncation, plan_barge_in, refine_truncation
 from bridge.playback import PROBE_INTERVAL_S, PlaybackTracker
 from bridge.round_trip import LEAD_SPREADS, WINDOW, RoundTripEstimator
 
@@ -220,3 +220,66 @@ def test_the_spread_follows_the_jitter_and_a_step_in_the_round_trip_does_not_inf
         estimator.round_trip_sample(0.120 + rng.uniform(-0.010, 0.010) + rng.uniform(-0.010, 0.010))
     assert estimator.round_trip_s == pytest.approx(0.120, abs=0.005)
     assert estimator.spread_s < 1.3 * jitter_only  # one difference saw the step, not the window
+
+
+def _tracker_30ms_each_way() -> tuple[PlaybackTracker, str, str]:
+    """30 ms each way, no jitter, 60 ms playout delay; 100 ms then 1 s of one item sent at 0: the
+    first chunk plays 0.090-0.190 (Twilio's clock), its echo is back at 0.220."""
+    tracker = PlaybackTracker()
+    for _ in range(5):
+        tracker.network.round_trip_sample(0.060)
+    tracker.network.first_echo_sample(0.060 + 0.060 + 0.100, 0.100)
+    first = tracker.chunk_sent("a", 0, 800, now=0.0)
+    last = tracker.chunk_sent("a", 0, 8000, now=0.0)
+    tracker.mark_echoed(first, now=0.220)
+    return tracker, first, last
+
+
+def test_the_clears_echo_places_where_playback_was_when_it_landed() -> None:
+    """A clear sent at 0.250 was held 25 ms on its way (it landed at 0.305, not 0.280): its echo,
+    back at 0.335, says the caller heard up to 0.305 - 0.090 = 215 ms, 25 ms more than the estimate
+    made when it left."""
+    tracker, _, last = _tracker_30ms_each_way()
+    tracker.audio_received("a", 0, 1100.0)
+    at_clear = plan_barge_in(tracker, "resp", ("a", 0), now=0.250).truncation
+    assert at_clear is not None and at_clear.audio_end_ms == 190
+    tracker.cleared(now=0.250)
+    assert tracker.awaiting_clear_echo and tracker.heard_at_clear("a", 0) is None
+    assert not tracker.mark_echoed(last, now=0.305 + 0.030)
+    assert not tracker.awaiting_clear_echo
+    assert tracker.heard_at_clear("a", 0) == 215 * 8
+    assert tracker.heard_at_clear("b", 0) is None  # not reached: nothing to say of it
+    refined = refine_truncation(at_clear, tracker.heard_at_clear("a", 0) / 8, tracker.received_ms("a", 0))
+    assert refined.audio_end_ms == 215
+    tracker.cleared(now=0.5)  # the next clear forgets it
+    assert tracker.heard_at_clear("a", 0) is None
+
+
+def test_the_clears_echo_keeps_a_margin_for_its_own_jitter() -> None:
+    rng = random.Random(2)
+    tracker = PlaybackTracker()
+    for _ in range(31):
+        tracker.network.round_trip_sample(0.060 + rng.uniform(-0.010, 0.010) + rng.uniform(-0.010, 0.010))
+    tracker.network.first_echo_sample(0.060 + 0.060 + 0.100, 0.100)
+    first = tracker.chunk_sent("a", 0, 800, now=0.0)
+    last = tracker.chunk_sent("a", 0, 8000, now=0.0)
+    tracker.mark_echoed(first, now=0.220)
+    tracker.cleared(now=0.250)
+    tracker.mark_echoed(last, now=0.335)
+    margin = tracker.network.echo_margin_s
+    assert 0.005 < margin < 0.030
+    assert tracker.heard_at_clear("a", 0) == pytest.approx((0.305 - margin - 0.090) * 8000, abs=8 * 4)
+
+
+@pytest.mark.parametrize(
+    ("at_clear", "heard_ms", "received_ms", "expected"),
+    [
+        (190, None, 1100.0, 190),  # no echo: the estimate made when the clear left
+        (190, 215.7, 1100.0, 215),  # the echo places it later: floored
+        (190, 150.0, 1100.0, 190),  # never less than said when the clear left
+        (190, 1500.0, 1100.0, 1100),  # never past what the model sent
+    ],
+)
+def test_a_truncation_is_refined_only_upwards_and_within_the_item(at_clear, heard_ms, received_ms, expected) -> None:
+    t = Truncation("a", 0, at_clear)
+    assert refine_truncation(t, heard_ms, received_ms).audio_end_ms == expected

@@ -30,6 +30,7 @@ from ..realtime_events import (
 )
 from ..telemetry import bounded_label
 from .transcript import hear
+from .truncation import Truncator
 
 if TYPE_CHECKING:
     from .session import CallSession
@@ -41,8 +42,11 @@ class ModelEvents:
         self.background: set[asyncio.Task[None]] = set()
         self.barge_ins = 0  # this call's, for the post-call record
         self._relay_out = call.metrics.relay.labels(direction="model_to_caller")
+        self.truncator = Truncator(call)
 
     async def handle(self, event: ServerEvent) -> None:
+        if self.truncator.holding and isinstance(event, SpeechStopped | SpeechStarted | ResponseStarted | FunctionCallRequested):
+            self.truncator.flush("event")  # the model may answer soon: it must know what was heard first
         self.call.switcher.observe(event)
         hear(self.call.transcript, event, self.call.audio_mode.model_ms)
         if isinstance(event, AudioDelta):
@@ -142,25 +146,14 @@ class ModelEvents:
         if plan.cancel_response_id is not None:
             call.ledger.drop(plan.cancel_response_id)
             call.link.send(dialects.cancel_response())
-        if plan.truncation is not None:
-            t = plan.truncation
-            call.link.send(dialects.truncate_item(t.item_id, t.content_index, t.audio_end_ms))
-            call.metrics.truncations.inc()
-            call.transcript.truncated(t.item_id, t.audio_end_ms)
         for item_id, _ in plan.deletions:
             call.link.send(dialects.delete_item(item_id))
             call.transcript.unheard(item_id)
-        call.trace.barge_in(
-            plan.truncation.audio_end_ms if plan.truncation else None, plan.cancel_response_id is not None, len(plan.deletions)
-        )
-        call.log.info(
-            "caller.barge_in",
-            cancelled=plan.cancel_response_id,
-            truncated_item=plan.truncation.item_id if plan.truncation else None,
-            audio_end_ms=plan.truncation.audio_end_ms if plan.truncation else None,
-            deleted_items=len(plan.deletions),
-            **self.network_estimate(),
-        )
+        # The truncate goes now, or once the clear's echo has placed it (bridge/call/truncation.py).
+        deadline = self.truncator.submit(plan)
+        if deadline is not None:
+            self.background.add(deadline)
+            deadline.add_done_callback(self.background.discard)
 
     async def _answer_tools(self, response_id: str) -> None:
         """Every call of the finished response gets its output, then the model may go on."""
@@ -174,6 +167,14 @@ class ModelEvents:
         if pending is not None:
             await call.ending.until_heard(marker, pending.action.value)
             await call.ending.act(pending)
+
+    def mark_echo(self, name: str, now: float) -> None:
+        """Twilio echoed mark `name`: playback accounting, the turn's stages, a held truncate."""
+        call = self.call
+        if call.tracker.mark_echoed(name, now):
+            self.mark_echoed(call.timeline.mark_echoed(name, now))
+        else:
+            self.truncator.echoed()  # perhaps the echo that places the last clear
 
     def mark_echoed(self, stages: dict[str, float] | None) -> None:
         """A mark echo Twilio confirmed: the turn's stages once its answer is first heard, the turn's

@@ -265,8 +265,7 @@ class CallSession:
             if batch is not None:
                 self.link.send(dialects.append_audio(batch.audio), frames=batch.frames, completed_at=batch.completed_at)
         elif isinstance(event, ms.MarkEcho):
-            if self.tracker.mark_echoed(event.name, now):
-                self.events.mark_echoed(self.timeline.mark_echoed(event.name, now))
+            self.events.mark_echo(event.name, now)
         elif isinstance(event, ms.Dtmf):
             self._on_dtmf(event.digit)
         elif isinstance(event, ms.Stop):
