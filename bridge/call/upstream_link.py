@@ -91,9 +91,14 @@ class UpstreamLink:
                 connection.abort()
                 return
             except websockets.ConnectionClosed:
-                # The model pump sees the same closure and decides: reconnect (this audio is held
-                # for the new session), or end the call.
-                self._hold(item, closed=True)
+                if connection is not self.connection and not self._replacing:
+                    # A planned switch closed the old session under this send: the new one gets it,
+                    # after the lead-in (nothing is held for a replacement that will not come).
+                    self._front.append(item)
+                else:
+                    # The model pump sees the same closure and decides: reconnect (this audio is
+                    # held for the new session), or end the call.
+                    self._hold(item, closed=True)
             else:
                 if item.completed_at is not None:
                     self._relay_in.observe(time.perf_counter() - item.completed_at)
