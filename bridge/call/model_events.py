@@ -20,12 +20,15 @@ from ..realtime_events import (
     FunctionCallRequested,
     InputTranscriptDone,
     ItemTruncated,
+    OutOfBandFinished,
+    OutOfBandStarted,
     OutputTranscriptDone,
     ResponseFinished,
     ResponseStarted,
     ServerEvent,
     SpeechStarted,
     SpeechStopped,
+    TextDone,
     UpstreamError,
 )
 from ..telemetry import bounded_label
@@ -43,6 +46,9 @@ class ModelEvents:
         self._relay_out = call.metrics.relay.labels(direction="model_to_caller")
 
     async def handle(self, event: ServerEvent) -> None:
+        if isinstance(event, OutOfBandStarted | OutOfBandFinished | TextDone):
+            self.call.switcher.out_of_band(event)  # the bridge's own errand (a summary): never a turn
+            return
         self.call.switcher.observe(event)
         hear(self.call.transcript, event, self.call.audio_mode.model_ms)
         if isinstance(event, AudioDelta):
