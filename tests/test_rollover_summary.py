@@ -213,6 +213,7 @@ async def test_the_summary_response_is_not_played_booked_or_cancelled_and_seeds_
     await _until(lambda: call.link.connection is new, "switched")
     assert (twilio.media_bytes(), len(call.transcript.turns())) == before  # nothing of it played or transcribed
     assert SUMMARY not in str(call.transcript.turns())
+    await _until(lambda: "session.update" in new.sent_types(), "the new session seeded")  # by the sender task
     update = next(e for e in new.sent if e["type"] == "session.update")
     assert SUMMARY in update["session"]["instructions"]
     assert call.metrics.registry.get_sample_value("voice_bridge_rollover_summaries_total", {"source": "model"}) == 1
