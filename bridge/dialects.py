@@ -32,6 +32,8 @@ from .realtime_events import (
     InputTranscriptDone,
     ItemAdded,
     ItemTruncated,
+    OutOfBandFinished,
+    OutOfBandStarted,
     OutputItemAdded,
     OutputTranscriptDone,
     RateLimit,
@@ -42,6 +44,7 @@ from .realtime_events import (
     SessionReady,
     SpeechStarted,
     SpeechStopped,
+    TextDone,
     TokenUsage,
     UpstreamError,
     UpstreamWarning,
@@ -109,6 +112,12 @@ MAX_TYPE_CHARS = 128  # an unknown event type kept for logs
 MAX_CODE_CHARS = 128  # error and warning codes and types, as logged
 MAX_MESSAGE_CHARS = 1000  # error and warning messages, as logged
 MAX_RATE_LIMITS = 16  # entries of one rate_limits.updated kept (the services send two: requests, tokens)
+MAX_TEXT_CHARS = 20_000  # an out-of-band response's text as read (a summary asks for a few hundred words)
+# Out-of-band responses (a rollover's summary): `response.create` tagged with this metadata key (both
+# SDKs type `metadata` on the request and on the Response echoed in response.created/done: openai
+# RealtimeResponseCreateParams/RealtimeResponse, azure-ai-voicelive 1.3 ResponseCreateParams/Response).
+# A response whose metadata carries it is the bridge's own errand, never a turn of the call.
+OUT_OF_BAND_KEY = "voice_bridge_purpose"
 
 # Why a response did not complete (`response.done` status `failed`/`incomplete`): the values of the
 # metric label `voice_bridge_response_failures_total{reason}`. `incomplete` carries
@@ -278,6 +287,8 @@ class Dialect(Protocol):
 
     def instructions_update(self, instructions: str) -> dict[str, Any]: ...
 
+    def out_of_band_text(self, instructions: str, purpose: str, max_output_tokens: int) -> dict[str, Any]: ...
+
 
 def _text_item(role: str, text: str, assistant_content_type: str) -> dict[str, Any]:
     """`conversation.item.create` of an earlier turn's words (to seed a new session)."""
@@ -398,6 +409,7 @@ class WireNames:
     transcript_done: str
     item_added: str
     word_timing: str | None = None  # the dialect's word timestamps of the model's audio, if it has them
+    text_done: str | None = None  # the whole text of a text part (out-of-band text responses)
 
 
 class _EventParser:
@@ -413,7 +425,7 @@ class _EventParser:
             "input_audio_buffer.speech_stopped": lambda m: SpeechStopped(
                 item_id=_id(m, "item_id"), audio_end_ms=_int(m, "audio_end_ms", 0)
             ),
-            "response.created": lambda m: ResponseStarted(response_id=_id(_dict(m, "response"), "id")),
+            "response.created": _response_created,
             "response.output_item.added": _output_item_added,
             names.audio_delta: lambda m: AudioDelta(
                 response_id=_id(m, "response_id"),
@@ -438,7 +450,7 @@ class _EventParser:
                 name=_str(m, "name", MAX_NAME_CHARS),
                 arguments=_str(m, "arguments"),
             ),
-            "response.done": _response_done,
+            "response.done": _response_done_any,
             "conversation.item.truncated": lambda m: ItemTruncated(
                 item_id=_id(m, "item_id"), content_index=_int(m, "content_index", 0), audio_end_ms=_int(m, "audio_end_ms")
             ),
@@ -448,6 +460,10 @@ class _EventParser:
         }
         if names.word_timing is not None:
             self._handlers[names.word_timing] = _word_timing
+        if names.text_done is not None:
+            self._handlers[names.text_done] = lambda m: TextDone(
+                response_id=_id(m, "response_id"), text=_text(m, "text", MAX_TEXT_CHARS)
+            )
 
     def parse(self, message: dict[str, Any]) -> ServerEvent:
         kind = message.get("type")
@@ -511,6 +527,40 @@ def _response_done(message: dict[str, Any]) -> ResponseFinished:
         error_message=_text(error, "message", MAX_MESSAGE_CHARS),
         usage=_usage(response.get("usage")),
     )
+
+
+def _purpose(response: dict[str, Any]) -> str:
+    """The out-of-band tag in a response's `metadata` ("" for the call's own responses)."""
+    return _text(_object(response, "metadata"), OUT_OF_BAND_KEY, MAX_CODE_CHARS)
+
+
+def _response_created(message: dict[str, Any]) -> ResponseStarted | OutOfBandStarted:
+    response = _dict(message, "response")
+    purpose = _purpose(response)
+    if purpose:
+        return OutOfBandStarted(response_id=_id(response, "id"), purpose=purpose)
+    return ResponseStarted(response_id=_id(response, "id"))
+
+
+def _response_done_any(message: dict[str, Any]) -> ResponseFinished | OutOfBandFinished:
+    finished = _response_done(message)
+    response = _dict(message, "response")
+    purpose = _purpose(response)
+    if purpose:
+        return OutOfBandFinished(purpose=purpose, finished=finished, text=_output_text(response))
+    return finished
+
+
+def _output_text(response: dict[str, Any]) -> str:
+    """The text parts of a response's output message items (GA `output_text`, Voice Live `text`)."""
+    output = response.get("output")
+    parts: list[str] = []
+    for item in output if isinstance(output, list) else []:
+        content = item.get("content") if isinstance(item, dict) else None
+        for part in content if isinstance(content, list) else []:
+            if isinstance(part, dict) and part.get("type") in ("output_text", "text"):
+                parts.append(_text(part, "text", MAX_TEXT_CHARS))
+    return "\n".join(p for p in parts if p)[:MAX_TEXT_CHARS]
 
 
 def _object(message: dict[str, Any], name: str) -> dict[str, Any]:
@@ -664,6 +714,7 @@ GA_WIRE_NAMES = WireNames(
     transcript_delta="response.output_audio_transcript.delta",
     transcript_done="response.output_audio_transcript.done",
     item_added="conversation.item.added",
+    text_done="response.output_text.done",
 )
 _GA_EVENTS = _EventParser(GA_WIRE_NAMES)
 
@@ -721,6 +772,19 @@ class GADialect:
         """A `session.update` that changes only the instructions (a new session told the call so far)."""
         return {"type": "session.update", "session": {"type": "realtime", "instructions": instructions}}
 
+    def out_of_band_text(self, instructions: str, purpose: str, max_output_tokens: int) -> dict[str, Any]:
+        """A text-only response kept out of the conversation (`conversation: "none"`): it reads the
+        conversation, adds nothing to it, calls no tool; tagged so its events are recognised."""
+        response = {
+            "conversation": "none",
+            "output_modalities": ["text"],
+            "instructions": instructions,
+            "tool_choice": "none",
+            "max_output_tokens": max_output_tokens,
+            "metadata": {OUT_OF_BAND_KEY: purpose},
+        }
+        return {"type": "response.create", "response": response}
+
     def unsupported(self, config: SessionConfig) -> tuple[str, ...]:
         problems = _common_unsupported(config)
         if config.voice_type != "openai":
@@ -735,6 +799,7 @@ VOICELIVE_WIRE_NAMES = WireNames(
     transcript_done="response.audio_transcript.done",
     item_added="conversation.item.created",
     word_timing="response.audio_timestamp.delta",
+    text_done="response.text.done",
 )
 _VOICELIVE_EVENTS = _EventParser(VOICELIVE_WIRE_NAMES)
 
@@ -803,6 +868,21 @@ class VoiceLiveDialect:
 
     def instructions_update(self, instructions: str) -> dict[str, Any]:
         return {"type": "session.update", "session": {"instructions": instructions}}
+
+    def out_of_band_text(self, instructions: str, purpose: str, max_output_tokens: int) -> dict[str, Any]:
+        """Voice Live's out-of-band response (azure-ai-voicelive 1.3 ResponseCreateParams): `commit: false`
+        keeps it out of the conversation, `cancel_previous: false` leaves a response under way alone
+        (the default would cancel it), `modalities: ["text"]` makes no audio."""
+        response = {
+            "commit": False,
+            "cancel_previous": False,
+            "modalities": ["text"],
+            "instructions": instructions,
+            "tool_choice": "none",
+            "max_output_tokens": max_output_tokens,
+            "metadata": {OUT_OF_BAND_KEY: purpose},
+        }
+        return {"type": "response.create", "response": response}
 
     def unsupported(self, config: SessionConfig) -> tuple[str, ...]:
         problems = _common_unsupported(config)

@@ -189,6 +189,7 @@ def call_record(call: CallSession, wall_now: float, redact: bool) -> dict[str, A
         counts={
             "turns": len(turns),
             "barge_ins": call.events.barge_ins,
+            "fillers": call.turns.fillers,
             "rollovers": switcher.rollovers,
             "forced_rollovers": switcher.forced,
             "replacements": switcher.replacements,

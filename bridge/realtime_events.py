@@ -182,6 +182,33 @@ class RateLimitsUpdated:
 
 
 @dataclass(frozen=True, slots=True)
+class OutOfBandStarted:
+    """`response.created` of a response the bridge asked for out of band (tagged by its metadata):
+    kept out of the conversation, never played, never the call's active response."""
+
+    response_id: str
+    purpose: str  # the tag's value, e.g. "rollover_summary"
+
+
+@dataclass(frozen=True, slots=True)
+class OutOfBandFinished:
+    """`response.done` of an out-of-band response: its status and usage, and the text it produced."""
+
+    purpose: str
+    finished: ResponseFinished
+    text: str  # the output text parts, joined ("" when it produced none)
+
+
+@dataclass(frozen=True, slots=True)
+class TextDone:
+    """The whole text of one text part (GA `response.output_text.done`, Voice Live `response.text.done`):
+    only out-of-band responses produce text; the call's audio responses send transcripts."""
+
+    response_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Ignored:
     """An event the bridge has no use for (kept so it can be counted and logged by type)."""
 
@@ -215,6 +242,9 @@ ServerEvent = (
     | UpstreamWarning
     | RateLimitsUpdated
     | WordTiming
+    | OutOfBandStarted
+    | OutOfBandFinished
+    | TextDone
     | Ignored
     | BadEvent
 )

@@ -42,6 +42,7 @@ class Metrics:
         self._rate_limit_metrics(self.registry)
         self._dead_air_metrics(self.registry)
         self._session_switch_metrics(self.registry)
+        self._rollover_summary_metrics(self.registry)
 
     def _call_metrics(self, r: CollectorRegistry) -> None:
         """Calls, webhooks and what the caller experiences: latencies, barge-ins, tools."""
@@ -266,6 +267,17 @@ class Metrics:
             "Attempts to replace a lost model session (dropped or expired), by result (ok; failed: another try may "
             "follow; refused: 401/403/404, no further try).",
             ["result"],
+            registry=r,
+        )
+
+    def _rollover_summary_metrics(self, r: CollectorRegistry) -> None:
+        """Whose summary a new model session was seeded with."""
+        # issue 18 (out-of-band summary): source model/transcript, literals (the reason is in the log)
+        self.rollover_summaries = Counter(
+            "voice_bridge_rollover_summaries",
+            "Summaries a new model session was seeded with, by source (model: asked out of band before a "
+            "planned rollover; transcript: built from the heard transcript, the fallback).",
+            ["source"],
             registry=r,
         )
 

@@ -211,6 +211,27 @@ class ModelSession:
             while self.appended_ms < target:
                 await self.next_event(timeout)
 
+    async def answer_out_of_band(self, request: dict[str, Any], text: str, status: str = "completed") -> str:
+        """Answer an out-of-band text response (`response.create` with conversation "none" / commit
+        false) as the service does: its metadata echoed, text events, no conversation item; returns its id."""
+        response_id, item_id = self.new_id("resp"), self.new_id("item")
+        metadata = request.get("response", {}).get("metadata")
+        head = {"id": response_id, "object": "realtime.response", "metadata": metadata}
+        part_type = "output_text" if self.wire.dialect == "ga" else "text"
+        item = {"id": item_id, "type": "message", "role": "assistant", "status": "in_progress", "content": []}
+        where = {"response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0}
+        await self.send("response.created", response={**head, "status": "in_progress", "output": []})
+        await self.send("response.output_item.added", response_id=response_id, output_index=0, item=item)
+        text_done = (GA_WIRE_NAMES if self.wire.dialect == "ga" else VOICELIVE_WIRE_NAMES).text_done
+        assert text_done is not None
+        if text:
+            await self.send(text_done.removesuffix(".done") + ".delta", **where, delta=text)
+            await self.send(text_done, **where, text=text)
+        done_item = {**item, "status": "completed", "content": [{"type": part_type, "text": text}] if text else []}
+        await self.send("response.output_item.done", response_id=response_id, output_index=0, item=done_item)
+        await self.send("response.done", response={**head, "status": status, "output": [done_item]})
+        return response_id
+
     async def error(self, code: str, message: str, error_type: str = "invalid_request_error") -> None:
         await self.send(
             "error", error={"type": error_type, "code": code, "message": message, "param": None, "event_id": None}

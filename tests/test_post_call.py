@@ -15,11 +15,14 @@ import pytest
 from aiohttp import web
 from conftest import AUTH_TOKEN, capture_logs, run, running_bridge, settle
 from dialect_upstream import ModelServer
+from scripted_upstream import ScriptedSession, ScriptedUpstream
 from test_model_telemetry import ALL, CASES, ONE_QUESTION, expected_cost, spending_model
+from test_no_dead_air import ANSWER as SLOW_ANSWER, _caller_turn, _open
 
 from bridge.call.transcript import HeardTurn
 from bridge.cost import Price, UsageTotals
 from bridge.devtools.phone import place_call
+from bridge.devtools.phone.caller import CallerPlan
 from bridge.post_call import PostCallDelivery, build_record, idempotency_key, usage_fields
 from bridge.realtime_events import TokenUsage
 
@@ -71,7 +74,7 @@ def _record(call_sid: str = "CA1", redact: bool = False) -> dict[str, Any]:
         outcome="caller_hangup",
         profile="default",
         turns=[HeardTurn("assistant", "Hello"), HeardTurn("user", "My PIN is 1234"), HeardTurn("assistant", "Let", True)],
-        counts={"turns": 3, "barge_ins": 1, "rollovers": 2, "forced_rollovers": 0, "replacements": 0},
+        counts={"turns": 3, "barge_ins": 1, "fillers": 1, "rollovers": 2, "forced_rollovers": 0, "replacements": 0},
         usage=usage_fields(UsageTotals(), None),
         redact_transcript=redact,
     )
@@ -79,7 +82,7 @@ def _record(call_sid: str = "CA1", redact: bool = False) -> dict[str, Any]:
 
 def test_the_record_says_what_happened_and_redacts_the_transcript_when_asked() -> None:
     record = _record()
-    assert record["idempotency_key"] == idempotency_key("CA1") and record["rollovers"] == 2
+    assert record["idempotency_key"] == idempotency_key("CA1") and record["rollovers"] == 2 and record["fillers"] == 1
     assert record["transcript"][2] == {"role": "assistant", "text": "Let", "interrupted": True}
     redacted = _record(redact=True)
     assert {t["text"] for t in redacted["transcript"]} == {"[redacted]"}
@@ -122,6 +125,7 @@ def test_the_record_of_a_call_carries_its_tokens_and_estimated_cost(case: str) -
     (ended,) = [e for e in logs if e["event"] == "call.ended"]
     sums = [sum(u[i] for u in ALL) for i in range(6)]  # text in, audio in, cached text, cached audio, text out, audio out
     assert record["responses_with_usage"] == 4
+    assert record["fillers"] == 0  # fillers off (the default): none played
     assert record["input_tokens"] == sums[0] + sums[1] == ended["tokens_input"]
     assert record["cached_input_tokens"] == sums[2] + sums[3]
     assert record["output_tokens"] == sums[4] + sums[5] == ended["tokens_output"]
@@ -188,3 +192,26 @@ def test_a_whole_call_leaves_one_record_posted_and_one_next_to_its_recording(tmp
     path = tmp_path / call_sid / "post_call.json"
     assert json.loads(path.read_text()) == record
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_the_record_counts_the_filler_clips_played() -> None:
+    """A model slow to answer (issue 16): the filler plays once, and the record says so."""
+
+    async def script(session: ScriptedSession) -> None:
+        await _open(session)
+        await asyncio.sleep(1.5)  # the greeting is heard
+        await _caller_turn(session)
+        await asyncio.sleep(2.5)  # slow to start: the filler after 1 s
+        await session.speak("resp_answer", "item_answer", SLOW_ANSWER)
+        await session.drain()
+
+    async def scenario() -> Receiver:
+        async with Receiver() as receiver, ScriptedUpstream(script) as upstream:
+            settings = {"upstream_url": upstream.url, "filler_after_ms": 1000, "turn_timeout_s": 8, "post_call_url": receiver.url}
+            async with running_bridge(**settings) as (url, _):
+                await place_call(url, CallerPlan(hangup_after_s=2.0, max_call_s=20), auth_token=AUTH_TOKEN)
+                assert await settle(lambda: receiver.processed, timeout=10)
+        return receiver
+
+    (record,) = run(scenario()).processed.values()
+    assert record["fillers"] == 1

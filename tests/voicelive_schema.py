@@ -168,6 +168,7 @@ RESPONSE_CREATE_PARAMS: Schema = {
         "tool_choice": STRING,
         "temperature": {"type": "number"},
         "max_output_tokens": {"anyOf": [INT, {"enum": ["inf"]}]},
+        "metadata": {"type": "object"},  # azure-ai-voicelive 1.3 ResponseCreateParams.metadata (dict[str, str])
     },
 }
 

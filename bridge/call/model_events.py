@@ -20,12 +20,15 @@ from ..realtime_events import (
     FunctionCallRequested,
     InputTranscriptDone,
     ItemTruncated,
+    OutOfBandFinished,
+    OutOfBandStarted,
     OutputTranscriptDone,
     ResponseFinished,
     ResponseStarted,
     ServerEvent,
     SpeechStarted,
     SpeechStopped,
+    TextDone,
     UpstreamError,
 )
 from ..telemetry import bounded_label
@@ -45,6 +48,9 @@ class ModelEvents:
         self.truncator = Truncator(call)
 
     async def handle(self, event: ServerEvent) -> None:
+        if isinstance(event, OutOfBandStarted | OutOfBandFinished | TextDone):
+            self.call.switcher.out_of_band(event)  # the bridge's own errand (a summary): never a turn
+            return
         if self.truncator.holding and isinstance(event, SpeechStopped | SpeechStarted | ResponseStarted | FunctionCallRequested):
             self.truncator.flush("event")  # the model may answer soon: it must know what was heard first
         self.call.switcher.observe(event)

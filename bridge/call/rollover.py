@@ -20,6 +20,7 @@ LOOK_AHEAD_S = 120.0  # start looking for a quiet moment this long before the se
 HARD_MARGIN_S = 20.0  # switch anyway this long before the end (opening a session takes seconds)
 QUIET_WAIT_S = 30.0  # a rollover not forced by the session's end waits at most this for a quiet moment
 RETRY_S = 30.0  # after a failed rollover, the next attempt
+SUMMARY_DEADLINE_S = 5.0  # the out-of-band summary asked before a planned switch: else the transcript's
 REPLACEMENT_BACKOFF_S = (0.0, 0.5, 1.0, 2.0)  # before the 1st, 2nd, 3rd, further replacement
 MAX_SESSION_REPLACEMENTS = 3  # default of VOICE_BRIDGE_MAX_SESSION_REPLACEMENTS
 ROLLOVER_REASONS = frozenset({"session_age", "expires_at", "input_tokens"})  # Due.reason (a metric label)

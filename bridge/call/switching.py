@@ -4,10 +4,12 @@
   ones after a backoff, at most `max_replacements` per call), told the call so far (`seed.py`) and
   the call goes on; what was playing stops (it belonged to the old session).
 - `run()`: planned rollover. When the planner says one is due, the next session is opened and
-  configured in the background while the call goes on; at a quiet moment (or at the hard
-  deadline, logged as forced) the link switches at once: the seed goes first, then the last caller
-  audio, then whatever the caller says next; the old session is closed. If the next session cannot
-  be opened the old one goes on, and the planner tries again later.
+  configured in the background while the call goes on; at a quiet moment the current session is
+  asked for a summary out of band (`summary.py`; at most SUMMARY_DEADLINE_S, else the transcript's),
+  then, quiet again (or at the hard deadline, logged as forced), the link switches at once: the
+  seed goes first, then the last caller audio, then whatever the caller says next; the old session
+  is closed. If the next session cannot be opened the old one goes on, and the planner tries again
+  later.
 """
 
 from __future__ import annotations
@@ -17,11 +19,21 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from ..realtime_events import ResponseFinished, ServerEvent, SessionReady, SpeechStarted, SpeechStopped
+from ..realtime_events import (
+    OutOfBandFinished,
+    OutOfBandStarted,
+    ResponseFinished,
+    ServerEvent,
+    SessionReady,
+    SpeechStarted,
+    SpeechStopped,
+    TextDone,
+)
 from ..telemetry import bounded_label
 from .ports import ModelPort
 from .rollover import ROLLOVER_REASONS, RolloverPlanner, is_quiet, replacement_delay
 from .seed import Seed, build_seed
+from .summary import MAX_OUTPUT_TOKENS, PURPOSE, ModelSummary, SummaryOutcome, summary_instructions
 from .upstream_link import UPSTREAM_FAILURES, Event
 
 if TYPE_CHECKING:
@@ -43,10 +55,12 @@ class SessionSwitcher:
         self.rollovers = 0  # planned, this call
         self.forced = 0  # planned rollovers made without a quiet moment
         self.background: set[asyncio.Task[None]] = set()  # old sessions closing
+        self.summary = ModelSummary("")
 
     def begin(self) -> None:
         assert self.call.setup is not None
         self.planner = RolloverPlanner(self.call.setup.rollover, self.call.clock())
+        self.summary = ModelSummary(self.call.setup.upstream_name)
 
     def observe(self, event: ServerEvent) -> None:
         """Model events that move the planner or tell whether the caller is speaking."""
@@ -61,9 +75,42 @@ class SessionSwitcher:
         elif isinstance(event, ResponseFinished):
             self.planner.response_finished(event.input_tokens, self.call.clock())
 
-    def seed(self) -> Seed:
-        assert self.call.setup is not None
-        return build_seed(self.call.setup.session_config.instructions, self.call.transcript.turns())
+    def out_of_band(self, event: OutOfBandStarted | OutOfBandFinished | TextDone) -> None:
+        """The events of a response the bridge asked for out of band: the summary's, never a turn."""
+        call = self.call
+        if isinstance(event, OutOfBandStarted):
+            ours = self.summary.started(event.response_id, event.purpose)
+        elif isinstance(event, TextDone):
+            ours = self.summary.text_done(event.response_id, event.text)
+        else:
+            done = event.finished
+            ours = self.summary.finished(done.response_id, event.purpose, done.status, done.reason, event.text)
+            call.usage.response_finished(done)  # its tokens are billed like any response's
+            if call.ledger.active == done.response_id:  # its response.created came untagged: not a turn after all
+                call.ledger.finished(done.response_id)
+                call.turns.feed("response_done")
+        if not ours and not isinstance(event, TextDone):
+            call.log.info("model.out_of_band_ignored", purpose=getattr(event, "purpose", None))
+
+    def seed(self, summary: str | None = None) -> Seed:
+        """What a new session is told: the model's `summary` if there is one, else the transcript's."""
+        call = self.call
+        assert call.setup is not None
+        tools = call.tools.history.newest_first() if call.tools is not None else []
+        return build_seed(call.setup.session_config.instructions, call.transcript.turns(), summary=summary, tools=tools)
+
+    def _told(self, outcome: SummaryOutcome, seed: Seed) -> None:
+        """A new session was seeded: whose summary it got, and why not the model's."""
+        call = self.call
+        call.metrics.rollover_summaries.labels(source="model" if outcome.text is not None else "transcript").inc()
+        (call.log.info if outcome.reason in ("ok", "unplanned", "not_supported") else call.log.warning)(
+            "rollover.summary",
+            source=outcome.source,
+            reason=outcome.reason,
+            waited_ms=round(outcome.waited_s * 1000),
+            words=len(outcome.text.split()) if outcome.text is not None else None,
+            tool_calls=seed.tool_calls,
+        )
 
     def _seed_events(self, connection: ModelPort, seed: Seed) -> Iterable[Event]:
         yield connection.dialect.instructions_update(seed.instructions)
@@ -119,6 +166,8 @@ class SessionSwitcher:
             call.log.error("upstream.reconnect_failed", error=type(exc).__name__, detail=str(exc), final=final)
             return False if final else None
         self.caller_speaking = False
+        self.summary.session_started()
+        self._told(SummaryOutcome("unplanned"), seed)
         if self.planner is not None:
             self.planner.session_started(call.clock())
         call.metrics.session_replacements.labels(result="ok").inc()
@@ -155,17 +204,23 @@ class SessionSwitcher:
             call.metrics.session_rollover_failures.labels(reason=bounded_label(reason, ROLLOVER_REASONS)).inc()
             return
         quiet = await self._until_quiet(deadline)
+        summary = SummaryOutcome("no_quiet_moment")
+        if quiet and old is not None and call.link.connection is old:
+            summary = await self._ask_summary(old, deadline)
+            quiet = await self._until_quiet(deadline)  # the caller or the model may have spoken meanwhile
         if call.link.connection is not old or old is None or not call.life.in_call:  # lost meanwhile, or ending
             await call.link.close_quietly(new)
             return
-        seed = self.seed()
+        seed = self.seed(summary.text)
         call.link.switch(new, self._seed_events(new, seed))
+        self._told(summary, seed)
         self.rollovers += 1
         self.forced += not quiet
         call.metrics.session_rollovers.labels(
             reason=bounded_label(reason, ROLLOVER_REASONS), quiet="true" if quiet else "false"
         ).inc()
         self.caller_speaking = False
+        self.summary.session_started()
         self.planner.session_started(call.clock())
         (call.log.info if quiet else call.log.warning)(
             "upstream.rolled_over", reason=reason, quiet=quiet, seeded_turns=len(seed.turns), summarized_turns=seed.summarized
@@ -173,6 +228,22 @@ class SessionSwitcher:
         closing = asyncio.create_task(call.link.close_quietly(old), name="close_old_session")  # bounded by its deadline
         self.background.add(closing)
         closing.add_done_callback(self.background.discard)
+
+    async def _ask_summary(self, current: ModelPort, deadline: float) -> SummaryOutcome:
+        """The current session's summary of the call, out of band, within SUMMARY_DEADLINE_S (and
+        the rollover's hard deadline); the reason for the transcript's if it cannot be had."""
+        call = self.call
+        refused = self.summary.ask(call.clock(), model_busy=self._model_busy())
+        if refused is not None:
+            return refused
+        request = current.dialect.out_of_band_text(summary_instructions(), PURPOSE, MAX_OUTPUT_TOKENS)
+        if not call.link.send(request):
+            return self.summary.not_sent()
+        while (outcome := self.summary.outcome(call.clock(), until=deadline)) is None:
+            if call.link.connection is not current or not call.life.in_call:
+                return SummaryOutcome("failed")  # the session was lost meanwhile: the caller comes first
+            await asyncio.sleep(QUIET_POLL_S)
+        return outcome
 
     async def _until_quiet(self, deadline: float) -> bool:
         """Wait for a quiet moment; False if the deadline came first (switch anyway)."""

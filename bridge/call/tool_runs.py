@@ -15,6 +15,7 @@ from ..realtime_events import FunctionCallRequested
 from ..telemetry import Metrics, bounded_label
 from ..tools import ToolRegistry, ToolResult
 from ..tools.registry import TOOL_OUTCOMES
+from .tool_state import ToolHistory
 
 
 class PendingAction(enum.Enum):
@@ -67,11 +68,14 @@ class ToolRuns:
         self.log = log
         self.on_finished = on_finished  # (call_id, outcome) when a tool's code returns: its trace span ends
         self._runs: dict[str, list[tuple[str, asyncio.Task[ToolResult]]]] = {}
+        self._arguments: dict[str, str] = {}  # call id → its arguments, until answered
+        self.history = ToolHistory()  # what a new model session is told (seed.py)
 
     def start(self, event: FunctionCallRequested) -> None:
         run = self.registry.run(event.name, event.arguments, self.actions, allowed=self.allowed)
         task = asyncio.create_task(run, name=f"tool_{event.name}")
         self._runs.setdefault(event.response_id, []).append((event.call_id, task))
+        self._arguments[event.call_id] = event.arguments
         if self.on_finished is not None:
             task.add_done_callback(lambda done: self._finished(event.call_id, done))
         self.log.info("tool.called", tool=event.name, call_id=event.call_id)
@@ -97,6 +101,7 @@ class ToolRuns:
             ).inc()
             self.log.info("tool.answered", tool=name, call_id=call_id, outcome=result.outcome)
             send(dialects.function_call_output(call_id, result.output))
+            self.history.add(name, self._arguments.pop(call_id, ""), result.output)
 
     def tasks(self) -> list[asyncio.Task[ToolResult]]:
         return [task for runs in self._runs.values() for _, task in runs]

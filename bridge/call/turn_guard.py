@@ -25,6 +25,7 @@ class TurnGuard:
         self.dog: TurnWatchdog | None = None  # from the profile, once the call has started
         self._wake = asyncio.Event()
         self._running_tools: dict[str, list[str]] = {}  # response id → tool names
+        self.fillers = 0  # filler clips played this call (the profile's or a slow tool's), for the post-call record
 
     def begin(self) -> None:
         assert self.call.setup is not None
@@ -85,6 +86,7 @@ class TurnGuard:
             if clip and not call.tracker.is_playing:
                 sent_at = await call.output.play_filler(clip)
                 self.dog.filler_sent(sent_at)
+                self.fillers += 1
                 call.timeline.filler(sent_at)
                 call.metrics.fillers.labels(reason="slow_tool" if action.reason == "slow_tool" else "slow_model").inc()
                 log.info("turn.filler", reason=action.reason)
