@@ -17,7 +17,10 @@ model on the shared fake server (`bridge.devtools.fake_realtime`, one per run) t
 - bills every response as the services do: input tokens = everything the session holds (the
   instructions, the seeded text items, every caller utterance and every answer so far; audio at
   10 tokens/s, text at 4 characters a token; no cache), output tokens = the answer (audio at
-  20 tokens/s plus its text), reported in `response.done`'s `usage`.
+  20 tokens/s plus its text), reported in `response.done`'s `usage`;
+- answers the bridge's out-of-band summary request (a `response.create` tagged with `metadata`) as
+  the services do: a text-only response with the same metadata, billed the same way, added to
+  nothing.
 
 The bridge talks to it as `openai` (a 60-minute cap it knows of), so:
 - without rollover (no VOICE_BRIDGE_ROLLOVER_* settings), nothing is planned before the model's
@@ -156,6 +159,7 @@ class Model:
     heard_audio_s: list[float] = field(default_factory=list)  # caller audio each session received
     expired: int = 0
     answers: int = 0  # the caller's utterances answered, over every session
+    summaries: int = 0  # out-of-band summaries given (billed with the responses, never played)
 
     def now_s(self) -> float:
         return self.clock() - self.start
@@ -188,7 +192,11 @@ class Model:
                         await self._user_turn(s, vad, history)
                         await self._answer(s, history, self.answers)
                 elif kind == "response.create":
-                    await self._answer(s, history, None)
+                    metadata = (event.get("response") or {}).get("metadata")
+                    if metadata:  # the bridge's out-of-band summary: text only, outside the conversation
+                        await self._summarise(s, history, metadata)
+                    else:
+                        await self._answer(s, history, None)
         except websockets.ConnectionClosed:
             pass
         finally:
@@ -219,6 +227,30 @@ class Model:
         history.audio += round((vad.end_ms - vad.start_ms) / 1000 * AUDIO_TOKENS_PER_S)
         history.text += len(transcript) // CHARS_PER_TOKEN
         vad.reset()
+
+    async def _summarise(self, s: FakeSession, history: History, metadata: dict[str, Any]) -> None:
+        """An out-of-band text response, as the services give one: billed for what the session
+        holds, tagged with the request's metadata, added to nothing."""
+        rid = f"resp_{s.index}_oob_{len(self.responses)}"
+        text = "The caller is asking about their order; every question so far was answered. " * 3
+        created = {"id": rid, "object": "realtime.response", "status": "in_progress", "metadata": metadata}
+        await s.send("response.created", response=created)
+        out_text = len(text) // CHARS_PER_TOKEN
+        usage = {
+            "total_tokens": history.input_tokens + out_text,
+            "input_tokens": history.input_tokens,
+            "output_tokens": out_text,
+            "input_token_details": {
+                "text_tokens": history.instructions + history.text, "audio_tokens": history.audio, "cached_tokens": 0,
+            },
+            "output_token_details": {"text_tokens": out_text, "audio_tokens": 0},
+        }
+        output = [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text}]}]
+        done = {**created, "status": "completed", "output": output, "usage": usage}
+        await s.send("response.done", response=done)
+        self.summaries += 1
+        text_in = history.instructions + history.text
+        self.responses.append(Response(0, s.index, self.now_s(), history.input_tokens, out_text, text_in, history.audio))
 
     async def _answer(self, s: FakeSession, history: History, n: int | None) -> None:
         """One audio response, billed for what the session holds, then added to it."""
@@ -446,6 +478,7 @@ def summarise(run: Run) -> dict[str, Any]:
         "answered": report.answers_heard,
         "reasked": run.reasked,
         "responses": len(responses),
+        "summaries": model.summaries,
         "last_response_min": round(responses[-1].at_s / 60, 1),
         "input_tokens_per_response_max": max(r.input_tokens for r in responses),
         "input_tokens_per_response_last30min_mean": round(statistics.fmean(last_30)) if last_30 else None,
@@ -477,6 +510,7 @@ ROWS = [
     ("last response of the model (min)", "last_response_min"),
     ("input tokens per response, max", "input_tokens_per_response_max"),
     ("input tokens per response, mean of the last 30 min", "input_tokens_per_response_last30min_mean"),
+    ("out-of-band summaries (billed, never played)", "summaries"),
     ("input tokens, total", "input_tokens_total"),
     ("output tokens, total", "output_tokens_total"),
     ("estimated cost, gpt-realtime prices (USD)", "cost_estimate_usd"),
