@@ -120,10 +120,10 @@ def check_rollovers(call: Call, reason: str, minimum: int = 2) -> None:
     assert len(answering) >= minimum, [e["event"] for e in call.logs if e["event"].startswith("upstream.")]
     assert {e["reason"] for e in rolled} == {reason}
     assert call.events("upstream.reconnecting") == [] and call.events("upstream.rollover_failed") == []
-    # Every session after the first was opened for a rollover; the last may have been left unused
-    # when the caller hung up while it was being opened.
+    # Every session after the first was opened for a rollover; the last rollover may have been left
+    # unused, or not even reached the model, when the caller hung up while it was being opened.
     started = call.events("upstream.rollover_started")
-    assert len(call.model.sessions) == len(started) + 1
+    assert len(started) <= len(call.model.sessions) <= len(started) + 1
     assert len(started) - 1 <= len(rolled) <= len(started)
     assert call.model.expired == 0  # no session lived to its cap
     for log in call.model.sessions[:-1]:
