@@ -197,9 +197,13 @@ class PlaybackTracker:
         if network.round_trip_s is None:
             return
         playout = network.playout_delay_s if network.has_playout_delay else math.inf
-        starts = _chunk_starts(clear.chunks, clear.anchor, self.sample_rate, network.round_trip_s, playout, network.gap_margin_s)
+        # Audio placed from its send time carries two trips' jitter (its own and the echo's): the gap
+        # margin covers both, so the echo's own margin is not added to it again.
+        margin = network.echo_margin_s
+        gap = max(0.0, network.gap_margin_s - margin)
+        starts = _chunk_starts(clear.chunks, clear.anchor, self.sample_rate, network.round_trip_s, playout, gap)
         heard: dict[ItemKey, int] = {}
-        for chunk, samples in _heard_at(starts, now - network.echo_margin_s, self.sample_rate):
+        for chunk, samples in _heard_at(starts, now - margin, self.sample_rate):
             if samples:
                 heard[chunk.item] = chunk.item_samples_after - chunk.samples + samples
         self._heard_at_clear = heard

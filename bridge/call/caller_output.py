@@ -87,6 +87,17 @@ class CallerOutput:
         return now
 
     async def _send(self, item_id: str, content_index: int, mulaw: bytes, now: float) -> str:
+        """Frames, then a mark; returns the first mark sent. Audio that goes into an empty buffer
+        gets a mark after its first frame too: that echo comes back once playback has begun, and
+        places where it started (network and playout delay) one slice sooner than the chunk's own."""
+        first = None
+        if not self.tracker.is_playing and len(mulaw) > TWILIO_FRAME_BYTES:
+            first = await self._send_marked(item_id, content_index, mulaw[:TWILIO_FRAME_BYTES], now)
+            mulaw = mulaw[TWILIO_FRAME_BYTES:]
+        mark = await self._send_marked(item_id, content_index, mulaw, now)
+        return first or mark
+
+    async def _send_marked(self, item_id: str, content_index: int, mulaw: bytes, now: float) -> str:
         for offset in range(0, len(mulaw), TWILIO_FRAME_BYTES):
             await self.twilio.send_media(mulaw[offset : offset + TWILIO_FRAME_BYTES])
             self._frames_out.inc()
