@@ -319,6 +319,11 @@ class PlaybackTracker:
         """A clear left with marks pending, and its echo, which places it, is not back yet."""
         return self._clear is not None and self.network.round_trip_s is not None
 
+    @property
+    def clear_placed(self) -> bool:
+        """The last clear's echo is back (it placed the clear, whatever items it reached)."""
+        return self._heard_at_clear is not None
+
     def heard_at_clear(self, item_id: str, content_index: int) -> int | None:
         """Samples of the item the caller had heard when the last clear landed, by its echo (a
         bound that errs short); None before that echo is back, or if the item was not reached."""

@@ -283,3 +283,13 @@ def test_the_clears_echo_keeps_a_margin_for_its_own_jitter() -> None:
 def test_a_truncation_is_refined_only_upwards_and_within_the_item(at_clear, heard_ms, received_ms, expected) -> None:
     t = Truncation("a", 0, at_clear)
     assert refine_truncation(t, heard_ms, received_ms).audio_end_ms == expected
+
+
+def test_the_clears_echo_places_the_clear_even_when_it_reached_no_audio_of_the_item() -> None:
+    """The echo came back before the echoes' clock reached the second item: the clear is placed (a
+    held truncate need not wait for its deadline) and there is nothing to say of that item."""
+    tracker, _, last = _tracker_30ms_each_way()
+    tracker.cleared(now=0.1)
+    assert not tracker.clear_placed
+    tracker.mark_echoed(last, now=0.16)
+    assert tracker.clear_placed and tracker.heard_at_clear("b", 0) is None

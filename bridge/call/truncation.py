@@ -57,15 +57,15 @@ class Truncator:
         if plan.truncation is None or not call.tracker.awaiting_clear_echo or network.round_trip_s is None:
             self._send(plan, plan.truncation, "at_clear")
             return None
-        wait = min(MAX_WAIT_S, max(WAIT_FLOOR_S, network.round_trip_s + WAIT_SPREADS * network.spread_s))
+        # The echo comes back a round trip after the clear left, behind whatever audio and frames
+        # share the two lines (in order, as over TCP): allow two round trips before giving up.
+        wait = min(MAX_WAIT_S, max(WAIT_FLOOR_S, 2 * network.round_trip_s + WAIT_SPREADS * network.spread_s))
         self._held = _Held(plan, plan.truncation, call.link.connection, call.clock() + wait)
         return asyncio.create_task(self._by_deadline(self._held), name="truncate_deadline")
 
     def echoed(self) -> None:
         """A mark echo came back: if it placed the clear, the held truncate goes now."""
-        held = self._held
-        t = held.truncation if held is not None else None
-        if t is not None and self.call.tracker.heard_at_clear(t.item_id, t.content_index) is not None:
+        if self._held is not None and self.call.tracker.clear_placed:
             self.flush("echo")
 
     def flush(self, why: str) -> None:
