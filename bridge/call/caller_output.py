@@ -87,11 +87,14 @@ class CallerOutput:
         return now
 
     async def _send(self, item_id: str, content_index: int, mulaw: bytes, now: float) -> str:
-        """Frames, then a mark; returns the first mark sent. Audio that goes into an empty buffer
-        gets a mark after its first frame too: that echo comes back once playback has begun, and
-        places where it started (network and playout delay) one slice sooner than the chunk's own."""
+        """Frames, then a mark; returns the first mark sent. An item's first audio gets a mark after
+        its first frame too: that echo comes back once the item has begun to play, and places where
+        it started (after the network and playout delay, when it went into an empty buffer) one
+        slice sooner than the chunk's own. (Decided by the item, not by whether Twilio's buffer
+        looks empty, so that what is sent depends on the model's events only, not on echo timing:
+        a replayed call sends the same marks.)"""
         first = None
-        if not self.tracker.is_playing and len(mulaw) > TWILIO_FRAME_BYTES:
+        if self.tracker.sent_samples(item_id, content_index) == 0 and len(mulaw) > TWILIO_FRAME_BYTES:
             first = await self._send_marked(item_id, content_index, mulaw[:TWILIO_FRAME_BYTES], now)
             mulaw = mulaw[TWILIO_FRAME_BYTES:]
         mark = await self._send_marked(item_id, content_index, mulaw, now)
