@@ -21,6 +21,7 @@ from twiml.urls import public_base_url, websocket_url
 from .admission import AdmissionRefused
 from .call import CallSession, EndReason, prepare_call, prewarm_opener
 from .call.setup import STREAM_TOKEN_PARAMETER
+from .deadlines import poll_until
 from .call_outcomes import Outcome
 from .post_call import call_record
 from .logs import get_logger
@@ -82,9 +83,7 @@ class BridgeState(Services):
 
     async def _wait_while(self, condition: Callable[[], bool], seconds: float) -> None:
         """Poll `condition` until it is false or `seconds` (on the bridge's clock) have passed."""
-        deadline = self.clock() + seconds
-        while condition() and self.clock() < deadline:
-            await asyncio.sleep(0.05)
+        await poll_until(self.clock, self.clock() + seconds, lambda: not condition())
 
 
 def _public_base(state: BridgeState, request: Request | WebSocket) -> str:

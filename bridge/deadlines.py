@@ -20,6 +20,8 @@ closed, and a caller's `stop` must free it within a second even when the model i
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 TWILIO_SEND_S = 3.0
@@ -43,3 +45,20 @@ class PeerDeadlines:
         for name in self.__slots__:  # type: ignore[attr-defined]
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be a positive number of seconds")
+
+
+def _never() -> bool:
+    return False
+
+
+async def poll_until(
+    clock: Callable[[], float], deadline: float, done: Callable[[], bool] = _never, poll_s: float = 0.05
+) -> bool:
+    """Poll `done()` until it holds (True) or `clock()` reaches `deadline` (False), sleeping at most
+    `poll_s` at a time and never past the deadline. On the caller's clock, not the loop's: a call's
+    may be a replay's scaled clock, which runs faster."""
+    while (left := deadline - clock()) > 0:
+        if done():
+            return True
+        await asyncio.sleep(min(left, poll_s))
+    return False

@@ -3,6 +3,8 @@ input, the conversation memory and what tool code may ask of a call (bridge/call
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from bridge.call.caller_input import CallerInput
@@ -11,6 +13,7 @@ from bridge.call.ledger import ResponseLedger
 from bridge.call.state import CallState, EndReason, Lifecycle
 from bridge.call.tool_runs import Pending, PendingAction, ToolActions
 from bridge.call.transcript import HeardTranscript, HeardTurn
+from bridge.deadlines import poll_until
 from voice_codecs import AudioMode
 
 # --- the response ledger ---------------------------------------------------------------------------
@@ -200,3 +203,27 @@ def test_a_frame_window_keeps_the_last_frames_or_up_to_a_bound() -> None:
     held = FrameWindow()
     assert [held.add(Outgoing(f"b{n}", 5, 1.0), 12) for n in range(3)] == [True, True, False]
     assert held.frames == 10 and all(i.completed_at is None for i in held.take())
+
+
+def test_poll_until_stops_when_done_or_at_the_deadline_on_the_given_clock() -> None:
+    """bridge.deadlines.poll_until: the one wait on a call's (or the bridge's) clock."""
+
+    class Clock:
+        now = 0.0
+
+        def __call__(self) -> float:
+            self.now += 0.01  # a clock 10 ms ahead on every look: faster than the loop
+            return self.now
+
+    clock = Clock()
+    assert asyncio.run(poll_until(clock, 0.5, poll_s=0.001)) is False
+    assert 0.5 <= clock.now < 0.6
+    looks = 0
+
+    def third_look() -> bool:
+        nonlocal looks
+        looks += 1
+        return looks == 3
+
+    assert asyncio.run(poll_until(clock, clock.now + 10.0, third_look, 0.001)) is True
+    assert looks == 3

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from ..deadlines import poll_until
 from ..realtime_events import (
     OutOfBandFinished,
     OutOfBandStarted,
@@ -142,9 +143,7 @@ class SessionSwitcher:
 
     async def _wait(self, seconds: float) -> None:
         """Wait on the call's clock (a replayed call's runs faster than the loop's)."""
-        until = self.call.clock() + seconds
-        while (left := until - self.call.clock()) > 0:
-            await asyncio.sleep(min(left, 0.05))
+        await poll_until(self.call.clock, self.call.clock() + seconds)
 
     async def _replace_once(self) -> bool | None:
         """True: replaced; None: failed, worth another try; False: refused for good."""
@@ -247,12 +246,9 @@ class SessionSwitcher:
 
     async def _until_quiet(self, deadline: float) -> bool:
         """Wait for a quiet moment; False if the deadline came first (switch anyway)."""
-        call = self.call
-        while call.clock() < deadline:
-            if is_quiet(self._model_busy(), self.caller_speaking):
-                return True
-            await asyncio.sleep(QUIET_POLL_S)
-        return False
+        return await poll_until(
+            self.call.clock, deadline, lambda: is_quiet(self._model_busy(), self.caller_speaking), QUIET_POLL_S
+        )
 
     def _model_busy(self) -> bool:
         call = self.call

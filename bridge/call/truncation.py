@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from .. import dialects
 from ..barge_in import BargeInPlan, Truncation, refine_truncation
+from ..deadlines import poll_until
 
 if TYPE_CHECKING:
     from .ports import ModelPort
@@ -84,8 +85,7 @@ class Truncator:
         self._send(held.plan, refined, why if refined is not t else f"{why}_unchanged")
 
     async def _by_deadline(self, held: _Held) -> None:
-        while self._held is held and self.call.clock() < held.deadline:
-            await asyncio.sleep(POLL_S)
+        await poll_until(self.call.clock, held.deadline, lambda: self._held is not held, POLL_S)
         if self._held is held:
             self.flush("deadline")
 
