@@ -175,21 +175,19 @@ class ModelEvents:
             await call.ending.act(pending)
 
     def mark_echo(self, name: str, now: float) -> None:
-        """Twilio echoed mark `name`: playback accounting, the turn's stages, a held truncate."""
+        """Twilio echoed mark `name`. One of ours confirms playback: the turn's stages once its answer
+        is first heard, the turn's end (trace) once nothing is left playing. Any other (an old
+        epoch's) may be the echo that places the last clear, which a held truncate waits for."""
         call = self.call
-        if call.tracker.mark_echoed(name, now):
-            self.mark_echoed(call.timeline.mark_echoed(name, now))
-        else:
-            self.truncator.echoed()  # perhaps the echo that places the last clear
-
-    def mark_echoed(self, stages: dict[str, float] | None) -> None:
-        """A mark echo Twilio confirmed: the turn's stages once its answer is first heard, the turn's
-        end (trace) once nothing is left playing."""
+        if not call.tracker.mark_echoed(name, now):
+            self.truncator.echoed()
+            return
+        stages = call.timeline.mark_echoed(name, now)
         if stages is not None:
             self.turn_completed(stages)
-        if not self.call.tracker.is_playing:
-            self.call.turns.feed("playback_idle")
-            self.call.trace.playback_idle(response_active=self.call.ledger.active is not None)
+        if not call.tracker.is_playing:
+            call.turns.feed("playback_idle")
+            call.trace.playback_idle(response_active=call.ledger.active is not None)
 
     def turn_completed(self, stages: dict[str, float]) -> None:
         for stage, seconds in stages.items():

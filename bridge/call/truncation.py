@@ -33,7 +33,7 @@ POLL_S = 0.02  # the wait polls the call's clock (which may be a replay's scaled
 @dataclass(slots=True)
 class _Held:
     plan: BargeInPlan
-    truncation: Truncation
+    truncation: Truncation  # the plan's, as estimated when the clear left
     connection: ModelPort | None  # the session the item belongs to
     deadline: float
 
@@ -55,12 +55,13 @@ class Truncator:
         self.flush("superseded")
         call = self.call
         network = call.tracker.network
-        if plan.truncation is None or not call.tracker.awaiting_clear_echo or network.round_trip_s is None:
+        round_trip = network.round_trip_s
+        if plan.truncation is None or round_trip is None or not call.tracker.awaiting_clear_echo:
             self._send(plan, plan.truncation, "at_clear")
             return None
         # The echo comes back a round trip after the clear left, behind whatever audio and frames
         # share the two lines (in order, as over TCP): allow two round trips before giving up.
-        wait = min(MAX_WAIT_S, max(WAIT_FLOOR_S, 2 * network.round_trip_s + WAIT_SPREADS * network.spread_s))
+        wait = min(MAX_WAIT_S, max(WAIT_FLOOR_S, 2 * round_trip + WAIT_SPREADS * network.spread_s))
         self._held = _Held(plan, plan.truncation, call.link.connection, call.clock() + wait)
         return asyncio.create_task(self._by_deadline(self._held), name="truncate_deadline")
 
