@@ -290,6 +290,20 @@ class Dialect(Protocol):
     def out_of_band_text(self, instructions: str, purpose: str, max_output_tokens: int) -> dict[str, Any]: ...
 
 
+def _out_of_band_response(kept_out: dict[str, Any], instructions: str, purpose: str, max_output_tokens: int) -> dict[str, Any]:
+    """`response.create` of an out-of-band text response: `kept_out`, the dialect's way to keep it
+    out of the conversation and make no audio; it calls no tool and is tagged so its events are
+    recognised (OUT_OF_BAND_KEY)."""
+    response = {
+        **kept_out,
+        "instructions": instructions,
+        "tool_choice": "none",
+        "max_output_tokens": max_output_tokens,
+        "metadata": {OUT_OF_BAND_KEY: purpose},
+    }
+    return {"type": "response.create", "response": response}
+
+
 def _text_item(role: str, text: str, assistant_content_type: str) -> dict[str, Any]:
     """`conversation.item.create` of an earlier turn's words (to seed a new session)."""
     content_type = "input_text" if role == "user" else assistant_content_type
@@ -774,16 +788,9 @@ class GADialect:
 
     def out_of_band_text(self, instructions: str, purpose: str, max_output_tokens: int) -> dict[str, Any]:
         """A text-only response kept out of the conversation (`conversation: "none"`): it reads the
-        conversation, adds nothing to it, calls no tool; tagged so its events are recognised."""
-        response = {
-            "conversation": "none",
-            "output_modalities": ["text"],
-            "instructions": instructions,
-            "tool_choice": "none",
-            "max_output_tokens": max_output_tokens,
-            "metadata": {OUT_OF_BAND_KEY: purpose},
-        }
-        return {"type": "response.create", "response": response}
+        conversation, adds nothing to it."""
+        kept_out = {"conversation": "none", "output_modalities": ["text"]}
+        return _out_of_band_response(kept_out, instructions, purpose, max_output_tokens)
 
     def unsupported(self, config: SessionConfig) -> tuple[str, ...]:
         problems = _common_unsupported(config)
@@ -873,16 +880,8 @@ class VoiceLiveDialect:
         """Voice Live's out-of-band response (azure-ai-voicelive 1.3 ResponseCreateParams): `commit: false`
         keeps it out of the conversation, `cancel_previous: false` leaves a response under way alone
         (the default would cancel it), `modalities: ["text"]` makes no audio."""
-        response = {
-            "commit": False,
-            "cancel_previous": False,
-            "modalities": ["text"],
-            "instructions": instructions,
-            "tool_choice": "none",
-            "max_output_tokens": max_output_tokens,
-            "metadata": {OUT_OF_BAND_KEY: purpose},
-        }
-        return {"type": "response.create", "response": response}
+        kept_out = {"commit": False, "cancel_previous": False, "modalities": ["text"]}
+        return _out_of_band_response(kept_out, instructions, purpose, max_output_tokens)
 
     def unsupported(self, config: SessionConfig) -> tuple[str, ...]:
         problems = _common_unsupported(config)

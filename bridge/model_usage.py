@@ -43,10 +43,10 @@ class ModelUsage:
         self._ignored: dict[str, object] = {}  # event type → its counter child (one lookup per type)
 
     def response_finished(self, event: ResponseFinished) -> None:
-        if event.usage is None:
+        counts = None if event.usage is None else self.totals.add(event.usage)
+        if counts is None:
             self.totals.add_without_usage()
-        counts = self.totals.add(event.usage) if event.usage is not None else None
-        if counts is not None:
+        else:
             profile = self.policy.profile
             for (direction, modality), tokens in counts.items():
                 if tokens:

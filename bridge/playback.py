@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from .round_trip import RoundTripEstimator
@@ -87,7 +87,7 @@ class _ClearSent:
 
 
 def _chunk_starts(
-    chunks: Iterator[_SentChunk] | tuple[_SentChunk, ...] | deque[_SentChunk],
+    chunks: Iterable[_SentChunk],
     anchor: float | None,
     sample_rate: int,
     round_trip: float,
@@ -196,7 +196,7 @@ class PlaybackTracker:
         network = self.network
         if network.round_trip_s is None:
             return
-        playout = network.playout_delay_s if network.has_playout_delay else math.inf
+        playout = self._playout_s()
         # Audio placed from its send time carries two trips' jitter (its own and the echo's): the gap
         # margin covers both, so the echo's own margin is not added to it again.
         margin = network.echo_margin_s
@@ -344,19 +344,21 @@ class PlaybackTracker:
     def _clock_walk(self, now: float, beyond_s: float = 0.0, optimistic: bool = False) -> Iterator[tuple[_SentChunk, int]]:
         """The unconfirmed chunks playback has reached when a `clear` sent `now` lands, each with
         its samples heard: the echoes' clock one round trip ahead (see the module docstring).
-
-        Once the round trip is known but no first echo has yet measured the playout start delay
-        (the start of the first response), that delay could be anything: audio placed from its
-        send time is not counted at all (`optimistic`: counted as if the delay were 0, to tell
-        an item that may be heard from one that cannot be)."""
+        `optimistic` (see `_playout_s`) tells an item that may be heard from one that cannot be."""
         if not self._pending:
             return
         network = self.network
-        playout = network.playout_delay_s
-        if network.round_trip_s is not None and not network.has_playout_delay and not optimistic:
-            playout = math.inf
-        starts = self._chunk_times(network.lead_s, playout, network.gap_margin_s)
+        starts = self._chunk_times(network.lead_s, self._playout_s(optimistic), network.gap_margin_s)
         yield from _heard_at(starts, now + network.lead_s + beyond_s, self.sample_rate)
+
+    def _playout_s(self, optimistic: bool = False) -> float:
+        """Twilio's playout start delay for audio placed from its send time. Once the round trip is
+        known but no first echo has measured the delay, it could be anything: such audio is not
+        counted (infinite), or, `optimistic`, counted as if the delay were 0."""
+        network = self.network
+        if network.round_trip_s is not None and not network.has_playout_delay and not optimistic:
+            return math.inf
+        return network.playout_delay_s
 
     def played_ms(self, item_id: str, content_index: int, now: float) -> float:
         return self.played_samples(item_id, content_index, now) * 1000.0 / self.sample_rate

@@ -42,7 +42,6 @@ class Metrics:
         self._rate_limit_metrics(self.registry)
         self._dead_air_metrics(self.registry)
         self._session_switch_metrics(self.registry)
-        self._rollover_summary_metrics(self.registry)
 
     def _call_metrics(self, r: CollectorRegistry) -> None:
         """Calls, webhooks and what the caller experiences: latencies, barge-ins, tools."""
@@ -269,9 +268,6 @@ class Metrics:
             ["result"],
             registry=r,
         )
-
-    def _rollover_summary_metrics(self, r: CollectorRegistry) -> None:
-        """Whose summary a new model session was seeded with."""
         # issue 18 (out-of-band summary): source model/transcript, literals (the reason is in the log)
         self.rollover_summaries = Counter(
             "voice_bridge_rollover_summaries",
