@@ -235,22 +235,26 @@ class Model:
         text = "The caller is asking about their order; every question so far was answered. " * 3
         created = {"id": rid, "object": "realtime.response", "status": "in_progress", "metadata": metadata}
         await s.send("response.created", response=created)
-        out_text = len(text) // CHARS_PER_TOKEN
-        usage = {
-            "total_tokens": history.input_tokens + out_text,
-            "input_tokens": history.input_tokens,
-            "output_tokens": out_text,
-            "input_token_details": {
-                "text_tokens": history.instructions + history.text, "audio_tokens": history.audio, "cached_tokens": 0,
-            },
-            "output_token_details": {"text_tokens": out_text, "audio_tokens": 0},
-        }
         output = [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text}]}]
-        done = {**created, "status": "completed", "output": output, "usage": usage}
+        done = {**created, "status": "completed", "output": output, "usage": self._bill(s, history, 0, 0, text)}
         await s.send("response.done", response=done)
         self.summaries += 1
+
+    def _bill(self, s: FakeSession, history: History, n: int, out_audio: int, text: str) -> dict[str, Any]:
+        """A response's usage as the services report it (everything the session holds is re-read),
+        booked in `responses`."""
+        out_text = len(text) // CHARS_PER_TOKEN
         text_in = history.instructions + history.text
-        self.responses.append(Response(0, s.index, self.now_s(), history.input_tokens, out_text, text_in, history.audio))
+        self.responses.append(
+            Response(n, s.index, self.now_s(), history.input_tokens, out_audio + out_text, text_in, history.audio)
+        )
+        return {
+            "total_tokens": history.input_tokens + out_audio + out_text,
+            "input_tokens": history.input_tokens,
+            "output_tokens": out_audio + out_text,
+            "input_token_details": {"text_tokens": text_in, "audio_tokens": history.audio, "cached_tokens": 0},
+            "output_token_details": {"text_tokens": out_text, "audio_tokens": out_audio},
+        }
 
     async def _answer(self, s: FakeSession, history: History, n: int | None) -> None:
         """One audio response, billed for what the session holds, then added to it."""
@@ -267,22 +271,11 @@ class Model:
         await s.send(GA_WIRE_NAMES.transcript_done, **where, transcript=text)
         await s.send("response.output_item.done", response_id=rid, output_index=0, item={**item, "status": "completed"})
         audio_s = len(pcm) / 8000
-        out_audio, out_text = round(audio_s * OUTPUT_AUDIO_TOKENS_PER_S), len(text) // CHARS_PER_TOKEN
-        text_in = history.instructions + history.text
-        usage = {
-            "total_tokens": history.input_tokens + out_audio + out_text,
-            "input_tokens": history.input_tokens,
-            "output_tokens": out_audio + out_text,
-            "input_token_details": {"text_tokens": text_in, "audio_tokens": history.audio, "cached_tokens": 0},
-            "output_token_details": {"text_tokens": out_text, "audio_tokens": out_audio},
-        }
+        usage = self._bill(s, history, n or 0, round(audio_s * OUTPUT_AUDIO_TOKENS_PER_S), text)
         response = {"id": rid, "object": "realtime.response", "status": "completed", "usage": usage}
         await s.send("response.done", response=response)
-        self.responses.append(
-            Response(n or 0, s.index, self.now_s(), history.input_tokens, out_audio + out_text, text_in, history.audio)
-        )
         history.audio += round(audio_s * AUDIO_TOKENS_PER_S)
-        history.text += out_text
+        history.text += len(text) // CHARS_PER_TOKEN
 
 
 class _Vad:
