@@ -12,7 +12,8 @@ wall-clock method (whose media timestamps are those the bridge received, after t
 |err| p50/p95/max, bias (claimed - heard), over-claims (> 1 ms; > 20 ms), truncate errors, items
 being heard that were deleted, and the time from speech_started to silence at the phone.
 `--no-network-model` holds the bridge's round-trip estimate cold (the accounting before issue 14);
-`--no-clear-echo` keeps each truncate at the estimate made when the `clear` left (before the
+`--no-media-clock` places echoes by their arrival only, not among the caller's media frames
+(`bridge.uplink_clock`); `--no-clear-echo` keeps each truncate at the estimate made when the `clear` left (before the
 clear's echo placed it); `--pace 1` streams the model in real time (outbound pacing).
 
 Everything runs in this process on loopback: the real app under uvicorn (`bridge.devtools.local_bridge.served_bridge`,
@@ -686,6 +687,19 @@ def _media_timestamp_at(media: list[tuple[float, int]], t: float) -> int | None:
     return latest
 
 
+def _truncate_owners(truncates: list[Any], starts: list[Any]) -> dict[int, int]:
+    """Which interruption each truncate answers (by `id`): the latest before it whose response holds
+    its item (a truncate waits for its clear's echo, so it may come after the next speech_started,
+    as in a `double` round); one naming an item of no interruption's response goes by time."""
+    owners: dict[int, int] = {}
+    for t in truncates:
+        before = [n for n, ss in enumerate(starts) if ss.sent_at <= t.received_at]
+        holding = [n for n in before if any(item.item_id == t.item_id for item in starts[n].response.items)]
+        if holding or before:
+            owners[id(t)] = (holding or before)[-1]
+    return owners
+
+
 def score_call(call_index: int, result: CallResult, cache: dict[str, int] | None = None) -> list[Interruption]:
     cache = {} if cache is None else cache
     session = result.session
@@ -693,6 +707,7 @@ def score_call(call_index: int, result: CallResult, cache: dict[str, int] | None
     if len(log) != len(result.clears):
         raise RuntimeError(f"clear_log has {len(log)} entries but the tap saw {len(result.clears)} clears")
     starts = session.speech_started
+    owner = _truncate_owners(session.truncates, starts)
     out = []
     for n, ss in enumerate(starts):
         window_end = starts[n + 1].sent_at if n + 1 < len(starts) else math.inf
@@ -725,7 +740,7 @@ def score_call(call_index: int, result: CallResult, cache: dict[str, int] | None
         ours = [
             Claim(t.item_id, float(t.audio_end_ms), offsets[t.item_id] + t.audio_end_ms if t.item_id in offsets else None, t.error)
             for t in session.truncates
-            if ss.sent_at <= t.received_at < window_end
+            if owner.get(id(t)) == n
         ]
         wall = None
         if not ss.before_audio and ss.last_item is not None and ss.response_first_delta_at is not None:
@@ -979,6 +994,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="instrumentation: the bridge's round-trip and playout estimates held at 0 (the accounting before issue 14)")
     parser.add_argument("--no-clear-echo", action="store_true",
                         help="instrumentation: the truncate keeps the estimate made when the clear left (before the clear's echo placed it)")
+    parser.add_argument("--no-media-clock", action="store_true",
+                        help="instrumentation: echoes placed by their arrival only, not among the caller's media frames")
     parser.add_argument("--pace", type=float, default=4.0,
                         help="how many times faster than real time the model streams (default 4, as the real services); "
                         "1 keeps what is sent to Twilio about one 100 ms delta ahead of playback (outbound pacing)")
@@ -990,13 +1007,19 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("console", "error")  # the bridge logs every barge-in at info
     if args.no_network_model:
         from bridge.round_trip import RoundTripEstimator
+        from bridge.uplink_clock import UplinkClock
 
         # Never measured: every estimate is its cold-start value, the accounting without a network.
         RoundTripEstimator.round_trip_s = property(lambda self: None)  # type: ignore[method-assign,assignment]
-    if args.no_clear_echo:
-        from bridge.playback import PlaybackTracker
+        UplinkClock.place = lambda self, now: None  # type: ignore[method-assign]
+    if args.no_media_clock:
+        from bridge.uplink_clock import UplinkClock
 
-        PlaybackTracker.heard_at_clear = lambda self, item_id, content_index: None  # type: ignore[method-assign]
+        UplinkClock.place = lambda self, now: None  # type: ignore[method-assign]
+    if args.no_clear_echo:
+        from bridge.clear_placement import ClearPlacements
+
+        ClearPlacements.heard = lambda self, item_id, content_index, clear=None: None  # type: ignore[method-assign]
     delays = [None] if args.direct else [float(d) for d in args.delays.split(",")]
     rows, all_interruptions = [], []
     for delay in delays:
@@ -1025,7 +1048,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     + "\n"
                 )
-    print(json.dumps({"rows": rows, "network_model": not args.no_network_model, "clear_echo": not args.no_clear_echo, "pace": args.pace, "machine": machine_description()}))
+    print(json.dumps({"rows": rows, "network_model": not args.no_network_model, "clear_echo": not args.no_clear_echo, "media_clock": not args.no_media_clock, "pace": args.pace, "machine": machine_description()}))
     return 0
 
 

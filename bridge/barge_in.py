@@ -80,10 +80,35 @@ def plan_barge_in(
     )
 
 
+def settle_plan(
+    truncation: Truncation | None,
+    deletions: tuple[ItemKey, ...],
+    heard_at_clear_ms: Callable[[ItemKey], float | None],
+    received_ms: Callable[[ItemKey], float],
+) -> tuple[Truncation | None, tuple[ItemKey, ...]]:
+    """The plan's truncate and deletions once the clear's echo has placed the clear
+    (`heard_at_clear_ms(item)`: what was heard of an item it reached, None for one it did not).
+
+    An item planned for deletion that the echo shows was reached was being heard: it is truncated
+    there instead, and those before it were heard whole (no truncate: left whole, as heard).
+    Otherwise the planned truncate is refined (`refine_truncation`)."""
+    reached = [key for key in deletions if (heard_at_clear_ms(key) or 0.0) > 0.0]
+    if not reached:
+        if truncation is None:
+            return None, deletions
+        key = (truncation.item_id, truncation.content_index)
+        return refine_truncation(truncation, heard_at_clear_ms(key), received_ms(key)), deletions
+    key = reached[-1]
+    heard = heard_at_clear_ms(key) or 0.0
+    settled = Truncation(key[0], key[1], max(1, math.floor(min(heard, received_ms(key)))))
+    return settled, deletions[deletions.index(key) + 1 :]
+
+
 def refine_truncation(truncation: Truncation, heard_at_clear_ms: float | None, received_ms: float) -> Truncation:
     """The truncation once the clear's echo has placed it (`heard_at_clear_ms`, a bound that errs
-    short): never less than was estimated when the clear left, never past what the model sent."""
+    short): it replaces the estimate made when the clear left, which had to guess the clear's own
+    trip; never past what the model sent, never 0 (the item was reached)."""
     if heard_at_clear_ms is None:
         return truncation
-    heard_ms = math.floor(min(heard_at_clear_ms, received_ms))
-    return truncation if heard_ms <= truncation.audio_end_ms else replace(truncation, audio_end_ms=heard_ms)
+    heard_ms = max(1, math.floor(min(heard_at_clear_ms, received_ms)))
+    return truncation if heard_ms == truncation.audio_end_ms else replace(truncation, audio_end_ms=heard_ms)

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 
+from .clear_placement import ClearPlacements, EchoTime
+from .playback_timeline import ItemKey, SentChunk, chunk_starts, heard_at
 from .round_trip import RoundTripEstimator
+from .uplink_clock import UplinkClock
 from .wire import ascii_uint
-
-ItemKey = tuple[str, int]  # (item_id, content_index)
-
 
 # Audio of the bridge's own (issue 16: the filler) is accounted like model audio, under an item id
 # no model uses, so the model items after it are placed exactly; it is never truncated or deleted.
@@ -57,65 +56,11 @@ def is_mark_name(name: str) -> bool:
     return parse_mark_name(name) is not None
 
 
-@dataclass(frozen=True, slots=True)
-class _SentChunk:
-    mark_name: str
-    seq: int
-    item: ItemKey
-    samples: int
-    item_samples_after: int  # the item's samples sent up to and including this chunk
-    sent_at: float
-    into_empty: bool  # nothing was pending: Twilio's buffer was empty when it arrived
-
-
 PROBE_PREFIX = "rtt."  # probe marks: "rtt.<n>", sent while nothing plays
 PROBE_INTERVAL_S = 1.0  # at most one probe a second
 PROBE_LOST_S = 10.0  # a probe not echoed by then is given up (another may be sent)
 MIN_WEIGHT = 0.1  # the newest echo's least share in the anchor
 SNAP_S = 0.015  # an echo this far from the prediction (or 4 spreads) is taken as is
-CLEAR_MARGIN_S = 0.02  # a clear sample is taken only if the mark's audio had this much longer to play
-
-
-@dataclass(frozen=True, slots=True)
-class _ClearSent:
-    epoch: str
-    last_seq: int  # the newest mark pending when the clear left
-    sent_at: float
-    would_echo_at: float  # when that mark's echo was expected had there been no clear
-    chunks: tuple[_SentChunk, ...]  # what was pending, to place the clear once its echo is back
-    anchor: float | None  # the echoes' clock then (`_last_echo_at`)
-
-
-def _chunk_starts(
-    chunks: Iterable[_SentChunk],
-    anchor: float | None,
-    sample_rate: int,
-    round_trip: float,
-    playout: float,
-    gap_margin: float = 0.0,
-) -> Iterator[tuple[_SentChunk, float]]:
-    """Each unconfirmed chunk with when it starts, on the clock of the echoes: a chunk's echo is
-    due when the next one starts; one that arrives into an empty buffer starts after the playout
-    start delay. With `round_trip`/`playout` 0 that is the send clock."""
-    free_at = anchor
-    for chunk in chunks:
-        if free_at is None or chunk.sent_at + round_trip >= free_at:
-            started = chunk.sent_at + round_trip + playout + gap_margin
-        else:
-            started = free_at
-        yield chunk, started
-        free_at = started + chunk.samples / sample_rate
-
-
-def _heard_at(
-    starts: Iterator[tuple[_SentChunk, float]], at: float, sample_rate: int
-) -> Iterator[tuple[_SentChunk, int]]:
-    """The chunks playback has reached by `at` (the echoes' clock), each with its samples heard."""
-    for chunk, started in starts:
-        heard = int(max(0.0, at - started) * sample_rate + 1e-6)
-        yield chunk, min(heard, chunk.samples)
-        if heard < chunk.samples:
-            return
 
 
 class PlaybackTracker:
@@ -124,19 +69,19 @@ class PlaybackTracker:
     def __init__(self, sample_rate: int = 8000, network: RoundTripEstimator | None = None) -> None:
         self.sample_rate = sample_rate
         self.network = network or RoundTripEstimator()
-        self._clear: _ClearSent | None = None
+        self.uplink = UplinkClock()
+        self.clears = ClearPlacements(sample_rate, self.network, self.uplink)
         self._probes = 0
         self._probe_sent_at: float | None = None  # the outstanding probe's send time
         self._last_probe_at = float("-inf")
         self._anchor_weight_n = 1  # echoes averaged into the anchor since the last gap
         self.epoch = 0
         self._seq = 0
-        self._pending: deque[_SentChunk] = deque()
+        self._pending: deque[SentChunk] = deque()
         self._sent: dict[ItemKey, int] = {}
         self._confirmed: dict[ItemKey, int] = {}
         self._received_ms: dict[ItemKey, float] = {}
         self._last_echo_at: float | None = None
-        self._heard_at_clear: dict[ItemKey, int] | None = None  # placed by the last clear's echo
 
     # --- what happened -------------------------------------------------------------------------
 
@@ -158,7 +103,7 @@ class PlaybackTracker:
         if into_empty:
             # Twilio's buffer was empty, so this chunk starts playing when it arrives, not at the last echo.
             self._last_echo_at = None
-        self._pending.append(_SentChunk(name, self._seq, key, samples, total, now, into_empty))
+        self._pending.append(SentChunk(name, self._seq, key, samples, total, now, into_empty))
         return name
 
     def probe_due(self, now: float) -> str | None:
@@ -172,41 +117,30 @@ class PlaybackTracker:
         self._probe_sent_at = self._last_probe_at = now
         return f"{PROBE_PREFIX}{self._probes}"
 
+    def media_received(self, timestamp_ms: int, now: float) -> None:
+        """A caller media frame arrived: Twilio's clock, which places the echoes (`UplinkClock`)."""
+        self.uplink.media(timestamp_ms, now)
+
+    def _echo_time(self, now: float) -> EchoTime:
+        """When an echo arriving `now` left Twilio, on the scale of arrivals. From the media frames
+        around it when they tell; otherwise its arrival, less the margin for its trip's jitter
+        (`RoundTripEstimator.echo_margin_s`)."""
+        placement = self.uplink.place(now)
+        if placement is None:
+            return EchoTime(now, self.network.echo_margin_s, None)
+        return EchoTime(placement.likely, placement.likely - placement.early, placement)
+
     def _network_echo(self, name: str, now: float) -> None:
-        """An echo that is not of playback: a probe's, or one released by a clear."""
+        """An echo that is not of playback: a probe's, or one of a cleared epoch (`ClearPlacements`)."""
+        time = self._echo_time(now)
         if name.startswith(PROBE_PREFIX):
             if name == f"{PROBE_PREFIX}{self._probes}" and self._probe_sent_at is not None:
-                self.network.round_trip_sample(now - self._probe_sent_at)
+                self.network.round_trip_sample(time.at - self._probe_sent_at)
                 self._probe_sent_at = None
             return
-        clear = self._clear
-        if clear is not None and name == f"{clear.epoch}.{clear.last_seq}":
-            self._clear = None
-            self._place_clear(clear, now)
-            # Played to its end, this mark would have come back at `would_echo_at`: far sooner, it
-            # was released by the clear, one round trip after the clear left.
-            if now < clear.would_echo_at - CLEAR_MARGIN_S:
-                self.network.round_trip_sample(now - clear.sent_at)
-
-    def _place_clear(self, clear: _ClearSent, now: float) -> None:
-        """The clear's echo is back: the clear landed one uplink trip before `now`, so playback
-        had reached at least where the echoes' clock is then, less a margin for that trip's jitter
-        (see `RoundTripEstimator.echo_margin_s`). Until the playout start delay is measured, audio
-        placed from its send time is not counted (as in `_clock_walk`)."""
-        network = self.network
-        if network.round_trip_s is None:
-            return
-        playout = self._playout_s()
-        # Audio placed from its send time carries two trips' jitter (its own and the echo's): the gap
-        # margin covers both, so the echo's own margin is not added to it again.
-        margin = network.echo_margin_s
-        gap = max(0.0, network.gap_margin_s - margin)
-        starts = _chunk_starts(clear.chunks, clear.anchor, self.sample_rate, network.round_trip_s, playout, gap)
-        heard: dict[ItemKey, int] = {}
-        for chunk, samples in _heard_at(starts, now - margin, self.sample_rate):
-            if samples:
-                heard[chunk.item] = chunk.item_samples_after - chunk.samples + samples
-        self._heard_at_clear = heard
+        parsed = parse_mark_name(name)
+        if parsed is not None:
+            self.clears.echo(*parsed, now, time, self._playout_s())
 
     def mark_echoed(self, name: str, now: float) -> bool:
         """Twilio says the audio up to mark `name` has played. False for stale or unknown marks."""
@@ -217,11 +151,12 @@ class PlaybackTracker:
         seq = parsed[1]
         if not any(chunk.seq == seq for chunk in self._pending):
             return False
+        at = self._echo_time(now).at
         head = self._pending[0]
         if head.into_empty and head.seq == seq:
             # The first echo after audio went into an empty buffer: round trip + playout delay + its length.
-            self.network.first_echo_sample(now - head.sent_at, head.samples / self.sample_rate)
-        self._last_echo_at = self._anchor(seq, now)
+            self.network.first_echo_sample(at - head.sent_at, head.samples / self.sample_rate)
+        self._last_echo_at = self._anchor(seq, at)
         while self._pending and self._pending[0].seq <= seq:
             chunk = self._pending.popleft()
             self._confirmed[chunk.item] = chunk.item_samples_after
@@ -259,12 +194,14 @@ class PlaybackTracker:
     def cleared(self, now: float | None = None) -> None:
         """Twilio's buffer was emptied: pending audio was never heard, old echoes are stale.
 
-        `now` (when the clear was sent) lets the echoes it releases measure the round trip."""
-        self._heard_at_clear = None
+        `now` (when the clear was sent) lets its echo place it (`ClearPlacements`) and measure the
+        round trip."""
         if now is not None and self._pending:
             *_, (last, started) = self._chunk_times(self.network.round_trip_s or 0.0, self.network.playout_delay_s)
             would_echo_at = started + last.samples / self.sample_rate
-            self._clear = _ClearSent(str(self.epoch), last.seq, now, would_echo_at, tuple(self._pending), self._last_echo_at)
+            self.clears.left(self.epoch, tuple(self._pending), now, would_echo_at, self._last_echo_at)
+        else:
+            self.clears.left(self.epoch, (), 0.0, 0.0, None)
         self.epoch += 1
         for chunk in self._pending:
             self._sent[chunk.item] = self._confirmed.get(chunk.item, 0)
@@ -311,25 +248,8 @@ class PlaybackTracker:
                 played = chunk.item_samples_after - chunk.samples + heard
         return played
 
-    def _chunk_times(self, round_trip: float, playout: float, gap_margin: float = 0.0) -> Iterator[tuple[_SentChunk, float]]:
-        return _chunk_starts(self._pending, self._last_echo_at, self.sample_rate, round_trip, playout, gap_margin)
-
-    @property
-    def awaiting_clear_echo(self) -> bool:
-        """A clear left with marks pending, and its echo, which places it, is not back yet."""
-        return self._clear is not None and self.network.round_trip_s is not None
-
-    @property
-    def clear_placed(self) -> bool:
-        """The last clear's echo is back (it placed the clear, whatever items it reached)."""
-        return self._heard_at_clear is not None
-
-    def heard_at_clear(self, item_id: str, content_index: int) -> int | None:
-        """Samples of the item the caller had heard when the last clear landed, by its echo (a
-        bound that errs short); None before that echo is back, or if the item was not reached."""
-        if self._heard_at_clear is None:
-            return None
-        return self._heard_at_clear.get((item_id, content_index))
+    def _chunk_times(self, round_trip: float, playout: float, gap_margin: float = 0.0) -> Iterator[tuple[SentChunk, float]]:
+        return chunk_starts(self._pending, self._last_echo_at, self.sample_rate, round_trip, playout, gap_margin)
 
     def may_be_heard(self, item_id: str, content_index: int, now: float) -> bool:
         """Whether the caller may already hear the item when a `clear` sent `now` lands, allowing
@@ -341,7 +261,7 @@ class PlaybackTracker:
         walk = self._clock_walk(now, network.uncertainty_s, optimistic=True)
         return any(chunk.item == key and heard > 0 for chunk, heard in walk)
 
-    def _clock_walk(self, now: float, beyond_s: float = 0.0, optimistic: bool = False) -> Iterator[tuple[_SentChunk, int]]:
+    def _clock_walk(self, now: float, beyond_s: float = 0.0, optimistic: bool = False) -> Iterator[tuple[SentChunk, int]]:
         """The unconfirmed chunks playback has reached when a `clear` sent `now` lands, each with
         its samples heard: the echoes' clock one round trip ahead (see the module docstring).
         `optimistic` (see `_playout_s`) tells an item that may be heard from one that cannot be."""
@@ -349,7 +269,7 @@ class PlaybackTracker:
             return
         network = self.network
         starts = self._chunk_times(network.lead_s, self._playout_s(optimistic), network.gap_margin_s)
-        yield from _heard_at(starts, now + network.lead_s + beyond_s, self.sample_rate)
+        yield from heard_at(starts, now + network.lead_s + beyond_s, self.sample_rate)
 
     def _playout_s(self, optimistic: bool = False) -> float:
         """Twilio's playout start delay for audio placed from its send time. Once the round trip is

@@ -22,10 +22,9 @@ from bridge.devtools.phone.network import NetworkProfile
 
 ItemPlan, ResponsePlan, RoundPlan = bargein.ItemPlan, bargein.ResponsePlan, bargein.RoundPlan
 NETWORK = NetworkProfile(delay_ms=30.0, jitter_ms=5.0, playout_delay_ms=60.0, seed=3)
-# Under-claims are the chosen side of the trade-off (the bridge errs short by the clear's unknown
-# jitter plus the estimates' own error: bias about -14 ms at 30 +- 10 ms in BENCHMARKS.md); a CI
-# run measured 27 ms short once at 30 +- 5 ms, so the bound leaves room for that, not for a miss
-# of the round trip (~60 ms).
+# Under-claims are the chosen side of the trade-off (the bridge errs short by the placement's
+# uncertainty: bias about -5 ms at 30 +- 10 ms in BENCHMARKS.md); the bound leaves room for a
+# loaded CI machine, not for a miss of the round trip (~60 ms).
 TOLERANCE_MS = 40  # |audio_end_ms - heard|
 OVER_CLAIM_MS = 12  # audio_end_ms - heard: the jitter of the clear's own trip, and no more
 
@@ -50,12 +49,10 @@ def test_truncates_match_what_the_phone_played_across_a_delayed_network() -> Non
         return bargein.score_call(0, result), result, logs
 
     events, result, logs = run(scenario(), timeout=90)
-    # Each truncate waited for the clear's echo, which placed it no earlier than the estimate
-    # made when the clear left (bridge/call/truncation.py).
+    # Each truncate waited for the clear's echo, which placed it (bridge/call/truncation.py).
     barge_ins = [e for e in logs if e["event"] == "caller.barge_in" and e["audio_end_ms"] is not None]
     assert len(barge_ins) == len(rounds), barge_ins
     assert all(e["placed_by"].startswith("echo") for e in barge_ins), barge_ins
-    assert all(e["audio_end_ms"] >= e["audio_end_ms_at_clear"] for e in barge_ins), barge_ins
     session = result.session
     assert len(events) == len(rounds)
     assert [t.error for t in session.truncates] == [None] * len(rounds)
@@ -69,6 +66,43 @@ def test_truncates_match_what_the_phone_played_across_a_delayed_network() -> Non
         assert error <= OVER_CLAIM_MS, (event.kind, claim.audio_end_ms, event.truth_ms)
     # The network is real: the phone heard of the clear one downlink delay after it was sent.
     assert min(event.clear_latency_ms for event in events) >= NETWORK.delay_ms - NETWORK.jitter_ms - 1
+
+
+def test_an_interruption_of_the_answer_to_an_interruption_leaves_each_truncate_to_its_own_echo() -> None:
+    """The caller interrupts, the model starts a new answer at once, and the caller interrupts
+    that 20-40 ms later, before the first clear's echo is back: the first truncate still waits
+    for its own echo (neither the new response nor the second barge-in sends it early). Of the
+    new answer nothing was heard: it is deleted, or, if it may just have begun, said to be heard
+    for 1 ms (never deleted while it was being heard)."""
+    rounds = [
+        RoundPlan(
+            n, "double", ResponsePlan(f"resp_{n}", (audio(f"item_{n}", 800, 300 + 40 * n),)), at_ms=at,
+            followup=ResponsePlan(f"resp_{n}_b", (audio(f"item_{n}_b", 600, 900),)), second_after_ms=second,
+        )
+        for n, (at, second) in enumerate(((380.0, 20.0), (250.0, 40.0), (520.0, 30.0), (450.0, 25.0)))
+    ]
+
+    async def scenario() -> tuple[list, object, list[dict]]:
+        tap = bargein.PhoneTap()
+        with tap.installed(), capture_logs() as logs:
+            result = await bargein.run_call(rounds, tap, network=NETWORK)
+        return bargein.score_call(0, result), result, logs
+
+    events, result, logs = run(scenario(), timeout=90)
+    truncated = [e for e in logs if e["event"] == "caller.barge_in" and e["audio_end_ms"] is not None]
+    firsts = [e for e in truncated if not e["truncated_item"].endswith("_b")]
+    assert [e["truncated_item"] for e in firsts] == [f"item_{n}" for n in range(len(rounds))], truncated
+    assert all(e["placed_by"].startswith("echo") for e in firsts), truncated
+    assert all(e["audio_end_ms"] <= 1 for e in truncated if e["truncated_item"].endswith("_b")), truncated
+    assert all(t.error is None for t in result.session.truncates)
+    firsts = [event for event in events if event.nth == 0]
+    assert len(firsts) == len(rounds)
+    for event in firsts:
+        assert event.truth_item is not None and len(event.ours) == 1, event
+        error = event.ours[0].audio_end_ms - event.truth_ms
+        assert abs(error) <= TOLERANCE_MS and error <= OVER_CLAIM_MS, (event.ours[0].audio_end_ms, event.truth_ms)
+    for event in events:
+        assert not event.truth_item_deleted, event
 
 
 def test_the_round_trip_is_measured_exported_and_logged() -> None:

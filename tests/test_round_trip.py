@@ -244,15 +244,15 @@ def test_the_clears_echo_places_where_playback_was_when_it_landed() -> None:
     at_clear = plan_barge_in(tracker, "resp", ("a", 0), now=0.250).truncation
     assert at_clear is not None and at_clear.audio_end_ms == 190
     tracker.cleared(now=0.250)
-    assert tracker.awaiting_clear_echo and tracker.heard_at_clear("a", 0) is None
+    assert tracker.clears.awaiting(tracker.clears.last) and tracker.clears.heard("a", 0) is None
     assert not tracker.mark_echoed(last, now=0.305 + 0.030)
-    assert not tracker.awaiting_clear_echo
-    assert tracker.heard_at_clear("a", 0) == 215 * 8
-    assert tracker.heard_at_clear("b", 0) is None  # not reached: nothing to say of it
-    refined = refine_truncation(at_clear, tracker.heard_at_clear("a", 0) / 8, tracker.received_ms("a", 0))
+    assert not tracker.clears.awaiting(tracker.clears.last)
+    assert tracker.clears.heard("a", 0) == 215 * 8
+    assert tracker.clears.heard("b", 0) is None  # not reached: nothing to say of it
+    refined = refine_truncation(at_clear, tracker.clears.heard("a", 0) / 8, tracker.received_ms("a", 0))
     assert refined.audio_end_ms == 215
     tracker.cleared(now=0.5)  # the next clear forgets it
-    assert tracker.heard_at_clear("a", 0) is None
+    assert tracker.clears.heard("a", 0) is None
 
 
 def test_the_clears_echo_keeps_a_margin_for_its_own_jitter() -> None:
@@ -268,7 +268,7 @@ def test_the_clears_echo_keeps_a_margin_for_its_own_jitter() -> None:
     tracker.mark_echoed(last, now=0.335)
     margin = tracker.network.echo_margin_s
     assert 0.005 < margin < 0.030
-    assert tracker.heard_at_clear("a", 0) == pytest.approx((0.305 - margin - 0.090) * 8000, abs=8 * 4)
+    assert tracker.clears.heard("a", 0) == pytest.approx((0.305 - margin - 0.090) * 8000, abs=8 * 4)
 
 
 @pytest.mark.parametrize(
@@ -276,11 +276,12 @@ def test_the_clears_echo_keeps_a_margin_for_its_own_jitter() -> None:
     [
         (190, None, 1100.0, 190),  # no echo: the estimate made when the clear left
         (190, 215.7, 1100.0, 215),  # the echo places it later: floored
-        (190, 150.0, 1100.0, 190),  # never less than said when the clear left
+        (190, 150.0, 1100.0, 150),  # or earlier: the echo knows the clear's trip, the estimate guessed it
         (190, 1500.0, 1100.0, 1100),  # never past what the model sent
+        (190, 0.4, 1100.0, 1),  # the item was reached: never 0
     ],
 )
-def test_a_truncation_is_refined_only_upwards_and_within_the_item(at_clear, heard_ms, received_ms, expected) -> None:
+def test_a_truncation_is_replaced_by_the_echos_placement_within_the_item(at_clear, heard_ms, received_ms, expected) -> None:
     t = Truncation("a", 0, at_clear)
     assert refine_truncation(t, heard_ms, received_ms).audio_end_ms == expected
 
@@ -290,6 +291,6 @@ def test_the_clears_echo_places_the_clear_even_when_it_reached_no_audio_of_the_i
     held truncate need not wait for its deadline) and there is nothing to say of that item."""
     tracker, _, last = _tracker_30ms_each_way()
     tracker.cleared(now=0.1)
-    assert not tracker.clear_placed
+    assert not tracker.clears.placed(tracker.clears.last)
     tracker.mark_echoed(last, now=0.16)
-    assert tracker.clear_placed and tracker.heard_at_clear("b", 0) is None
+    assert tracker.clears.placed(tracker.clears.last) and tracker.clears.heard("b", 0) is None

@@ -51,8 +51,8 @@ class ModelEvents:
         if isinstance(event, OutOfBandStarted | OutOfBandFinished | TextDone):
             self.call.switcher.out_of_band(event)  # the bridge's own errand (a summary): never a turn
             return
-        if self.truncator.holding and isinstance(event, SpeechStopped | SpeechStarted | ResponseStarted | FunctionCallRequested):
-            self.truncator.flush("event")  # the model may answer soon: it must know what was heard first
+        if self.truncator.holding and isinstance(event, SpeechStopped | FunctionCallRequested):
+            self.truncator.flush("event")  # the model may be asked to answer soon: it must know what was heard first
         self.call.switcher.observe(event)
         hear(self.call.transcript, event, self.call.audio_mode.model_ms)
         if isinstance(event, AudioDelta):
@@ -152,10 +152,8 @@ class ModelEvents:
         if plan.cancel_response_id is not None:
             call.ledger.drop(plan.cancel_response_id)
             call.link.send(dialects.cancel_response())
-        for item_id, _ in plan.deletions:
-            call.link.send(dialects.delete_item(item_id))
-            call.transcript.unheard(item_id)
-        # The truncate goes now, or once the clear's echo has placed it (bridge/call/truncation.py).
+        # The truncate and deletions go now, or once the clear's echo has placed the clear
+        # (bridge/call/truncation.py).
         deadline = self.truncator.submit(plan)
         if deadline is not None:
             self.background.add(deadline)

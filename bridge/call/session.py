@@ -259,6 +259,7 @@ class CallSession:
             raise ms.ProtocolError("flood", "frames arrive faster than real time")
         if isinstance(event, ms.Media):
             self._frames_in.inc()
+            self.tracker.media_received(event.timestamp_ms, now)
             if self.life.state is CallState.SAYING_GOODBYE:
                 return False  # the caller cannot interrupt the goodbye
             batch = self.input.media(event.payload, self.twilio.received_at)

@@ -3,11 +3,12 @@
 At a barge-in the bridge clears Twilio's buffer at once, but the caller goes on hearing until the
 `clear` lands, one downlink trip later, and how long that trip takes is not known when it leaves.
 Twilio returns the pending marks the moment the `clear` lands, so their echo, one uplink trip
-later, places the landing from the other side (`PlaybackTracker.heard_at_clear`). The truncate
+later, places the landing from the other side (`bridge.clear_placement`). The truncate
 waits for that echo, for at most about a round trip: the caller is still speaking, and the model
 answers only after they stop, so it is told before it can use the item again. It never says less
-than the estimate made when the `clear` left. Anything that may lead to a new answer (the caller
-stopping, a new response, another barge-in) sends it at once with what is known.
+than the estimate made when the `clear` left. Anything after which the model may be asked for an
+answer before the echo is back (the caller stopping, a tool call) sends it at once with what is
+known. A response the model has already begun was begun without it either way: that does not.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .. import dialects
-from ..barge_in import BargeInPlan, Truncation, refine_truncation
+from ..barge_in import BargeInPlan, Truncation, settle_plan
 from ..deadlines import poll_until
 
 if TYPE_CHECKING:
@@ -32,71 +33,90 @@ POLL_S = 0.02  # the wait polls the call's clock (which may be a replay's scaled
 
 @dataclass(slots=True)
 class _Held:
-    plan: BargeInPlan
-    truncation: Truncation  # the plan's, as estimated when the clear left
+    plan: BargeInPlan  # its truncation and deletions as planned when the clear left
+    clear: int  # the clear it waits for (the epoch that clear ended)
     connection: ModelPort | None  # the session the item belongs to
     deadline: float
 
 
 class Truncator:
-    """One per call: the truncate of the last barge-in, sent now or once its clear is placed."""
+    """One per call: the truncates of the last barge-ins, each sent now or once its clear is placed.
+
+    Barge-ins can follow each other faster than a round trip (the caller interrupts the answer to
+    an interruption): each truncate waits for its own clear's echo, unless a later one names the
+    same item, which sends the earlier one first."""
 
     def __init__(self, call: CallSession) -> None:
         self.call = call
-        self._held: _Held | None = None
+        self._held: list[_Held] = []
 
     @property
     def holding(self) -> bool:
-        return self._held is not None
+        return bool(self._held)
 
     def submit(self, plan: BargeInPlan) -> asyncio.Task[None] | None:
         """After the clear: send the plan's truncate now, or hold it for the clear's echo; returns
         the task that sends it by the deadline, if held (the caller owns it)."""
-        self.flush("superseded")
         call = self.call
-        network = call.tracker.network
-        round_trip = network.round_trip_s
-        if plan.truncation is None or round_trip is None or not call.tracker.awaiting_clear_echo:
-            self._send(plan, plan.truncation, "at_clear")
+        tracker = call.tracker
+        items = _items(plan)
+        self._flush([h for h in self._held if items & _items(h.plan)], "superseded")
+        round_trip = tracker.network.round_trip_s
+        clear = tracker.clears.last
+        if not items or round_trip is None or clear is None or not tracker.clears.awaiting(clear):
+            self._send(plan, plan.truncation, plan.deletions, "at_clear")
             return None
         # The echo comes back a round trip after the clear left, behind whatever audio and frames
         # share the two lines (in order, as over TCP): allow two round trips before giving up.
-        wait = min(MAX_WAIT_S, max(WAIT_FLOOR_S, 2 * round_trip + WAIT_SPREADS * network.spread_s))
-        self._held = _Held(plan, plan.truncation, call.link.connection, call.clock() + wait)
-        return asyncio.create_task(self._by_deadline(self._held), name="truncate_deadline")
+        wait = min(MAX_WAIT_S, max(WAIT_FLOOR_S, 2 * round_trip + WAIT_SPREADS * tracker.network.spread_s))
+        held = _Held(plan, clear, call.link.connection, call.clock() + wait)
+        self._held.append(held)
+        return asyncio.create_task(self._by_deadline(held), name="truncate_deadline")
 
     def echoed(self) -> None:
-        """A mark echo came back: if it placed the clear, the held truncate goes now."""
-        if self._held is not None and self.call.tracker.clear_placed:
-            self.flush("echo")
+        """A mark echo came back: the truncates whose clear it placed go now."""
+        self._flush([h for h in self._held if self.call.tracker.clears.placed(h.clear)], "echo")
 
     def flush(self, why: str) -> None:
-        """Send the held truncate now (`why`: echo, deadline, event, superseded)."""
-        held, self._held = self._held, None
-        if held is None:
-            return
+        """Send every held truncate now (`why`: event, deadline, superseded)."""
+        self._flush(list(self._held), why)
+
+    def _flush(self, held: list[_Held], why: str) -> None:
+        for h in held:
+            self._held.remove(h)
+            self._release(h, why)
+
+    def _release(self, held: _Held, why: str) -> None:
+        plan = held.plan
         if held.connection is not self.call.link.connection:
-            # The session was replaced meanwhile: the item is not in the new one.
-            self.call.log.info("caller.truncate_dropped", reason="session_replaced", item_id=held.truncation.item_id)
+            # The session was replaced meanwhile: the items are not in the new one.
+            self.call.log.info("caller.truncate_dropped", reason="session_replaced", items=len(_items(plan)))
             return
-        t = held.truncation
-        heard = self.call.tracker.heard_at_clear(t.item_id, t.content_index)
-        heard_ms = None if heard is None else heard * 1000.0 / self.call.tracker.sample_rate
-        refined = refine_truncation(t, heard_ms, self.call.tracker.received_ms(t.item_id, t.content_index))
-        self._send(held.plan, refined, why if refined is not t else f"{why}_unchanged")
+        tracker = self.call.tracker
+
+        def heard_ms(key: tuple[str, int]) -> float | None:
+            heard = tracker.clears.heard(*key, clear=held.clear)
+            return None if heard is None else heard * 1000.0 / tracker.sample_rate
+
+        t, deletions = settle_plan(plan.truncation, plan.deletions, heard_ms, lambda key: tracker.received_ms(*key))
+        changed = t != plan.truncation or deletions != plan.deletions
+        self._send(plan, t, deletions, why if changed else f"{why}_unchanged")
 
     async def _by_deadline(self, held: _Held) -> None:
-        await poll_until(self.call.clock, held.deadline, lambda: self._held is not held, POLL_S)
-        if self._held is held:
-            self.flush("deadline")
+        await poll_until(self.call.clock, held.deadline, lambda: held not in self._held, POLL_S)
+        if held in self._held:
+            self._flush([held], "deadline")
 
-    def _send(self, plan: BargeInPlan, t: Truncation | None, placed_by: str) -> None:
+    def _send(self, plan: BargeInPlan, t: Truncation | None, deletions: tuple[tuple[str, int], ...], placed_by: str) -> None:
         call = self.call
+        for item_id, _ in deletions:
+            call.link.send(dialects.delete_item(item_id))
+            call.transcript.unheard(item_id)
         if t is not None:
             call.link.send(dialects.truncate_item(t.item_id, t.content_index, t.audio_end_ms))
             call.metrics.truncations.inc()
             call.transcript.truncated(t.item_id, t.audio_end_ms)
-        call.trace.barge_in(t.audio_end_ms if t else None, plan.cancel_response_id is not None, len(plan.deletions))
+        call.trace.barge_in(t.audio_end_ms if t else None, plan.cancel_response_id is not None, len(deletions))
         call.log.info(
             "caller.barge_in",
             cancelled=plan.cancel_response_id,
@@ -104,6 +124,12 @@ class Truncator:
             audio_end_ms=t.audio_end_ms if t else None,
             audio_end_ms_at_clear=plan.truncation.audio_end_ms if plan.truncation else None,
             placed_by=placed_by if t else None,
-            deleted_items=len(plan.deletions),
+            deleted_items=len(deletions),
             **call.events.network_estimate(),
         )
+
+
+def _items(plan: BargeInPlan) -> set[str]:
+    """The items a plan names: the one it truncates and those it deletes."""
+    named = {item_id for item_id, _ in plan.deletions}
+    return named | {plan.truncation.item_id} if plan.truncation is not None else named

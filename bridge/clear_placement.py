@@ -1,0 +1,160 @@
+"""Where playback was when a `clear` landed, placed by the clear's echo (pure: no I/O).
+
+Twilio returns every pending mark the moment a `clear` lands, so the echo of the last mark pending
+when it left says when it landed: on Twilio's clock, from where it falls among the caller's media
+frames (`bridge.uplink_clock`), or else from its arrival less a margin for its trip. The marks it
+released left together, with no frame between them, and together place that moment better than
+one. An echo of the same clear's marks that came back before a frame which came before the last
+echo was sent before the clear landed (everything from Twilio comes in order): its audio had
+played, and the echoes' clock runs on from it. On a long round trip that is often a response's
+first echo, which the clear overtook.
+
+Each clear is kept by the epoch it ended, so barge-ins in quick succession (the caller interrupts
+the answer to an interruption) are each placed by their own echo.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .playback_timeline import ItemKey, SentChunk, chunk_starts, heard_at
+from .round_trip import RoundTripEstimator
+from .uplink_clock import Placement, UplinkClock
+
+CLEAR_MARGIN_S = 0.02  # a clear sample is taken only if the mark's audio had this much longer to play
+# The share of the uplink delay's interquartile range by which a clear placed by its echo is
+# taken to err beyond its own placement (the echoes' clock's error): a tenth kept over-claims under
+# 5 % at 30 and 60 ms one way in benchmarks/bargein.py (BENCHMARKS.md, issue 14).
+LINE_SHARE = 0.1
+CLEARS_KEPT = 4  # clears remembered, awaiting their echo or placed by it
+
+
+@dataclass(frozen=True, slots=True)
+class EchoTime:
+    """When an echo left Twilio, on the scale of arrivals, and how much earlier it may have left."""
+
+    at: float
+    error: float
+    placement: Placement | None  # among the media frames, if they placed it
+
+
+@dataclass(frozen=True, slots=True)
+class _LateEcho:
+    """An echo of a cleared epoch's mark, come back before the clear's own."""
+
+    seq: int
+    frames: int  # media frames seen by then (`UplinkClock.frames`)
+    time: EchoTime
+
+
+@dataclass(slots=True)
+class _ClearSent:
+    epoch: int
+    last_seq: int  # the newest mark pending when the clear left
+    sent_at: float
+    would_echo_at: float  # when that mark's echo was expected had there been no clear
+    chunks: tuple[SentChunk, ...]  # what was pending, to place the clear once its echo is back
+    anchor: float | None  # the echoes' clock then
+    # The echoes of its marks before the last one: played before the clear landed, or released by
+    # it with the last; the frames tell.
+    echoes: list[_LateEcho] = field(default_factory=list)
+
+
+class ClearPlacements:
+    """The clears of one call that left with marks pending, each placed once its echo is back."""
+
+    def __init__(self, sample_rate: int, network: RoundTripEstimator, uplink: UplinkClock) -> None:
+        self.sample_rate = sample_rate
+        self.network = network
+        self.uplink = uplink
+        self._awaiting: dict[int, _ClearSent] = {}
+        self._placed: dict[int, dict[ItemKey, int]] = {}
+        self.last: int | None = None  # the epoch the newest clear ended, if it left marks pending
+
+    def left(self, epoch: int, chunks: tuple[SentChunk, ...], now: float, would_echo_at: float, anchor: float | None) -> None:
+        """A clear left `now`, ending `epoch` with `chunks` pending (none: nothing to place)."""
+        self.last = None
+        if not chunks:
+            return
+        self._awaiting[epoch] = _ClearSent(epoch, chunks[-1].seq, now, would_echo_at, chunks, anchor)
+        self.last = epoch
+        while len(self._awaiting) > CLEARS_KEPT:
+            del self._awaiting[next(iter(self._awaiting))]  # its echo was lost: it will never be placed
+
+    def echo(self, epoch: int, seq: int, now: float, time: EchoTime, playout: float) -> None:
+        """An echo of mark `<epoch>.<seq>` came back at `now`, sent at `time`; `playout`: Twilio's
+        playout start delay for audio placed from its send time (inf: not known, not counted)."""
+        clear = self._awaiting.get(epoch)
+        if clear is None:
+            return
+        if seq != clear.last_seq:
+            clear.echoes.append(_LateEcho(seq, self.uplink.frames, time))
+            return
+        del self._awaiting[epoch]
+        placement, likely, early = time.placement, time.at, time.at - time.error
+        released = [e.time.placement for e in clear.echoes if e.frames == self.uplink.frames and e.time.placement]
+        if placement is not None and released:
+            for other in released:
+                placement &= other
+            likely, early = placement.likely, placement.early
+        self._place(clear, likely, early, playout)
+        # Played to its end, this mark would have come back at `would_echo_at`: far sooner, it was
+        # released by the clear, one round trip after the clear left.
+        if now < clear.would_echo_at - CLEAR_MARGIN_S:
+            self.network.round_trip_sample(likely - clear.sent_at)
+
+    def _place(self, clear: _ClearSent, likely: float, early: float, playout: float) -> None:
+        """The clear landed at `likely` (no earlier than `early`): playback had reached at least
+        where the echoes' clock is then, less the margins."""
+        network = self.network
+        if network.round_trip_s is None:
+            return
+        heard: dict[ItemKey, int] = {}
+        chunks, anchor = clear.chunks, clear.anchor
+        margin = likely - early
+        played = [echo for echo in clear.echoes if echo.frames < self.uplink.frames]
+        if played:
+            seq, at, error = played[-1].seq, played[-1].time.at, played[-1].time.error
+            if anchor is None:
+                # The clock now rests on that one echo, as uncertain as the clear's: both errors add.
+                anchor, margin = at, math.hypot(margin, error)
+            else:
+                # Weighed equally against the clock's prediction from the echoes before it.
+                starts = chunk_starts(chunks, anchor, self.sample_rate, network.round_trip_s, playout)
+                predicted = next(t + c.samples / self.sample_rate for c, t in starts if c.seq == seq)
+                anchor, margin = (predicted + at) / 2, math.hypot(margin, error / 2)
+            for chunk in chunks:
+                if chunk.seq <= seq:
+                    heard[chunk.item] = chunk.item_samples_after
+            chunks = tuple(chunk for chunk in chunks if chunk.seq > seq)
+        # The echoes' clock rests on echoes placed the same way, and its own error is not in that
+        # margin: a share of the uplink's spread stands for it (LINE_SHARE).
+        margin += LINE_SHARE * self.uplink.spread_s
+        # Audio placed from its send time carries two trips' jitter (its own and the echo's): the gap
+        # margin covers both, so the echo's own margin is not added to it again.
+        gap = max(0.0, network.gap_margin_s - margin)
+        starts = chunk_starts(chunks, anchor, self.sample_rate, network.round_trip_s, playout, gap)
+        for chunk, samples in heard_at(starts, likely - margin, self.sample_rate):
+            if samples:
+                heard[chunk.item] = chunk.item_samples_after - chunk.samples + samples
+        self._placed[clear.epoch] = heard
+        while len(self._placed) > CLEARS_KEPT:
+            del self._placed[next(iter(self._placed))]
+
+    def awaiting(self, clear: int | None) -> bool:
+        """That clear (the epoch it ended) left with marks pending, and its echo, which places it,
+        is not back yet (and can place it: the round trip is known)."""
+        return clear in self._awaiting and self.network.round_trip_s is not None
+
+    def placed(self, clear: int | None) -> bool:
+        """That clear's echo is back (it placed the clear, whatever items it reached)."""
+        return clear in self._placed
+
+    def heard(self, item_id: str, content_index: int, clear: int | None = None) -> int | None:
+        """Samples of the item the caller had heard when a clear (by default the newest) landed, by
+        its echo (a bound that errs short); None before that echo is back, or if the item was not
+        reached."""
+        clear = self.last if clear is None else clear
+        placed = self._placed.get(clear) if clear is not None else None
+        return None if placed is None else placed.get((item_id, content_index))

@@ -1,0 +1,108 @@
+"""Where a clear landed, placed by its echo among the caller's media frames (bridge/playback.py
+with bridge/uplink_clock.py), and what the held truncate then says (bridge/barge_in.py), without
+sockets. Times are the bridge's clock; Twilio's is 30 ms behind it on the way up and the way down.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.barge_in import Truncation, settle_plan
+from bridge.playback import PlaybackTracker
+
+UP = DOWN = 0.030
+
+
+def _tracker_with_frames(until: float) -> PlaybackTracker:
+    """A tracker that knows the round trip (60 ms) and has seen Twilio's frames up to `until`."""
+    tracker = PlaybackTracker()
+    for _ in range(5):
+        tracker.network.round_trip_sample(UP + DOWN)
+    _frames(tracker, 0.0, until)
+    return tracker
+
+
+def _frames(tracker: PlaybackTracker, start: float, until: float) -> None:
+    """Twilio's frames sent in [start, until) (its clock), each in at the bridge 30 ms later."""
+    k = round(start / 0.02)
+    while k * 0.02 < until:
+        tracker.media_received(k * 20, k * 0.02 + UP)
+        k += 1
+
+
+def test_the_first_echo_the_clear_overtook_places_the_clear() -> None:
+    """Audio sent at 1.000 plays from 1.090 (arrival + 60 ms playout delay, not yet measured); the
+    clear leaves at 1.120, before the echo of the item's first frame (played by 1.110, in at 1.140),
+    and lands at 1.150: 60 ms heard. That echo came back before a frame that came before the
+    clear's own echo, so it had played: the clock runs on from it."""
+    tracker = _tracker_with_frames(until=1.0)
+    first = tracker.chunk_sent("a", 0, 160, now=1.0)
+    tracker.chunk_sent("a", 0, 6400, now=1.0)
+    last = f"{tracker.epoch}.2"
+    tracker.audio_received("a", 0, 820.0)
+    _frames(tracker, 1.0, 1.10)
+    tracker.cleared(now=1.120)
+    assert not tracker.mark_echoed(first, now=1.140)  # an old epoch's now
+    _frames(tracker, 1.10, 1.15)
+    assert not tracker.mark_echoed(last, now=1.180)
+    heard_ms = tracker.clears.heard("a", 0) / 8
+    assert 52.0 <= heard_ms <= 60.0
+
+
+def test_without_that_echo_audio_placed_from_its_send_time_is_not_counted() -> None:
+    """The same clear with the first echo lost: the playout delay was never measured, so nothing
+    can be said (as before: the truncate keeps the estimate made when the clear left)."""
+    tracker = _tracker_with_frames(until=1.0)
+    tracker.chunk_sent("a", 0, 160, now=1.0)
+    tracker.chunk_sent("a", 0, 6400, now=1.0)
+    last = f"{tracker.epoch}.2"
+    _frames(tracker, 1.0, 1.15)
+    tracker.cleared(now=1.120)
+    tracker.mark_echoed(last, now=1.180)
+    assert tracker.clears.placed(tracker.clears.last) and tracker.clears.heard("a", 0) is None
+
+
+def test_two_clears_in_quick_succession_are_each_placed_by_their_own_echo() -> None:
+    tracker = _tracker_with_frames(until=1.0)
+    tracker.network.first_echo_sample(0.060 + 0.060 + 0.100, 0.100)
+    tracker.chunk_sent("a", 0, 3200, now=1.0)
+    first_last = f"{tracker.epoch}.1"
+    tracker.cleared(now=1.200)
+    first_clear = tracker.clears.last
+    tracker.chunk_sent("b", 0, 3200, now=1.210)
+    second_last = f"{tracker.epoch}.2"
+    tracker.cleared(now=1.240)
+    second_clear = tracker.clears.last
+    assert first_clear != second_clear
+    assert tracker.clears.awaiting(first_clear) and tracker.clears.awaiting(second_clear)
+    _frames(tracker, 1.0, 1.25)
+    tracker.mark_echoed(first_last, now=1.260)
+    assert tracker.clears.placed(first_clear) and not tracker.clears.placed(second_clear)
+    # 1.0 + 30 ms + 60 ms playout: "a" played from 1.090 until the clear landed at 1.230.
+    assert 130.0 <= tracker.clears.heard("a", 0, first_clear) / 8 <= 140.0
+    _frames(tracker, 1.25, 1.27)
+    tracker.mark_echoed(second_last, now=1.300)
+    assert tracker.clears.placed(second_clear)
+    assert tracker.clears.heard("b", 0, second_clear) is None  # "b" had not begun when it landed
+
+
+def _heard(table: dict[str, float]):
+    return lambda key: table.get(key[0])
+
+
+@pytest.mark.parametrize(
+    ("truncation", "deletions", "heard", "expected_truncation", "expected_deletions"),
+    [
+        # Nothing reached beyond the item planned: its truncate is refined.
+        (Truncation("a", 0, 190), (("b", 0),), {"a": 215.6}, Truncation("a", 0, 215), (("b", 0),)),
+        # The echo shows "b" had begun: it is truncated there, "a" was heard whole, "c" is deleted.
+        (Truncation("a", 0, 480), (("b", 0), ("c", 0)), {"a": 500.0, "b": 5.5}, Truncation("b", 0, 5), (("c", 0),)),
+        # Begun by less than a millisecond: 1 ms, never a deletion of what was being heard.
+        (None, (("a", 0), ("b", 0)), {"a": 0.4}, Truncation("a", 0, 1), (("b", 0),)),
+        # No echo placement at all: as planned.
+        (Truncation("a", 0, 190), (("b", 0),), {}, Truncation("a", 0, 190), (("b", 0),)),
+    ],
+)
+def test_a_held_plan_is_settled_by_what_the_echo_shows(truncation, deletions, heard, expected_truncation, expected_deletions) -> None:
+    settled = settle_plan(truncation, deletions, _heard(heard), lambda key: 1000.0)
+    assert settled == (expected_truncation, expected_deletions)
