@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field
 
 from .playback_timeline import ItemKey, SentChunk, chunk_starts, heard_at
-from .round_trip import RoundTripEstimator
+from .round_trip import MIN_UNCERTAINTY_S, RoundTripEstimator
 from .uplink_clock import Placement, UplinkClock
 
 CLEAR_MARGIN_S = 0.02  # a clear sample is taken only if the mark's audio had this much longer to play
@@ -93,20 +93,26 @@ class ClearPlacements:
             return
         del self._awaiting[epoch]
         placement, likely, early = time.placement, time.at, time.at - time.error
-        released = [e.time.placement for e in clear.echoes if e.frames == self.uplink.frames and e.time.placement]
+        together = [e for e in clear.echoes if e.frames == self.uplink.frames]  # no frame between them and it
+        released = [e.time.placement for e in together if e.time.placement]
         if placement is not None and released:
             for other in released:
                 placement &= other
             likely, early = placement.likely, placement.early
-        self._place(clear, likely, early, playout)
+        self._place(clear, likely, early, playout, min([e.seq for e in together], default=seq))
         # Played to its end, this mark would have come back at `would_echo_at`: far sooner, it was
         # released by the clear, one round trip after the clear left.
         if now < clear.would_echo_at - CLEAR_MARGIN_S:
             self.network.round_trip_sample(likely - clear.sent_at)
 
-    def _place(self, clear: _ClearSent, likely: float, early: float, playout: float) -> None:
+    def _place(self, clear: _ClearSent, likely: float, early: float, playout: float, unplayed: int) -> None:
         """The clear landed at `likely` (no earlier than `early`): playback had reached at least
-        where the echoes' clock is then, less the margins."""
+        where the echoes' clock is then, less the margins, and had not finished chunk `unplayed`.
+
+        (That is the first chunk whose echo left Twilio with no frame between it and the clear's:
+        released by the clear, or played at most a frame before it landed. Either way playback
+        was at most a frame past its end: it bounds the placement, which keeps a downlink stall
+        that held the audio back from turning into an over-claim.)"""
         network = self.network
         if network.round_trip_s is None:
             return
@@ -136,8 +142,22 @@ class ClearPlacements:
         gap = max(0.0, network.gap_margin_s - margin)
         starts = chunk_starts(chunks, anchor, self.sample_rate, network.round_trip_s, playout, gap)
         for chunk, samples in heard_at(starts, likely - margin, self.sample_rate):
-            if samples:
+            # (Of an item echoed in part before the clear, what was echoed counts even where the
+            # clock had not reached its next chunk.)
+            if chunk.item_samples_after - chunk.samples + samples > 0:
                 heard[chunk.item] = chunk.item_samples_after - chunk.samples + samples
+        # An item the bound errs short of but the clock may have reached as far the other way may
+        # have just begun: one sample, so that it is truncated at 1 ms rather than deleted.
+        early_start = -(network.gap_margin_s + MIN_UNCERTAINTY_S)  # audio placed from its send time
+        starts = chunk_starts(chunks, anchor, self.sample_rate, network.round_trip_s, playout, early_start)
+        for chunk, samples in heard_at(starts, likely + margin, self.sample_rate):
+            if samples and chunk.item not in heard:
+                heard[chunk.item] = 1
+        for chunk in clear.chunks:
+            if chunk.seq == unplayed and chunk.item in heard:
+                heard[chunk.item] = min(heard[chunk.item], chunk.item_samples_after)
+            elif chunk.seq > unplayed and chunk.item_samples_after == chunk.samples:
+                heard.pop(chunk.item, None)  # an item that begins after it: not reached
         self._placed[clear.epoch] = heard
         while len(self._placed) > CLEARS_KEPT:
             del self._placed[next(iter(self._placed))]

@@ -62,6 +62,42 @@ def test_without_that_echo_audio_placed_from_its_send_time_is_not_counted() -> N
     assert tracker.clears.placed(tracker.clears.last) and tracker.clears.heard("a", 0) is None
 
 
+def test_what_was_echoed_of_an_item_counts_where_the_clock_had_not_reached_its_next_chunk() -> None:
+    """No network: 200 ms of "a" played and echoed at 1.260, and a clear sent at once lands before
+    the bound (which errs short) reaches the next chunk: the placement says the 200 ms echoed, not
+    nothing (nor the 1 ms of an item that may just have begun)."""
+    tracker = PlaybackTracker()
+    for _ in range(5):
+        tracker.network.round_trip_sample(0.0)
+    tracker.network.first_echo_sample(0.060 + 0.100, 0.100)
+    for k in range(63):
+        tracker.media_received(k * 20, k * 0.02)
+    first = tracker.chunk_sent("a", 0, 1600, now=1.0)
+    tracker.chunk_sent("a", 0, 1600, now=1.0)
+    last = f"{tracker.epoch}.2"
+    assert tracker.mark_echoed(first, now=1.2605)
+    tracker.cleared(now=1.2605)
+    tracker.mark_echoed(last, now=1.2606)
+    assert 1600 <= tracker.clears.heard("a", 0) <= 1600 + 8
+
+
+def test_a_mark_the_clear_released_bounds_the_placement_when_a_stall_held_the_audio_back() -> None:
+    """Audio sent at 1.000 was held 40 ms by a stall on the way down: it played from 1.130 (not
+    1.090), and the clear, sent at 1.110, landed at 1.140, 10 ms in. Placed from its send time the
+    clock would say about 48 ms; but the mark after the item's first 20 ms came back with the
+    clear's own (no frame between them): it had not played, so the caller heard under 20 ms."""
+    tracker = _tracker_with_frames(until=1.0)
+    tracker.network.first_echo_sample(0.060 + 0.060 + 0.100, 0.100)
+    first = tracker.chunk_sent("a", 0, 160, now=1.0)
+    tracker.chunk_sent("a", 0, 6400, now=1.0)
+    last = f"{tracker.epoch}.2"
+    tracker.cleared(now=1.110)
+    _frames(tracker, 1.0, 1.14)
+    tracker.mark_echoed(first, now=1.170)
+    tracker.mark_echoed(last, now=1.170)
+    assert 0 < tracker.clears.heard("a", 0) <= 160
+
+
 def test_two_clears_in_quick_succession_are_each_placed_by_their_own_echo() -> None:
     tracker = _tracker_with_frames(until=1.0)
     tracker.network.first_echo_sample(0.060 + 0.060 + 0.100, 0.100)
