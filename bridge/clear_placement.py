@@ -7,7 +7,10 @@ released left together, with no frame between them, and together place that mome
 one. An echo of the same clear's marks that came back before a frame which came before the last
 echo was sent before the clear landed (everything from Twilio comes in order): its audio had
 played, and the echoes' clock runs on from it. On a long round trip that is often a response's
-first echo, which the clear overtook.
+first echo, which the clear overtook. The first echo with no frame between it and the clear's own
+had not played, or played at most a frame before the landing: playback was no further than its
+chunk's end. The result is a bound that errs short; an item the clock may just have reached the
+other way is said to be heard for one sample, so that it is truncated at 1 ms, not deleted.
 
 Each clear is kept by the epoch it ended, so barge-ins in quick succession (the caller interrupts
 the answer to an interruption) are each placed by their own echo.

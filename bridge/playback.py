@@ -17,6 +17,9 @@ A chunk sent into an empty buffer starts when it arrives plus Twilio's playout s
 in the same terms is its send time plus that delay. Both are measured online
 (`bridge.round_trip`): probe marks sent while nothing plays, the marks released by a `clear`, and
 each response's first echo. Before any measurement both are 0, the accounting without a network.
+An echo's own trip is taken out where the caller's media frames allow: each echo is placed on
+Twilio's clock by the frames around it (`bridge.uplink_clock`), and a clear by its echo
+(`bridge.clear_placement`).
 """
 
 from __future__ import annotations
