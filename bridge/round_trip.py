@@ -12,6 +12,10 @@ Three kinds of samples, all taken by `PlaybackTracker`:
   less the current round trip estimate (until one is measured, `PlaybackTracker` counts no audio
   placed from its send time).
 
+A sample's echo is placed by the caller's media frames where they allow (`bridge.uplink_clock`),
+which takes most of the uplink trip's jitter out of it: the spread is then mostly the downlink's,
+the trip the `clear` itself will make.
+
 Each estimate is the median of the last few samples: jitter and a delivery burst (a stall that
 holds an echo back) move it little, and a round trip that changes during the call is followed
 within half a window of samples. The lead used for barge-in is the round trip less a margin for

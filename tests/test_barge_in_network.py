@@ -29,6 +29,18 @@ TOLERANCE_MS = 40  # |audio_end_ms - heard|
 OVER_CLAIM_MS = 12  # audio_end_ms - heard: the jitter of the clear's own trip, and no more
 
 
+def _play_logged(rounds: list) -> tuple[list, object, list[dict]]:
+    """The rounds over the delayed network: scored interruptions, the call, the bridge's logs."""
+
+    async def scenario() -> tuple[list, object, list[dict]]:
+        tap = bargein.PhoneTap()
+        with tap.installed(), capture_logs() as logs:
+            result = await bargein.run_call(rounds, tap, network=NETWORK)
+        return bargein.score_call(0, result), result, logs
+
+    return run(scenario(), timeout=90)
+
+
 def test_truncates_match_what_the_phone_played_across_a_delayed_network() -> None:
     rounds = [
         RoundPlan(n, "mid", ResponsePlan(f"resp_{n}", (audio(f"item_{n}", 800, 300 + 40 * n),)), at_ms=at)
@@ -42,13 +54,7 @@ def test_truncates_match_what_the_phone_played_across_a_delayed_network() -> Non
         )
     )
 
-    async def scenario() -> tuple[list, object, list[dict]]:
-        tap = bargein.PhoneTap()
-        with tap.installed(), capture_logs() as logs:
-            result = await bargein.run_call(rounds, tap, network=NETWORK)
-        return bargein.score_call(0, result), result, logs
-
-    events, result, logs = run(scenario(), timeout=90)
+    events, result, logs = _play_logged(rounds)
     # Each truncate waited for the clear's echo, which placed it (bridge/call/truncation.py).
     barge_ins = [e for e in logs if e["event"] == "caller.barge_in" and e["audio_end_ms"] is not None]
     assert len(barge_ins) == len(rounds), barge_ins
@@ -82,13 +88,7 @@ def test_an_interruption_of_the_answer_to_an_interruption_leaves_each_truncate_t
         for n, (at, second) in enumerate(((380.0, 20.0), (250.0, 40.0), (520.0, 30.0), (450.0, 25.0)))
     ]
 
-    async def scenario() -> tuple[list, object, list[dict]]:
-        tap = bargein.PhoneTap()
-        with tap.installed(), capture_logs() as logs:
-            result = await bargein.run_call(rounds, tap, network=NETWORK)
-        return bargein.score_call(0, result), result, logs
-
-    events, result, logs = run(scenario(), timeout=90)
+    events, result, logs = _play_logged(rounds)
     truncated = [e for e in logs if e["event"] == "caller.barge_in" and e["audio_end_ms"] is not None]
     firsts = [e for e in truncated if not e["truncated_item"].endswith("_b")]
     assert [e["truncated_item"] for e in firsts] == [f"item_{n}" for n in range(len(rounds))], truncated
