@@ -76,14 +76,15 @@ class ClearPlacements:
         self.last: int | None = None  # the epoch the newest clear ended, if it left marks pending
 
     def left(self, epoch: int, chunks: tuple[SentChunk, ...], now: float, would_echo_at: float, anchor: float | None) -> None:
-        """A clear left `now`, ending `epoch` with `chunks` pending (none: nothing to place)."""
-        self.last = None
-        if not chunks:
-            return
+        """A clear left `now`, ending `epoch` with `chunks` (at least one) pending."""
         self._awaiting[epoch] = _ClearSent(epoch, chunks[-1].seq, now, would_echo_at, chunks, anchor)
         self.last = epoch
         while len(self._awaiting) > CLEARS_KEPT:
             del self._awaiting[next(iter(self._awaiting))]  # its echo was lost: it will never be placed
+
+    def left_nothing(self) -> None:
+        """A clear left with no mark pending (or no send time): there is nothing to place."""
+        self.last = None
 
     def echo(self, epoch: int, seq: int, now: float, time: EchoTime, playout: float) -> None:
         """An echo of mark `<epoch>.<seq>` came back at `now`, sent at `time`; `playout`: Twilio's

@@ -204,7 +204,7 @@ class PlaybackTracker:
             would_echo_at = started + last.samples / self.sample_rate
             self.clears.left(self.epoch, tuple(self._pending), now, would_echo_at, self._last_echo_at)
         else:
-            self.clears.left(self.epoch, (), 0.0, 0.0, None)
+            self.clears.left_nothing()
         self.epoch += 1
         for chunk in self._pending:
             self._sent[chunk.item] = self._confirmed.get(chunk.item, 0)

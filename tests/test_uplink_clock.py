@@ -23,9 +23,8 @@ def _uplink(delay_ms: float, jitter_ms: float, seed: int) -> DelayLine[tuple[str
 
 def _through(line: DelayLine[tuple[str, float]], sends: list[tuple[str, float]]) -> list[tuple[float, str, float]]:
     """(arrival, kind, sent) of each message, in the order the line delivers them."""
-    arrivals = {}
-    for n, (kind, at) in enumerate(sorted(sends, key=lambda s: s[1])):
-        arrivals[n] = line.send((kind, at), at)
+    for kind, at in sorted(sends, key=lambda s: s[1]):
+        line.send((kind, at), at)
     out = []
     while (due := line.next_due()) is not None:
         out += [(due, kind, at) for kind, at in line.due(due)]

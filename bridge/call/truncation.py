@@ -3,12 +3,14 @@
 At a barge-in the bridge clears Twilio's buffer at once, but the caller goes on hearing until the
 `clear` lands, one downlink trip later, and how long that trip takes is not known when it leaves.
 Twilio returns the pending marks the moment the `clear` lands, so their echo, one uplink trip
-later, places the landing from the other side (`bridge.clear_placement`). The truncate
-waits for that echo, for at most about a round trip: the caller is still speaking, and the model
-answers only after they stop, so it is told before it can use the item again. It never says less
-than the estimate made when the `clear` left. Anything after which the model may be asked for an
-answer before the echo is back (the caller stopping, a tool call) sends it at once with what is
-known. A response the model has already begun was begun without it either way: that does not.
+later, places the landing from the other side (`bridge.clear_placement`). The truncate and the
+deletions wait for that echo, for at most about a round trip: the caller is still speaking, and
+the model answers only after they stop, so it is told before it can use the items again. What the
+echo places replaces the estimate made when the `clear` left, which had to guess the clear's own
+trip; an item planned for deletion that it shows was reached is truncated instead (`settle_plan`).
+Anything after which the model may be asked for an answer before the echo is back (the caller
+stopping, a tool call) sends it at once with what is known. A response the model has already
+begun was begun without it either way: that does not.
 """
 
 from __future__ import annotations
