@@ -104,6 +104,18 @@ def settle_plan(
     return settled, deletions[deletions.index(key) + 1 :]
 
 
+def hedge_late_clear(
+    truncation: Truncation | None, deletions: tuple[ItemKey, ...]
+) -> tuple[Truncation | None, tuple[ItemKey, ...]]:
+    """The plan when its clear's echo is overdue and must go before it is back: something held the
+    clear (or its echo) on the way, so the clear may have landed later than planned and the caller
+    may have begun to hear the first item it was meant to keep from them. That item is truncated at
+    1 ms rather than deleted: a millisecond claimed too much, not a heard item claimed unheard."""
+    if truncation is not None or not deletions:
+        return truncation, deletions
+    return Truncation(deletions[0][0], deletions[0][1], 1), deletions[1:]
+
+
 def refine_truncation(truncation: Truncation, heard_at_clear_ms: float | None, received_ms: float) -> Truncation:
     """The truncation once the clear's echo has placed it (`heard_at_clear_ms`, a bound that errs
     short): it replaces the estimate made when the clear left, which had to guess the clear's own

@@ -27,10 +27,18 @@ from .uplink_clock import Placement, UplinkClock
 
 CLEAR_MARGIN_S = 0.02  # a clear sample is taken only if the mark's audio had this much longer to play
 # The share of the uplink delay's interquartile range by which a clear placed by its echo is
-# taken to err beyond its own placement (the echoes' clock's error): a tenth kept over-claims under
-# 5 % at 30 and 60 ms one way in benchmarks/bargein.py (BENCHMARKS.md, issue 14).
-LINE_SHARE = 0.1
+# taken to err beyond its own placement (the echoes' clock's error). Tuned on benchmarks/bargein.py
+# (BENCHMARKS.md, issue 14): with the clock as the running mean of its echoes, a tenth left
+# over-claims at 60 ms one way at 3.3-4.8 % over three seeds, 0.15 at 1.5-2.9 % (p95 16-18 ms,
+# 18-19.5 ms).
+LINE_SHARE = 0.15
+OVERDUE_SPREADS = 3.0  # an echo later than the round trip by this many of its spreads is overdue
+# As for playback's own echoes (`bridge.playback`): the newest echo's least share in the clock, and
+# the surprise beyond which an echo restarts the clock.
+MIN_WEIGHT = 0.1
+SNAP_S = 0.015
 CLEARS_KEPT = 4  # clears remembered, awaiting their echo or placed by it
+FRAME_S = 0.02  # Twilio's media frames: an echo is placed between two of them
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +67,7 @@ class _ClearSent:
     would_echo_at: float  # when that mark's echo was expected had there been no clear
     chunks: tuple[SentChunk, ...]  # what was pending, to place the clear once its echo is back
     anchor: float | None  # the echoes' clock then
+    anchor_echoes: int  # the echoes that clock is the running mean of
     # The echoes of its marks before the last one: played before the clear landed, or released by
     # it with the last; the frames tell.
     echoes: list[_LateEcho] = field(default_factory=list)
@@ -75,9 +84,18 @@ class ClearPlacements:
         self._placed: dict[int, dict[ItemKey, int]] = {}
         self.last: int | None = None  # the epoch the newest clear ended, if it left marks pending
 
-    def left(self, epoch: int, chunks: tuple[SentChunk, ...], now: float, would_echo_at: float, anchor: float | None) -> None:
-        """A clear left `now`, ending `epoch` with `chunks` (at least one) pending."""
-        self._awaiting[epoch] = _ClearSent(epoch, chunks[-1].seq, now, would_echo_at, chunks, anchor)
+    def left(
+        self,
+        epoch: int,
+        chunks: tuple[SentChunk, ...],
+        now: float,
+        would_echo_at: float,
+        anchor: float | None,
+        anchor_echoes: int = 1,
+    ) -> None:
+        """A clear left `now`, ending `epoch` with `chunks` (at least one) pending; the echoes'
+        clock was at `anchor`, the running mean of `anchor_echoes` echoes."""
+        self._awaiting[epoch] = _ClearSent(epoch, chunks[-1].seq, now, would_echo_at, chunks, anchor, anchor_echoes)
         self.last = epoch
         while len(self._awaiting) > CLEARS_KEPT:
             del self._awaiting[next(iter(self._awaiting))]  # its echo was lost: it will never be placed
@@ -125,27 +143,20 @@ class ClearPlacements:
         margin = likely - early
         played = [echo for echo in clear.echoes if echo.frames < self.uplink.frames]
         if played:
-            seq, at, error = played[-1].seq, played[-1].time.at, played[-1].time.error
-            if anchor is None:
-                # The clock now rests on that one echo, as uncertain as the clear's: both errors add.
-                anchor, margin = at, math.hypot(margin, error)
-            else:
-                # Weighed equally against the clock's prediction from the echoes before it.
-                starts = chunk_starts(chunks, anchor, self.sample_rate, network.round_trip_s, playout)
-                predicted = next(t + c.samples / self.sample_rate for c, t in starts if c.seq == seq)
-                anchor, margin = (predicted + at) / 2, math.hypot(margin, error / 2)
+            anchor, error = self._run_clock(clear, played, playout)
+            margin = math.hypot(margin, error)
             for chunk in chunks:
-                if chunk.seq <= seq:
+                if chunk.seq <= played[-1].seq:
                     heard[chunk.item] = chunk.item_samples_after
-            chunks = tuple(chunk for chunk in chunks if chunk.seq > seq)
+            chunks = tuple(chunk for chunk in chunks if chunk.seq > played[-1].seq)
         # The echoes' clock rests on echoes placed the same way, and its own error is not in that
         # margin: a share of the uplink's spread stands for it (LINE_SHARE).
         margin += LINE_SHARE * self.uplink.spread_s
         # Audio placed from its send time carries two trips' jitter (its own and the echo's): the gap
         # margin covers both, so the echo's own margin is not added to it again.
         gap = max(0.0, network.gap_margin_s - margin)
-        starts = chunk_starts(chunks, anchor, self.sample_rate, network.round_trip_s, playout, gap)
-        for chunk, samples in heard_at(starts, likely - margin, self.sample_rate):
+        timeline = list(chunk_starts(chunks, anchor, self.sample_rate, network.round_trip_s, playout, gap))
+        for chunk, samples in heard_at(iter(timeline), likely - margin, self.sample_rate):
             # (Of an item echoed in part before the clear, what was echoed counts even where the
             # clock had not reached its next chunk.)
             if chunk.item_samples_after - chunk.samples + samples > 0:
@@ -153,23 +164,83 @@ class ClearPlacements:
         # An item the bound errs short of but the clock may have reached as far the other way may
         # have just begun: one sample, so that it is truncated at 1 ms rather than deleted.
         early_start = -(network.gap_margin_s + MIN_UNCERTAINTY_S)  # audio placed from its send time
-        starts = chunk_starts(chunks, anchor, self.sample_rate, network.round_trip_s, playout, early_start)
-        for chunk, samples in heard_at(starts, likely + margin, self.sample_rate):
+        hedged = chunk_starts(chunks, anchor, self.sample_rate, network.round_trip_s, playout, early_start)
+        for chunk, samples in heard_at(hedged, likely + margin, self.sample_rate):
             if samples and chunk.item not in heard:
                 heard[chunk.item] = 1
-        for chunk in clear.chunks:
-            if chunk.seq == unplayed and chunk.item in heard:
-                heard[chunk.item] = min(heard[chunk.item], chunk.item_samples_after)
-            elif chunk.seq > unplayed and chunk.item_samples_after == chunk.samples:
-                heard.pop(chunk.item, None)  # an item that begins after it: not reached
+        ends = [t + c.samples / self.sample_rate for c, t in timeline if c.seq == unplayed]
+        contradicted = bool(ends) and likely - margin > ends[0] + FRAME_S
+        self._bound(clear.chunks, heard, unplayed, contradicted)
         self._placed[clear.epoch] = heard
         while len(self._placed) > CLEARS_KEPT:
             del self._placed[next(iter(self._placed))]
+
+    def _run_clock(self, clear: _ClearSent, played: list[_LateEcho], playout: float) -> tuple[float, float]:
+        """The echoes' clock run on through the echoes that played before the clear landed: when
+        the last of them was due, and how far that may be off. As for playback's own echoes, each
+        is weighed against the clock's prediction by the running mean of the echoes in it; the
+        clock starts afresh from an echo that surprises it by more than the jitter explains.
+
+        The mean takes out the echoes' own jitter, but not their placement on Twilio's clock:
+        chunks are whole frames, so successive echoes fall at the same point of their frame and
+        share that error. The clock's error is taken as half an echo's once it rests on two or
+        more (as much as averaging two), not as falling with their number: that margin kept
+        over-claims at 60 ms under 5 %, the shrinking one did not (BENCHMARKS.md, issue 14)."""
+        network = self.network
+        assert network.round_trip_s is not None
+        anchor, echoes = clear.anchor, clear.anchor_echoes if clear.anchor is not None else 0
+        chunks = clear.chunks
+        for echo in played:
+            at = echo.time.at
+            if anchor is not None:
+                starts = chunk_starts(chunks, anchor, self.sample_rate, network.round_trip_s, playout)
+                predicted = next(t + c.samples / self.sample_rate for c, t in starts if c.seq == echo.seq)
+                if abs(at - predicted) <= max(SNAP_S, 4 * network.spread_s):
+                    echoes += 1
+                    at = predicted + max(1.0 / echoes, MIN_WEIGHT) * (at - predicted)
+                else:
+                    echoes = 0
+            anchor, echoes = at, max(echoes, 1)
+            chunks = tuple(chunk for chunk in chunks if chunk.seq > echo.seq)
+        assert anchor is not None  # `played` is not empty
+        return anchor, played[-1].time.error / (2.0 if echoes > 1 else 1.0)
+
+    def _bound(
+        self, chunks: tuple[SentChunk, ...], heard: dict[ItemKey, int], unplayed: int, contradicted: bool
+    ) -> None:
+        """Bound `heard` by chunk `unplayed`, which had not played more than a frame before the clear
+        landed: its item no further than its end, an item beginning within a frame after it at
+        most just begun (1 sample), one beginning later not reached. If the clock placed playback
+        more than a frame past that end, the frames contradict it (a stall held the audio back by
+        an unknown time): its item is said to be heard only as far as the chunk's start (at least
+        begun: 1 sample), and nothing after it reached."""
+        frame = self.sample_rate * FRAME_S
+        after: int | None = None  # samples from the end of chunk `unplayed` to the chunk's start
+        for chunk in chunks:
+            if chunk.seq == unplayed:
+                after = 0
+                if chunk.item in heard:
+                    bound = chunk.item_samples_after - (chunk.samples if contradicted else 0)
+                    heard[chunk.item] = max(1, min(heard[chunk.item], bound))
+            elif after is not None:
+                if chunk.item_samples_after == chunk.samples and chunk.item in heard:  # the item begins here
+                    if after < frame and not contradicted:
+                        heard[chunk.item] = 1
+                    else:
+                        del heard[chunk.item]
+                after += chunk.samples
 
     def awaiting(self, clear: int | None) -> bool:
         """That clear (the epoch it ended) left with marks pending, and its echo, which places it,
         is not back yet (and can place it: the round trip is known)."""
         return clear in self._awaiting and self.network.round_trip_s is not None
+
+    def overdue(self, clear: int | None, now: float) -> bool:
+        """That clear's echo is still awaited `now`, later than the round trip explains: a stall held
+        the clear, its echo or both, so the clear may have landed later than planned."""
+        sent = self._awaiting.get(clear) if clear is not None else None
+        rtt = self.network.round_trip_s
+        return sent is not None and rtt is not None and now > sent.sent_at + rtt + OVERDUE_SPREADS * self.network.spread_s
 
     def placed(self, clear: int | None) -> bool:
         """That clear's echo is back (it placed the clear, whatever items it reached)."""

@@ -28,7 +28,7 @@ import math
 from collections import deque
 from collections.abc import Iterator
 
-from .clear_placement import ClearPlacements, EchoTime
+from .clear_placement import MIN_WEIGHT, SNAP_S, ClearPlacements, EchoTime
 from .playback_timeline import ItemKey, SentChunk, chunk_starts, heard_at
 from .round_trip import RoundTripEstimator
 from .uplink_clock import UplinkClock
@@ -62,8 +62,6 @@ def is_mark_name(name: str) -> bool:
 PROBE_PREFIX = "rtt."  # probe marks: "rtt.<n>", sent while nothing plays
 PROBE_INTERVAL_S = 1.0  # at most one probe a second
 PROBE_LOST_S = 10.0  # a probe not echoed by then is given up (another may be sent)
-MIN_WEIGHT = 0.1  # the newest echo's least share in the anchor
-SNAP_S = 0.015  # an echo this far from the prediction (or 4 spreads) is taken as is
 
 
 class PlaybackTracker:
@@ -202,7 +200,7 @@ class PlaybackTracker:
         if now is not None and self._pending:
             *_, (last, started) = self._chunk_times(self.network.round_trip_s or 0.0, self.network.playout_delay_s)
             would_echo_at = started + last.samples / self.sample_rate
-            self.clears.left(self.epoch, tuple(self._pending), now, would_echo_at, self._last_echo_at)
+            self.clears.left(self.epoch, tuple(self._pending), now, would_echo_at, self._last_echo_at, self._anchor_weight_n)
         else:
             self.clears.left_nothing()
         self.epoch += 1

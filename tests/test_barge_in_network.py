@@ -9,10 +9,13 @@ what the phone played and never claim much more than was heard.
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import httpx
+import numpy as np
 from conftest import AUTH_TOKEN, caller_clip, run, running_bridge
+from scripted_upstream import ScriptedSession, ScriptedUpstream
 from structlog.testing import capture_logs
 from test_barge_in_accuracy import audio, bargein
 
@@ -129,3 +132,76 @@ def test_the_round_trip_is_measured_exported_and_logged() -> None:
     barge_ins = [e for e in logs if e["event"] == "caller.barge_in"]
     assert barge_ins and all(50 <= e["twilio_rtt_ms"] <= 90 for e in barge_ins), barge_ins
     assert all(e["playout_delay_ms"] >= 0 for e in barge_ins)
+
+
+STALLING = NetworkProfile(delay_ms=30.0, jitter_ms=5.0, playout_delay_ms=60.0, burst_every_s=0.5, burst_ms=150.0, seed=5)
+
+
+def test_a_clear_held_by_a_stall_is_still_placed_by_its_echo() -> None:
+    """Stalls of 150 ms on either line, every half second on average: some clears (or their
+    echoes) are held far longer than the round trip. Each truncate still waits for its echo (a
+    retransmission's worth past two round trips), so none goes out as guessed when the clear left,
+    and no item the caller was hearing is deleted."""
+    rounds = [
+        RoundPlan(
+            n, "double", ResponsePlan(f"resp_{n}", (audio(f"item_{n}", 800, 300 + 40 * n),)), at_ms=at,
+            followup=ResponsePlan(f"resp_{n}_b", (audio(f"item_{n}_b", 600, 900),)), second_after_ms=second,
+        )
+        for n, (at, second) in enumerate(((380.0, 20.0), (250.0, 40.0), (520.0, 30.0), (450.0, 25.0), (40.0, 30.0), (30.0, 20.0)))
+    ]
+
+    async def scenario() -> tuple[list, object, list[dict]]:
+        tap = bargein.PhoneTap()
+        with tap.installed(), capture_logs() as logs:
+            result = await bargein.run_call(rounds, tap, network=STALLING)
+        return bargein.score_call(0, result), result, logs
+
+    events, result, logs = run(scenario(), timeout=90)
+    barge_ins = [e for e in logs if e["event"] == "caller.barge_in"]
+    assert not [e for e in barge_ins if str(e["placed_by"]).startswith("deadline")], barge_ins
+    assert all(t.error is None for t in result.session.truncates)
+    assert max(event.clear_latency_ms for event in events) > 100  # a stall did hold a clear
+    for event in events:
+        assert not event.truth_item_deleted, event
+        for claim in event.ours:
+            # Told of an item the caller heard nothing of: at most its first millisecond.
+            heard = event.truth_ms if claim.item_id == event.truth_item else 0.0
+            assert claim.audio_end_ms - heard <= OVER_CLAIM_MS, (event.kind, claim, event.truth_item, event.truth_ms)
+            if event.nth == 0 and heard:
+                assert abs(claim.audio_end_ms - heard) <= TOLERANCE_MS, (claim, event.truth_ms)
+
+
+def test_a_truncate_held_for_its_echo_goes_before_the_model_is_asked_to_answer() -> None:
+    """200 ms each way, so the clear's echo is 400 ms away. The model's 4 s answer is interrupted
+    2 s into the call and the caller presses a key 150 ms later: the bridge asks the model to
+    answer the key at once, so the truncate it was holding for the echo goes first, with what was
+    known (`placed_by=event`), never after the model was asked to answer."""
+    far = NetworkProfile(delay_ms=200.0, jitter_ms=0.0, playout_delay_ms=60.0, seed=1)
+    answer = (np.sin(np.arange(96000) * 2 * np.pi * 440 / 24000) * 8000).astype("<i2").tobytes()  # 4 s at 24 kHz
+
+    async def script(session: ScriptedSession) -> None:
+        await session.send("session.created", session={"type": "realtime"})
+        await session.expect("session.update")
+        await session.send("session.updated", session={"type": "realtime"})
+        await session.expect("response.create")
+        await session.speak("resp_1", "item_1", answer)
+        await asyncio.sleep(2.0)
+        await session.send("input_audio_buffer.speech_started", audio_start_ms=2000, item_id="item_caller")
+        await session.drain()
+
+    async def scenario() -> tuple[ScriptedUpstream, list[dict]]:
+        async with ScriptedUpstream(script) as upstream:
+            async with running_bridge(upstream_url=upstream.url, dtmf="forward") as (url, _):
+                plan = CallerPlan(keypad=((2.15, "5"),), hangup_after_s=1.0, max_call_s=20)
+                with capture_logs() as logs:
+                    await place_call(url, plan, auth_token=AUTH_TOKEN, network=far)
+        return upstream, logs
+
+    upstream, logs = run(scenario(), timeout=60)
+    sent = [e.get("type") for e in upstream.sessions[0].received]
+    key = next(i for i, e in enumerate(upstream.sessions[0].received) if e.get("type") == "conversation.item.create" and e["item"].get("role") == "user")
+    asked = sent.index("response.create", key)
+    told = [i for i, kind in enumerate(sent) if kind in ("conversation.item.truncate", "conversation.item.delete")]
+    assert told and told[0] < asked, sent
+    barge_ins = [e for e in logs if e["event"] == "caller.barge_in"]
+    assert [e["placed_by"] for e in barge_ins if e["truncated_item"]] == ["event_unchanged"], barge_ins

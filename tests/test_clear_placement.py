@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.barge_in import Truncation, settle_plan
+from bridge.barge_in import Truncation, hedge_late_clear, settle_plan
 from bridge.playback import PlaybackTracker
 
 UP = DOWN = 0.030
@@ -85,7 +85,10 @@ def test_a_mark_the_clear_released_bounds_the_placement_when_a_stall_held_the_au
     """Audio sent at 1.000 was held 40 ms by a stall on the way down: it played from 1.130 (not
     1.090), and the clear, sent at 1.110, landed at 1.140, 10 ms in. Placed from its send time the
     clock would say about 48 ms; but the mark after the item's first 20 ms came back with the
-    clear's own (no frame between them): it had not played, so the caller heard under 20 ms."""
+    clear's own (no frame between them): it had not played more than a frame before the clear
+    landed. The clock is more than a frame past its end, so the frames contradict it: how long
+    the stall held the audio is not known, and the item is said to be just begun (1 sample, a
+    1 ms truncate, never a deletion)."""
     tracker = _tracker_with_frames(until=1.0)
     tracker.network.first_echo_sample(0.060 + 0.060 + 0.100, 0.100)
     first = tracker.chunk_sent("a", 0, 160, now=1.0)
@@ -95,7 +98,30 @@ def test_a_mark_the_clear_released_bounds_the_placement_when_a_stall_held_the_au
     _frames(tracker, 1.0, 1.14)
     tracker.mark_echoed(first, now=1.170)
     tracker.mark_echoed(last, now=1.170)
-    assert 0 < tracker.clears.heard("a", 0) <= 160
+    assert tracker.clears.heard("a", 0) == 1
+
+
+def test_an_item_beginning_within_a_frame_of_the_bound_may_have_been_reached() -> None:
+    """"a" (195 ms and a 2.5 ms tail) plays from 1.120 (arrival scale), "b" from 1.3175; the clear
+    lands 1.325, 7.5 ms into "b". Every echo comes back between the same two frames (in at 1.31
+    and 1.33), so "a" may not have finished; but Twilio's clock places the landing anywhere in
+    that frame, and "b" begins within it: it may have been reached, and is kept (1 sample), not
+    deleted."""
+    tracker = _tracker_with_frames(until=1.0)
+    tracker.network.first_echo_sample(0.060 + 0.060 + 0.100, 0.100)
+    first = tracker.chunk_sent("a", 0, 1560, now=1.0)
+    tail = tracker.chunk_sent("a", 0, 20, now=1.0)
+    tracker.chunk_sent("b", 0, 3200, now=1.0)
+    last = f"{tracker.epoch}.3"
+    _frames(tracker, 1.0, 1.28)
+    tracker.cleared(now=1.265)
+    tracker.mark_echoed(first, now=1.315)
+    tracker.mark_echoed(tail, now=1.3175)
+    tracker.mark_echoed(last, now=1.325)
+    clear = tracker.clears.last
+    assert tracker.clears.placed(clear)
+    assert 1400 <= tracker.clears.heard("a", 0, clear) <= 1560
+    assert tracker.clears.heard("b", 0, clear) == 1
 
 
 def test_two_clears_in_quick_succession_are_each_placed_by_their_own_echo() -> None:
@@ -142,3 +168,53 @@ def _heard(table: dict[str, float]):
 def test_a_held_plan_is_settled_by_what_the_echo_shows(truncation, deletions, heard, expected_truncation, expected_deletions) -> None:
     settled = settle_plan(truncation, deletions, _heard(heard), lambda key: 1000.0)
     assert settled == (expected_truncation, expected_deletions)
+
+
+def test_a_clear_whose_echo_is_later_than_the_round_trip_explains_is_overdue() -> None:
+    tracker = _tracker_with_frames(until=1.0)
+    tracker.chunk_sent("a", 0, 3200, now=1.0)
+    last = f"{tracker.epoch}.1"
+    tracker.cleared(now=1.200)
+    clear = tracker.clears.last
+    assert not tracker.clears.overdue(clear, now=1.250)  # within the 60 ms round trip
+    assert tracker.clears.overdue(clear, now=1.300)  # 40 ms late: a stall on the way
+    _frames(tracker, 1.0, 1.3)
+    tracker.mark_echoed(last, now=1.310)
+    assert not tracker.clears.overdue(clear, now=1.320)  # back: placed, not awaited
+
+
+@pytest.mark.parametrize(
+    ("truncation", "deletions", "expected_truncation", "expected_deletions"),
+    [
+        # Planned as unheard: it may have begun while the clear was held, so 1 ms, not a deletion.
+        (None, (("a", 0), ("b", 0)), Truncation("a", 0, 1), (("b", 0),)),
+        # An item being heard is truncated as planned; what follows it stays deleted.
+        (Truncation("a", 0, 190), (("b", 0),), Truncation("a", 0, 190), (("b", 0),)),
+        (None, (), None, ()),
+    ],
+)
+def test_a_plan_sent_before_its_overdue_echo_hedges_its_first_deletion(truncation, deletions, expected_truncation, expected_deletions) -> None:
+    assert hedge_late_clear(truncation, deletions) == (expected_truncation, expected_deletions)
+
+
+def test_the_echoes_that_played_before_the_clear_landed_run_the_clock_by_their_mean() -> None:
+    """Three 20 ms chunks play from 1.120 (arrival scale), echoed at 1.140, 1.160 and 1.180; the
+    clear, sent at 1.135 before any came back, lands at 1.195: 75 ms heard (600 samples). The last
+    echo before the landing comes back 8 ms early (its uplink trip was short). Resting the clock on
+    it alone would claim 8 ms too much; the mean of the three echoes is off by a third of that."""
+    tracker = _tracker_with_frames(until=1.0)
+    tracker.network.first_echo_sample(0.060 + 0.060 + 0.100, 0.100)
+    marks = [tracker.chunk_sent("a", 0, 160, now=1.0) for _ in range(3)]
+    last = tracker.chunk_sent("a", 0, 6400, now=1.0)
+    tracker.audio_received("a", 0, 820.0)
+    _frames(tracker, 1.0, 1.12)  # the last in at 1.130
+    tracker.cleared(now=1.135)
+    assert not tracker.mark_echoed(marks[0], now=1.140)  # the cleared epoch's
+    _frames(tracker, 1.12, 1.14)  # in at 1.150
+    tracker.mark_echoed(marks[1], now=1.160)
+    _frames(tracker, 1.14, 1.16)  # in at 1.170
+    tracker.mark_echoed(marks[2], now=1.172)
+    _frames(tracker, 1.16, 1.18)  # in at 1.190
+    tracker.mark_echoed(last, now=1.195)
+    heard = tracker.clears.heard("a", 0)
+    assert 600 - 8 * 8 <= heard <= 600 + 3 * 8, heard

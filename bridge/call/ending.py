@@ -35,6 +35,7 @@ class Ending:
         tracker: PlaybackTracker,
         output: CallerOutput,
         link: UpstreamLink,
+        ask_model: Callable[[str | None], None],
         clock: Callable[[], float],
         log: BoundLogger,
     ) -> None:
@@ -43,6 +44,7 @@ class Ending:
         self.tracker = tracker
         self.output = output
         self.link = link
+        self.ask_model = ask_model  # `ModelEvents.ask_model`: response.create, once held truncates are sent
         self.clock = clock
         self.log = log
         self.stop_requested = asyncio.Event()  # set when the call should end now
@@ -77,7 +79,7 @@ class Ending:
         await self.output.stop(generating=False)  # its response was cancelled above: only what plays is cleared
         self.ledger.playback_stopped()
         marker = self.ledger.marker()
-        self.link.send(dialects.create_response(GOODBYE_INSTRUCTIONS))
+        self.ask_model(GOODBYE_INSTRUCTIONS)
         await self.until_heard(marker, "goodbye")
         self.life.end(self._goodbye_reason)
         self.stop_requested.set()

@@ -159,6 +159,13 @@ class ModelEvents:
             self.background.add(deadline)
             deadline.add_done_callback(self.background.discard)
 
+    def ask_model(self, instructions: str | None = None) -> None:
+        """`response.create`: the model answers now, so it is first told what the caller heard of
+        the answers they interrupted (the truncates held for their clear's echo go at once)."""
+        if self.truncator.holding:
+            self.truncator.flush("event")
+        self.call.link.send(dialects.create_response(instructions))
+
     async def _answer_tools(self, response_id: str) -> None:
         """Every call of the finished response gets its output, then the model may go on."""
         call = self.call

@@ -84,8 +84,8 @@ class CallSession:
             lambda now: first_audio.observe(now - self._started_at),
         )
         self.link = UpstreamLink(metrics, deadlines or PeerDeadlines(), log)
-        self.ending = Ending(self.life, self.ledger, self.tracker, self.output, self.link, clock, log)
         self.events = ModelEvents(self)
+        self.ending = Ending(self.life, self.ledger, self.tracker, self.output, self.link, self.events.ask_model, clock, log)
         self.turns = TurnGuard(self)  # issue 16: fillers, retries, reprompts
         self.output.on_idle = self.turns.playback_idle
         self._frames_in = metrics.frames.labels(direction="in")
@@ -305,7 +305,7 @@ class CallSession:
     def respond_unless_active(self) -> None:
         """Ask the model to answer, unless a response is already under way (it answers then)."""
         if self.ledger.active is None:
-            self.link.send(dialects.create_response())
+            self.events.ask_model()
 
     # --- model → caller ------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .. import dialects
-from ..barge_in import BargeInPlan, Truncation, settle_plan
+from ..barge_in import BargeInPlan, Truncation, hedge_late_clear, settle_plan
 from ..deadlines import poll_until
 
 if TYPE_CHECKING:
@@ -29,7 +29,10 @@ if TYPE_CHECKING:
 
 MAX_WAIT_S = 0.5  # the longest a truncate waits for the clear's echo
 WAIT_SPREADS = 4.0  # beyond the round trip, this many of its spreads
-WAIT_FLOOR_S = 0.05
+# And time for one lost TCP segment on either line: its retransmission holds everything behind it,
+# the clear or its echo, for at least the minimum retransmission timeout (200 ms, RFC 6298 allows
+# 1 s; Linux uses 200 ms). Waiting costs nothing while the caller speaks: their stopping sends it.
+RETRANSMIT_S = 0.2
 POLL_S = 0.02  # the wait polls the call's clock (which may be a replay's scaled clock)
 
 
@@ -69,8 +72,9 @@ class Truncator:
             self._send(plan, plan.truncation, plan.deletions, "at_clear")
             return None
         # The echo comes back a round trip after the clear left, behind whatever audio and frames
-        # share the two lines (in order, as over TCP): allow two round trips before giving up.
-        wait = min(MAX_WAIT_S, max(WAIT_FLOOR_S, 2 * round_trip + WAIT_SPREADS * tracker.network.spread_s))
+        # share the two lines (in order, as over TCP): allow two round trips and a retransmission
+        # before giving up.
+        wait = min(MAX_WAIT_S, 2 * round_trip + WAIT_SPREADS * tracker.network.spread_s + RETRANSMIT_S)
         held = _Held(plan, clear, call.link.connection, call.clock() + wait)
         self._held.append(held)
         return asyncio.create_task(self._by_deadline(held), name="truncate_deadline")
@@ -95,12 +99,17 @@ class Truncator:
             self.call.log.info("caller.truncate_dropped", reason="session_replaced", items=len(_items(plan)))
             return
         tracker = self.call.tracker
+        if tracker.clears.placed(held.clear):
 
-        def heard_ms(key: tuple[str, int]) -> float | None:
-            heard = tracker.clears.heard(*key, clear=held.clear)
-            return None if heard is None else heard * 1000.0 / tracker.sample_rate
+            def heard_ms(key: tuple[str, int]) -> float | None:
+                heard = tracker.clears.heard(*key, clear=held.clear)
+                return None if heard is None else heard * 1000.0 / tracker.sample_rate
 
-        t, deletions = settle_plan(plan.truncation, plan.deletions, heard_ms, lambda key: tracker.received_ms(*key))
+            t, deletions = settle_plan(plan.truncation, plan.deletions, heard_ms, lambda key: tracker.received_ms(*key))
+        elif tracker.clears.overdue(held.clear, self.call.clock()):
+            t, deletions = hedge_late_clear(plan.truncation, plan.deletions)
+        else:
+            t, deletions = plan.truncation, plan.deletions
         changed = t != plan.truncation or deletions != plan.deletions
         self._send(plan, t, deletions, why if changed else f"{why}_unchanged")
 

@@ -97,7 +97,7 @@ class TurnGuard:
             if call.ledger.active is not None:
                 call.ledger.drop(call.ledger.active)
                 call.link.send(dialects.cancel_response())
-            call.link.send(dialects.create_response())
+            call.events.ask_model()
         elif action.kind is Kind.GIVE_UP:
             call.metrics.turn_watchdog.labels(outcome="failed").inc()
             log.error("turn.gave_up", turn_timeout_s=call.setup.budgets.turn_timeout_s)
@@ -107,7 +107,7 @@ class TurnGuard:
             call.metrics.reprompts.inc()
             log.info("caller.reprompt", count=action.count)
             call.trace.turn_event("reprompt", {"count": action.count})
-            call.link.send(dialects.create_response(call.setup.reprompt_instructions))
+            call.events.ask_model(call.setup.reprompt_instructions)
         elif action.kind is Kind.GOODBYE:
             log.info("caller.silent", reprompts=self.dog.reprompts)
             call.request_goodbye(EndReason.CALLER_SILENT)
