@@ -6,6 +6,7 @@ sockets. Times are the bridge's clock; Twilio's is 30 ms behind it on the way up
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from bridge.barge_in import Truncation, hedge_late_clear, settle_plan
 from bridge.playback import PlaybackTracker
@@ -218,3 +219,67 @@ def test_the_echoes_that_played_before_the_clear_landed_run_the_clock_by_their_m
     tracker.mark_echoed(last, now=1.195)
     heard = tracker.clears.heard("a", 0)
     assert 600 - 8 * 8 <= heard <= 600 + 3 * 8, heard
+
+
+_STEP = st.one_of(
+    st.tuples(st.just("send"), st.sampled_from("abc"), st.sampled_from([20, 160, 620, 800, 800, 3])),
+    st.tuples(st.just("clear")),
+    # Echoes of this epoch's or the last one's recent marks, mostly; some of any epoch and mark.
+    st.tuples(st.just("echo"), st.sampled_from([0, 0, -1, -1, 1]), st.integers(0, 6)),
+    st.tuples(st.just("echo"), st.integers(-3, 3), st.integers(-1, 60)),
+    st.tuples(st.just("released"), st.integers(0, 3)),  # a mark the last clear released, or its last
+    st.tuples(st.just("released"), st.just(0)),
+    st.tuples(st.just("mark"), st.text(max_size=12)),
+    st.tuples(st.just("frame"), st.integers(0, 4)),  # the next frame(s), in step
+    st.tuples(st.just("odd frame"), st.integers(-(10**6), 10**9)),
+    st.tuples(st.just("rtt"), st.floats(-1.0, 5.0, allow_nan=False)),
+    st.tuples(st.just("first"), st.floats(-1.0, 5.0, allow_nan=False), st.floats(0.0, 1.0)),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(_STEP, st.floats(0.0, 0.12, allow_nan=False)), min_size=10, max_size=150))
+def test_any_echoes_frames_and_clears_a_peer_causes_place_clears_within_what_was_sent(steps) -> None:
+    """Twilio (or a peer posing as it) echoes any mark name, of any epoch, at any time, between
+    frames stamped anyhow: the accounting never raises (an exception here would end the call), and
+    what a placed clear says was heard of an item is at least 1 sample and never more than was
+    sent of it before that clear."""
+    tracker = _tracker_with_frames(until=1.0)
+    tracker.network.first_echo_sample(0.060 + 0.060 + 0.100, 0.100)
+    now, stamp, seq, cleared_at_seq = 1.03, 1000, 0, 0
+    sent: dict[str, int] = {}
+    sent_at_clear: dict[int, dict[str, int]] = {}
+    for step, dt in steps:
+        now += dt
+        kind = step[0]
+        if kind == "send":
+            seq += 1
+            sent[step[1]] = sent.get(step[1], 0) + step[2]
+            tracker.audio_received(step[1], 0, step[2] / 8)
+            tracker.chunk_sent(step[1], 0, step[2], now=now)
+        elif kind == "clear":
+            sent_at_clear[tracker.epoch] = dict(sent)
+            tracker.cleared(now=now)
+            cleared_at_seq = seq
+            sent = {item: tracker.sent_samples(item, 0) for item in sent}
+        elif kind == "echo":
+            tracker.mark_echoed(f"{tracker.epoch + step[1]}.{seq - step[2] if step[2] < 7 else step[2]}", now=now)
+        elif kind == "released":
+            tracker.mark_echoed(f"{tracker.epoch - 1}.{cleared_at_seq - step[1]}", now=now)
+        elif kind == "mark":
+            tracker.mark_echoed(step[1], now=now)
+        elif kind == "frame":
+            for _ in range(step[1]):
+                stamp += 20
+                tracker.media_received(stamp, now)
+        elif kind == "odd frame":
+            tracker.media_received(step[1], now)
+        elif kind == "rtt":
+            tracker.network.round_trip_sample(step[1])
+        else:
+            tracker.network.first_echo_sample(step[1], step[2])
+    for epoch, before in sent_at_clear.items():
+        for item in "abc":
+            heard = tracker.clears.heard(item, 0, epoch)
+            if heard is not None:
+                assert 1 <= heard <= before.get(item, 0), (epoch, item, heard, before)
