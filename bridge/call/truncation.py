@@ -4,13 +4,16 @@ At a barge-in the bridge clears Twilio's buffer at once, but the caller goes on 
 `clear` lands, one downlink trip later, and how long that trip takes is not known when it leaves.
 Twilio returns the pending marks the moment the `clear` lands, so their echo, one uplink trip
 later, places the landing from the other side (`bridge.clear_placement`). The truncate and the
-deletions wait for that echo, for at most about a round trip: the caller is still speaking, and
-the model answers only after they stop, so it is told before it can use the items again. What the
+deletions wait for that echo, for two round trips and a retransmission at most (a stall may hold
+the clear or its echo): the caller is still speaking, and the model answers only after they stop,
+so it is told before it can use the items again. What the
 echo places replaces the estimate made when the `clear` left, which had to guess the clear's own
 trip; an item planned for deletion that it shows was reached is truncated instead (`settle_plan`).
 Anything after which the model may be asked for an answer before the echo is back (the caller
-stopping, a tool call) sends it at once with what is known. A response the model has already
-begun was begun without it either way: that does not.
+stopping, a tool call, the bridge's own `response.create`) sends it at once with what is known;
+if the echo is overdue by then, the first item planned for deletion may have been reached and is
+truncated at 1 ms instead (`hedge_late_clear`). A response the model has already begun was begun
+without it either way: that does not.
 """
 
 from __future__ import annotations
