@@ -68,6 +68,7 @@ def test_serve_and_call_from_the_command_line(served_bridge, tmp_path: Path) -> 
     with wave.open(str(record), "rb") as wav:
         assert wav.getnchannels() == 2 and wav.getframerate() == 8000
         assert wav.getnframes() > 8000 * 5
+    assert record.stat().st_mode & 0o777 == 0o600  # a call's voices: private, as the bridge's recordings
     server.terminate()
     output = server.communicate(timeout=10)[0]
     first_line = output.splitlines()[0]

@@ -33,6 +33,7 @@ from twiml.signatures import SIGNATURE_HEADER, TwilioSigner
 from voice_codecs import ulaw_decode
 
 from ... import media_streams as ms
+from ...recording_format import open_private
 from .caller import FRAME_MS, Caller, CallerPlan, CallerState
 from .network import DelayLine, NetworkProfile
 from .playout import PlayoutBuffer
@@ -100,14 +101,15 @@ class CallReport:
         )
 
     def write_wav(self, path: Path) -> None:
-        """Two channels at 8 kHz: left the caller, right the agent as heard."""
+        """Two channels at 8 kHz: left the caller, right the agent as heard; a private file (0600),
+        as the bridge's recordings are: it holds a call's voices."""
         caller = ulaw_decode(bytes(self.caller_audio))
         agent = ulaw_decode(bytes(self.agent_audio))
         n = max(len(caller), len(agent))
         stereo = np.zeros((n, 2), dtype="<i2")
         stereo[: len(caller), 0] = caller
         stereo[: len(agent), 1] = agent
-        with wave.open(str(path), "wb") as wav:
+        with open_private(path, "wb") as file, wave.open(file, "wb") as wav:
             wav.setnchannels(2)
             wav.setsampwidth(2)
             wav.setframerate(8000)
