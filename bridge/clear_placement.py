@@ -29,8 +29,8 @@ CLEAR_MARGIN_S = 0.02  # a clear sample is taken only if the mark's audio had th
 # The share of the uplink delay's interquartile range by which a clear placed by its echo is
 # taken to err beyond its own placement (the echoes' clock's error). Tuned on benchmarks/bargein.py
 # (BENCHMARKS.md, issue 14): with the clock as the running mean of its echoes, a tenth left
-# over-claims at 60 ms one way at 3.3-4.8 % over three seeds, 0.15 at 1.5-2.9 % (p95 16-18 ms,
-# 18-19.5 ms).
+# over-claims at 60 ms one way at 3.3-4.8 % over three seeds (p95 16.0-18.3 ms), 0.15 at
+# 1.5-2.9 % (p95 18.1-19.5 ms).
 LINE_SHARE = 0.15
 OVERDUE_SPREADS = 3.0  # an echo later than the round trip by this many of its spreads is overdue
 # As for playback's own echoes (`bridge.playback`): the newest echo's least share in the clock, and
@@ -141,7 +141,14 @@ class ClearPlacements:
         heard: dict[ItemKey, int] = {}
         chunks, anchor = clear.chunks, clear.anchor
         margin = likely - early
-        played = [echo for echo in clear.echoes if echo.frames < self.uplink.frames]
+        # (Only echoes of marks the clear left pending count, each once and in order: a peer may
+        # repeat or invent mark names.)
+        pending = {chunk.seq for chunk in chunks}
+        earlier: dict[int, _LateEcho] = {}
+        for echo in clear.echoes:
+            if echo.frames < self.uplink.frames and echo.seq in pending:
+                earlier.setdefault(echo.seq, echo)
+        played = [earlier[seq] for seq in sorted(earlier)]
         if played:
             anchor, error = self._run_clock(clear, played, playout)
             margin = math.hypot(margin, error)

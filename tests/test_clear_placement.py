@@ -221,6 +221,32 @@ def test_the_echoes_that_played_before_the_clear_landed_run_the_clock_by_their_m
     assert 600 - 8 * 8 <= heard <= 600 + 3 * 8, heard
 
 
+def test_repeated_and_unknown_echoes_of_a_cleared_epoch_neither_raise_nor_move_the_clock() -> None:
+    """A peer echoes a mark twice, and one it had already echoed before the clear: they are not
+    marks the clear left pending, or not for the first time, and do not count (they used to raise
+    inside the placement, which ended the call). The placement is the one the genuine echoes give."""
+
+    def placed(extra: bool) -> int | None:
+        tracker = _tracker_with_frames(until=1.0)
+        tracker.network.first_echo_sample(0.060 + 0.060 + 0.100, 0.100)
+        first, second, _, last = (tracker.chunk_sent("a", 0, samples, now=1.0) for samples in (160, 800, 800, 800))
+        _frames(tracker, 1.0, 1.12)
+        assert tracker.mark_echoed(first, now=1.140)  # played: the clock is anchored
+        tracker.cleared(now=1.150)
+        if extra:
+            tracker.mark_echoed(first, now=1.160)  # already confirmed before the clear
+        _frames(tracker, 1.12, 1.16)
+        tracker.mark_echoed(second, now=1.241)
+        if extra:
+            tracker.mark_echoed(second, now=1.242)  # the same mark again
+            tracker.mark_echoed(f"{tracker.epoch - 1}.999", now=1.243)  # never sent
+        _frames(tracker, 1.16, 1.24)
+        tracker.mark_echoed(last, now=1.250)
+        return tracker.clears.heard("a", 0)
+
+    assert placed(extra=True) == placed(extra=False) is not None
+
+
 _STEP = st.one_of(
     st.tuples(st.just("send"), st.sampled_from("abc"), st.sampled_from([20, 160, 620, 800, 800, 3])),
     st.tuples(st.just("clear")),
