@@ -256,6 +256,7 @@ _STEP = st.one_of(
     st.tuples(st.just("released"), st.integers(0, 3)),  # a mark the last clear released, or its last
     st.tuples(st.just("released"), st.just(0)),
     st.tuples(st.just("mark"), st.text(max_size=12)),
+    st.tuples(st.just("again")),  # the last echo, repeated
     st.tuples(st.just("frame"), st.integers(0, 4)),  # the next frame(s), in step
     st.tuples(st.just("odd frame"), st.integers(-(10**6), 10**9)),
     st.tuples(st.just("rtt"), st.floats(-1.0, 5.0, allow_nan=False)),
@@ -272,7 +273,7 @@ def test_any_echoes_frames_and_clears_a_peer_causes_place_clears_within_what_was
     sent of it before that clear."""
     tracker = _tracker_with_frames(until=1.0)
     tracker.network.first_echo_sample(0.060 + 0.060 + 0.100, 0.100)
-    now, stamp, seq, cleared_at_seq = 1.03, 1000, 0, 0
+    now, stamp, seq, cleared_at_seq, last_echo = 1.03, 1000, 0, 0, ""
     sent: dict[str, int] = {}
     sent_at_clear: dict[int, dict[str, int]] = {}
     for step, dt in steps:
@@ -289,9 +290,13 @@ def test_any_echoes_frames_and_clears_a_peer_causes_place_clears_within_what_was
             cleared_at_seq = seq
             sent = {item: tracker.sent_samples(item, 0) for item in sent}
         elif kind == "echo":
-            tracker.mark_echoed(f"{tracker.epoch + step[1]}.{seq - step[2] if step[2] < 7 else step[2]}", now=now)
+            last_echo = f"{tracker.epoch + step[1]}.{seq - step[2] if step[2] < 7 else step[2]}"
+            tracker.mark_echoed(last_echo, now=now)
+        elif kind == "again":
+            tracker.mark_echoed(last_echo, now=now)
         elif kind == "released":
-            tracker.mark_echoed(f"{tracker.epoch - 1}.{cleared_at_seq - step[1]}", now=now)
+            last_echo = f"{tracker.epoch - 1}.{cleared_at_seq - step[1]}"
+            tracker.mark_echoed(last_echo, now=now)
         elif kind == "mark":
             tracker.mark_echoed(step[1], now=now)
         elif kind == "frame":
