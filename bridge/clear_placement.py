@@ -21,9 +21,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .playback_timeline import ItemKey, SentChunk, chunk_starts, heard_at
+from .playback_timeline import ItemKey, SentChunk, chunk_starts, heard_at, running_mean
 from .round_trip import MIN_UNCERTAINTY_S, RoundTripEstimator
-from .uplink_clock import Placement, UplinkClock
+from .uplink_clock import FRAME_S, Placement, UplinkClock
 
 CLEAR_MARGIN_S = 0.02  # a clear sample is taken only if the mark's audio had this much longer to play
 # The share of the uplink delay's interquartile range by which a clear placed by its echo is
@@ -33,12 +33,7 @@ CLEAR_MARGIN_S = 0.02  # a clear sample is taken only if the mark's audio had th
 # 1.5-2.9 % (p95 18.1-19.5 ms).
 LINE_SHARE = 0.15
 OVERDUE_SPREADS = 3.0  # an echo later than the round trip by this many of its spreads is overdue
-# As for playback's own echoes (`bridge.playback`): the newest echo's least share in the clock, and
-# the surprise beyond which an echo restarts the clock.
-MIN_WEIGHT = 0.1
-SNAP_S = 0.015
 CLEARS_KEPT = 4  # clears remembered, awaiting their echo or placed by it
-FRAME_S = 0.02  # Twilio's media frames: an echo is placed between two of them
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,19 +190,15 @@ class ClearPlacements:
         over-claims at 60 ms under 5 %, the shrinking one did not (BENCHMARKS.md, issue 14)."""
         network = self.network
         assert network.round_trip_s is not None
-        anchor, echoes = clear.anchor, clear.anchor_echoes if clear.anchor is not None else 0
+        anchor, echoes = clear.anchor, clear.anchor_echoes
         chunks = clear.chunks
         for echo in played:
-            at = echo.time.at
-            if anchor is not None:
+            if anchor is None:
+                anchor, echoes = echo.time.at, 1
+            else:
                 starts = chunk_starts(chunks, anchor, self.sample_rate, network.round_trip_s, playout)
                 predicted = next(t + c.samples / self.sample_rate for c, t in starts if c.seq == echo.seq)
-                if abs(at - predicted) <= max(SNAP_S, 4 * network.spread_s):
-                    echoes += 1
-                    at = predicted + max(1.0 / echoes, MIN_WEIGHT) * (at - predicted)
-                else:
-                    echoes = 0
-            anchor, echoes = at, max(echoes, 1)
+                anchor, echoes = running_mean(predicted, echo.time.at, echoes, network.spread_s)
             chunks = tuple(chunk for chunk in chunks if chunk.seq > echo.seq)
         assert anchor is not None  # `played` is not empty
         return anchor, played[-1].time.error / (2.0 if echoes > 1 else 1.0)

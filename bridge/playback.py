@@ -28,8 +28,8 @@ import math
 from collections import deque
 from collections.abc import Iterator
 
-from .clear_placement import MIN_WEIGHT, SNAP_S, ClearPlacements, EchoTime
-from .playback_timeline import ItemKey, SentChunk, chunk_starts, heard_at
+from .clear_placement import ClearPlacements, EchoTime
+from .playback_timeline import ItemKey, SentChunk, chunk_starts, heard_at, running_mean
 from .round_trip import RoundTripEstimator
 from .uplink_clock import UplinkClock
 from .wire import ascii_uint
@@ -168,7 +168,7 @@ class PlaybackTracker:
 
         Each echo is late by its own uplink jitter, so while playback runs without a gap the
         anchor is the running mean of what the echoes say against the clock's prediction (at
-        least `MIN_WEIGHT` for the newest, to follow a drift); the first echo after a gap is
+        least `MIN_WEIGHT` for the newest, to follow a drift: `running_mean`); the first echo after a gap is
         weighed equally against the prediction from its send time, once the round trip and the
         playout delay are known. An echo that surprises by more than the jitter explains is
         taken as is (a stall, a gap the clock did not see)."""
@@ -185,12 +185,11 @@ class PlaybackTracker:
             if chunk.seq == seq:
                 break
         assert free_at is not None
-        surprise = now - free_at
-        if abs(surprise) > max(SNAP_S, 4 * network.spread_s) or (gap and not network.has_playout_delay):
+        if gap and not network.has_playout_delay:
             self._anchor_weight_n = 1
             return now
-        self._anchor_weight_n = 2 if gap else self._anchor_weight_n + 1
-        return free_at + max(1.0 / self._anchor_weight_n, MIN_WEIGHT) * surprise
+        anchor, self._anchor_weight_n = running_mean(free_at, now, 1 if gap else self._anchor_weight_n, network.spread_s)
+        return anchor
 
     def cleared(self, now: float | None = None) -> None:
         """Twilio's buffer was emptied: pending audio was never heard, old echoes are stale.

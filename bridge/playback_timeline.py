@@ -11,6 +11,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 ItemKey = tuple[str, int]  # (item_id, content_index)
+MIN_WEIGHT = 0.1  # the newest echo's least share in the echoes' clock, to follow a drift
+SNAP_S = 0.015  # an echo this far from the clock's prediction (or 4 spreads) restarts the clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +54,14 @@ def heard_at(starts: Iterator[tuple[SentChunk, float]], at: float, sample_rate: 
         yield chunk, min(heard, chunk.samples)
         if heard < chunk.samples:
             return
+
+
+def running_mean(predicted: float, echoed: float, echoes: int, spread: float) -> tuple[float, int]:
+    """The echoes' clock after one more echo, and the echoes it now rests on: the echo (due at
+    `echoed`) weighed against the clock's prediction by the running mean of the `echoes` already in
+    it (at least `MIN_WEIGHT`). One that surprises by more than the jitter explains (a stall, a gap
+    the clock did not see) is taken as is, and the clock starts afresh from it."""
+    surprise = echoed - predicted
+    if abs(surprise) > max(SNAP_S, 4 * spread):
+        return echoed, 1
+    return predicted + max(1.0 / (echoes + 1), MIN_WEIGHT) * surprise, echoes + 1

@@ -32,13 +32,13 @@ TOLERANCE_MS = 40  # |audio_end_ms - heard|
 OVER_CLAIM_MS = 12  # audio_end_ms - heard: the jitter of the clear's own trip, and no more
 
 
-def _play_logged(rounds: list) -> tuple[list, object, list[dict]]:
+def _play_logged(rounds: list, network: NetworkProfile = NETWORK) -> tuple[list, object, list[dict]]:
     """The rounds over the delayed network: scored interruptions, the call, the bridge's logs."""
 
     async def scenario() -> tuple[list, object, list[dict]]:
         tap = bargein.PhoneTap()
         with tap.installed(), capture_logs() as logs:
-            result = await bargein.run_call(rounds, tap, network=NETWORK)
+            result = await bargein.run_call(rounds, tap, network=network)
         return bargein.score_call(0, result), result, logs
 
     return run(scenario(), timeout=90)
@@ -150,13 +150,7 @@ def test_a_clear_held_by_a_stall_is_still_placed_by_its_echo() -> None:
         for n, (at, second) in enumerate(((380.0, 20.0), (250.0, 40.0), (520.0, 30.0), (450.0, 25.0), (40.0, 30.0), (30.0, 20.0)))
     ]
 
-    async def scenario() -> tuple[list, object, list[dict]]:
-        tap = bargein.PhoneTap()
-        with tap.installed(), capture_logs() as logs:
-            result = await bargein.run_call(rounds, tap, network=STALLING)
-        return bargein.score_call(0, result), result, logs
-
-    events, result, logs = run(scenario(), timeout=90)
+    events, result, logs = _play_logged(rounds, STALLING)
     barge_ins = [e for e in logs if e["event"] == "caller.barge_in"]
     assert not [e for e in barge_ins if str(e["placed_by"]).startswith("deadline")], barge_ins
     assert all(t.error is None for t in result.session.truncates)
@@ -180,11 +174,7 @@ def test_a_truncate_held_for_its_echo_goes_before_the_model_is_asked_to_answer()
     answer = (np.sin(np.arange(96000) * 2 * np.pi * 440 / 24000) * 8000).astype("<i2").tobytes()  # 4 s at 24 kHz
 
     async def script(session: ScriptedSession) -> None:
-        await session.send("session.created", session={"type": "realtime"})
-        await session.expect("session.update")
-        await session.send("session.updated", session={"type": "realtime"})
-        await session.expect("response.create")
-        await session.speak("resp_1", "item_1", answer)
+        await session.greet(answer)
         await asyncio.sleep(2.0)
         await session.send("input_audio_buffer.speech_started", audio_start_ms=2000, item_id="item_caller")
         await session.drain()
